@@ -1,0 +1,29 @@
+"""Entry point: `python -m spafit_exp [overrides]` or `spafit-exp [overrides]`."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from spafit_exp import CONF_DIR
+from spafit_exp.config import ConfigError, check_group_overrides
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from spafit_exp.app import run
+
+    run(cfg)
+
+
+def main() -> None:
+    try:
+        check_group_overrides(sys.argv[1:], CONF_DIR)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Method registry. A method decides which parameters train and may add a hook run between
+`backward()` and `optimizer.step()`. Adding one = a module in this package + a YAML in conf/method/."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable
+
+from omegaconf import DictConfig
+from torch import nn
+
+from spafit_exp.config import ConfigError
+
+
+@dataclass
+class Prepared:
+    """What the loop needs from a method."""
+
+    model: nn.Module
+    before_step: Callable[[], None] | None = None  # called on every optimizer step, after clipping
+    info: dict = field(default_factory=dict)  # extra facts for results.json (e.g. k, n, fraction)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    apply: Callable[[nn.Module, DictConfig], Prepared]
+    validate: Callable[[DictConfig, int], None] | None = None  # (method cfg, number of layers), before weights load
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, validate: Callable[[DictConfig, int], None] | None = None):
+    def decorate(fn: Callable[[nn.Module, DictConfig], Prepared]):
+        if name in _REGISTRY:
+            raise RuntimeError(f"method {name!r} registered twice")
+        _REGISTRY[name] = MethodSpec(name, fn, validate)
+        return fn
+
+    return decorate
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> MethodSpec:
+    if name not in _REGISTRY:
+        raise ConfigError(f"method.name={name}: unknown method; registered: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def apply_method(model: nn.Module, method_cfg: DictConfig) -> Prepared:
+    return get_method(method_cfg.name).apply(model, method_cfg)
+
+
+_discover()

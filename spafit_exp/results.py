@@ -1,0 +1,106 @@
+"""Run directories, the results.json contract, atomic writes, skip-if-done and provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from spafit_exp import REPO_ROOT
+
+RESULTS = "results.json"
+SCHEMA_VERSION = 1
+_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "omegaconf", "wandb",
+             "scikit-learn", "scipy", "numpy", "spafit_exp")
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run.dir)
+
+
+def read(directory: Path) -> dict | None:
+    path = Path(directory) / RESULTS
+    if not path.is_file():
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def is_completed(directory: Path) -> bool:
+    record = read(directory)
+    return record is not None and record.get("status") == "completed"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Temp file in the same folder + rename: readers see the old record or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=False, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(directory: Path, record: dict) -> None:
+    write_json_atomic(Path(directory) / RESULTS, record)
+
+
+def remove_empty_dirs(directory: Path, stop_at: Path) -> None:
+    """Undo Hydra's eager mkdir of a run dir when a run ends before writing anything."""
+    directory, stop_at = Path(directory).resolve(), Path(stop_at).resolve()
+    while directory != stop_at and stop_at in directory.parents and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+        directory = directory.parent
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance() -> dict:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"git_sha": git_sha(), "versions": versions, "python": platform.python_version(), "host": platform.node()}
+
+
+def base_record(cfg: DictConfig) -> dict:
+    """Identity fields every record carries: what `make tables` groups and filters by."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "status": "running",
+        "experiment": cfg.experiment_name,
+        "task": cfg.task.name,
+        "method": cfg.method.name,
+        "method_tag": cfg.method.tag,
+        "selector": cfg.selector.name,
+        "model": cfg.model.name,
+        "lr": cfg.trainer.lr,
+        "seed": cfg.trainer.seed,
+        "main_metric": cfg.task.main_metric,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "provenance": provenance(),
+    }
