@@ -73,8 +73,8 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
 
 def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     from accelerate.utils import set_seed
-    from safetensors.torch import save_file
 
+    from spafit_exp.checkpoint import save_trainable
     from spafit_exp.data import load_task_data
     from spafit_exp.methods import apply_method
     from spafit_exp.modeling import build_model, build_tokenizer
@@ -122,8 +122,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     )
     if accelerator.is_main_process:
         if cfg.trainer.save_trainable and outcome.best_state:
-            save_file({k: v.contiguous() for k, v in outcome.best_state.items()}, str(directory / "trainable.safetensors"))
-            record["artifacts"] = {"trainable": "trainable.safetensors"}
+            record["artifacts"] = {"trainable": save_trainable(outcome.best_state, directory)}
         results.write(directory, record)
     accelerator.end_training()
     best = outcome.best.get("dev", {})

@@ -1,0 +1,48 @@
+"""Compact fine-tuned state: only the trainable tensors (LoRA factors, trained biases, head), never the frozen base.
+
+`load_run(run_dir)` rebuilds the base model from the run's own config, applies the same method and loads the
+saved tensors: the result is the run's best-epoch model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from spafit_exp import results
+from spafit_exp.methods import Prepared, apply_method
+from spafit_exp.modeling import build_model
+
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def save_trainable(state: dict, directory: Path) -> str:
+    """Atomic (temp + rename), like results.json, so a crash never leaves half a file."""
+    path = Path(directory) / TRAINABLE_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+    return TRAINABLE_FILE
+
+
+def load_trainable(prepared: Prepared, path: Path) -> None:
+    """Load saved tensors onto a model prepared with the same method; every saved tensor must find its slot."""
+    state = load_file(str(path))
+    own = dict(prepared.model.named_parameters())
+    missing = sorted(set(state) - set(own))
+    if missing:
+        raise KeyError(f"{path}: tensors not in the model: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    for name, tensor in state.items():
+        own[name].data.copy_(tensor)
+
+
+def load_run(run_dir: Path) -> tuple[Prepared, dict]:
+    record = results.read(run_dir)
+    if record is None:
+        raise FileNotFoundError(f"{run_dir}: no {results.RESULTS}")
+    cfg = OmegaConf.create(record["config"])
+    prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
+    load_trainable(prepared, Path(run_dir) / TRAINABLE_FILE)
+    return prepared, record

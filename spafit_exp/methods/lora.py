@@ -1,0 +1,63 @@
+"""LoRA through peft: type I adapts query/key/value, type II also attention.output.dense (SPAFIT Table 1).
+
+Modules are selected with an exact regex over module names, so `attention.output.dense` never matches the FFN's
+`output.dense`, and a layer subset (SPAFIT's third group) is part of the same pattern."""
+
+from __future__ import annotations
+
+import re
+
+from omegaconf import DictConfig
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from spafit_exp.config import ConfigError
+from spafit_exp.methods import Prepared, register
+from spafit_exp.params import freeze_all, is_head, unfreeze
+
+LORA_MODULES = {
+    "I": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "II": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),
+}
+
+
+def lora_pattern(model: nn.Module, lora_type: str, layers: list[int]) -> str:
+    """Regex (peft full-matches it) naming the type's modules in the given layers, resolved from the model."""
+    if lora_type not in LORA_MODULES:
+        raise ConfigError(f"method.lora_type={lora_type}: must be one of {', '.join(LORA_MODULES)}")
+    names = [n for n, _ in model.named_modules()]
+    prefix = next((n[: n.index("encoder.layer.")] for n in names if "encoder.layer." in n), None)
+    if prefix is None:
+        raise ConfigError(f"{type(model).__name__}: no encoder.layer.<i> modules to adapt")
+    for suffix in LORA_MODULES[lora_type]:
+        if f"{prefix}encoder.layer.0.{suffix}" not in names:
+            raise ConfigError(f"{type(model).__name__}: has no module encoder.layer.0.{suffix} for LoRA-{lora_type}")
+    layer_alt = "|".join(str(i) for i in layers)
+    module_alt = "|".join(re.escape(s) for s in LORA_MODULES[lora_type])
+    return rf"{re.escape(prefix)}encoder\.layer\.({layer_alt})\.({module_alt})"
+
+
+def inject_lora(model: nn.Module, cfg: DictConfig, layers: list[int]) -> nn.Module:
+    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
+                        target_modules=lora_pattern(model, cfg.lora_type, layers))
+    return inject_adapter_in_model(config, model)
+
+
+def validate_lora(cfg: DictConfig, num_layers: int) -> None:
+    if cfg.lora_type not in LORA_MODULES:
+        raise ConfigError(f"method.lora_type={cfg.lora_type}: must be one of {', '.join(LORA_MODULES)}")
+    if not (isinstance(cfg.r, int) and cfg.r >= 1):
+        raise ConfigError(f"method.r={cfg.r}: must be an integer >= 1")
+    if not cfg.alpha > 0:
+        raise ConfigError(f"method.alpha={cfg.alpha}: must be > 0")
+    if not 0 <= cfg.dropout < 1:
+        raise ConfigError(f"method.dropout={cfg.dropout}: must be in [0, 1)")
+
+
+@register("lora", validate=validate_lora)
+def lora(model, cfg) -> Prepared:
+    num_layers = model.config.num_hidden_layers
+    model = inject_lora(model, cfg, list(range(num_layers)))
+    freeze_all(model)
+    unfreeze(model, lambda n: "lora_" in n or is_head(n))
+    return Prepared(model, info={"lora_type": cfg.lora_type, "r": cfg.r, "alpha": cfg.alpha})
