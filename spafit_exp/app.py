@@ -74,10 +74,9 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
 def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     from accelerate.utils import set_seed
 
-    from spafit_exp.checkpoint import save_trainable
+    from spafit_exp.checkpoint import build_prepared, save_trainable
     from spafit_exp.data import load_task_data
-    from spafit_exp.methods import apply_method
-    from spafit_exp.modeling import build_model, build_tokenizer
+    from spafit_exp.modeling import build_tokenizer
     from spafit_exp.params import count_params
     from spafit_exp.train import NonFiniteLoss, train
 
@@ -86,9 +85,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     accelerator = _accelerator(cfg)
     tokenizer = build_tokenizer(cfg.model)
     data = load_task_data(cfg, tokenizer)  # bad data raises ConfigError here, before anything is written
-    set_seed(cfg.trainer.seed)  # the head's initialisation must not depend on what data loading consumed
-    model = build_model(cfg.model, cfg.task)
-    prepared = apply_method(model, cfg.method)
+    prepared = build_prepared(cfg)  # seeded again: the head's init must not depend on what data loading consumed
     trainable, total = count_params(prepared.model)
 
     record = results.base_record(cfg)

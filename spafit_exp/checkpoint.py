@@ -18,6 +18,15 @@ from spafit_exp.modeling import build_model
 TRAINABLE_FILE = "trainable.safetensors"
 
 
+def build_prepared(cfg) -> Prepared:
+    """Seeded model build + method: the frozen part of a random-init model (`model.init=random`) and the
+    initial head are a function of the seed, so a run and its reload see the same base."""
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.trainer.seed)
+    return apply_method(build_model(cfg.model, cfg.task), cfg.method)
+
+
 def save_trainable(state: dict, directory: Path) -> str:
     """Atomic (temp + rename), like results.json, so a crash never leaves half a file."""
     path = Path(directory) / TRAINABLE_FILE
@@ -42,7 +51,6 @@ def load_run(run_dir: Path) -> tuple[Prepared, dict]:
     record = results.read(run_dir)
     if record is None:
         raise FileNotFoundError(f"{run_dir}: no {results.RESULTS}")
-    cfg = OmegaConf.create(record["config"])
-    prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
+    prepared = build_prepared(OmegaConf.create(record["config"]))
     load_trainable(prepared, Path(run_dir) / TRAINABLE_FILE)
     return prepared, record

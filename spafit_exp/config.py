@@ -62,6 +62,8 @@ def check_data_files(cfg: DictConfig) -> None:
     if not root.is_dir():
         raise ConfigError(f"data.dir={root}: no such directory")
     for split in cfg.task.files:
+        if split.startswith("test"):  # unlabelled GLUE test files are only needed for predictions
+            continue
         path = task_file(cfg, split)
         if not path.is_file():
             raise ConfigError(missing_data_message(path, cfg.task.name))

@@ -51,29 +51,30 @@ def _glue_label(value: str, task: DictConfig, where: str):
     return label
 
 
-def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None) -> RawSplit:
-    """GLUE download-script layout. QUOTE_NONE because of stray quotes; utf-8-sig strips MRPC's BOM."""
+def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
+    """GLUE download-script layout. QUOTE_NONE because of stray quotes; utf-8-sig strips MRPC's BOM.
+    Unlabelled test files always have a header (even CoLA's); their labels come back as None."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = list(task.columns) if not task.header else next(reader, None)
+        has_header = task.header or not labelled
+        header = next(reader, None) if has_header else list(task.columns)
         if header is None:
             raise ConfigError(f"{path}: empty file")
-        wanted = list(task.text_fields) + [task.label_field]
+        wanted = list(task.text_fields) + ([task.label_field] if labelled else [])
         missing = [c for c in wanted if c not in header]
         if missing:
             raise ConfigError(f"{path}: columns {missing} not in header {header}")
         idx = [header.index(c) for c in wanted]
         texts: list[list[str]] = [[] for _ in task.text_fields]
         labels = []
-        first_line = 2 if task.header else 1
-        for line_no, row in enumerate(reader, start=first_line):
+        for line_no, row in enumerate(reader, start=2 if has_header else 1):
             if limit is not None and len(labels) >= limit:
                 break
             if len(row) <= max(idx):
                 raise ConfigError(f"{path}:{line_no}: expected at least {max(idx) + 1} tab-separated fields, got {len(row)}")
-            for field, i in zip(texts, idx[:-1]):
+            for field, i in zip(texts, idx):
                 field.append(row[i])
-            labels.append(_glue_label(row[idx[-1]], task, f"{path}:{line_no}"))
+            labels.append(_glue_label(row[idx[-1]], task, f"{path}:{line_no}") if labelled else None)
     if not labels:
         raise ConfigError(f"{path}: no data rows")
     return RawSplit(texts, labels, str(path))
@@ -86,7 +87,7 @@ def read_local(cfg: DictConfig, split: str, limit: int | None = None) -> RawSpli
     path = task_file(cfg, split)
     if not path.is_file():
         raise ConfigError(missing_data_message(path, cfg.task.name))
-    return READERS[cfg.task.reader](path, cfg.task, limit)
+    return READERS[cfg.task.reader](path, cfg.task, limit, labelled=not split.startswith("test"))
 
 
 def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:

@@ -1,0 +1,98 @@
+"""Readers against the vendored files (row counts from data/MANIFEST), quirks, bad data, collator, cache."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spafit_exp import DATA_DIR
+from spafit_exp.config import ConfigError
+from spafit_exp.data import PadCollator, load_split, read_glue_tsv, read_split
+from tests.conftest import compose
+
+MANIFEST = json.loads((DATA_DIR / "manifest.json").read_text())
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qnli", "rte", "wnli")
+SPLIT_FILES = [e for e in MANIFEST
+               if e["path"].startswith("data/glue/") and e["path"].split("/")[2] in GLUE_TASKS
+               and e["path"].endswith(("train.tsv", "dev.tsv", "test.tsv"))]
+
+
+def test_manifest_files_are_vendored():
+    for entry in MANIFEST:
+        assert (DATA_DIR.parent / entry["path"]).is_file(), entry["path"]
+
+
+@pytest.mark.parametrize("entry", SPLIT_FILES, ids=[e["path"] for e in SPLIT_FILES])
+def test_row_counts_match_manifest(entry):
+    _, _, task, filename = entry["path"].split("/")
+    cfg = compose([f"task={task}"])
+    split = filename.removesuffix(".tsv")
+    raw = read_split(cfg, split)
+    assert len(raw.labels) == entry["rows"]
+    assert all(len(field) == entry["rows"] for field in raw.texts)
+    if split != "test":
+        assert None not in raw.labels
+
+
+def test_quirks():
+    cola = read_split(compose(["task=cola"]), "dev")  # no header line: the first row is data
+    assert cola.labels[:3] == [1, 1, 1] and cola.texts[0][0].startswith("The sailors rode the breeze")
+    mrpc = read_split(compose(["task=mrpc"]), "train")  # BOM before "Quality" must not break the header
+    assert set(mrpc.labels) == {0, 1}
+    rte = read_split(compose(["task=rte"]), "dev")  # string labels mapped in the hub's ClassLabel order
+    assert set(rte.labels) == {0, 1}
+    stsb = read_split(compose(["task=stsb"]), "dev")
+    assert all(0.0 <= x <= 5.0 for x in stsb.labels) and isinstance(stsb.labels[0], float)
+
+
+def _bad_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rte" / "train.tsv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+BAD_DATA = [
+    ("", "empty file"),
+    ("index\tsentence1\tsentence2\tlabel\n", "no data rows"),
+    ("index\tsentence1\tlabel\n0\ta\tentailment\n", "columns ['sentence2'] not in header"),
+    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n", "train.tsv:3: expected at least 4"),
+    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", "train.tsv:2: label 'maybe' not in"),
+]
+
+
+@pytest.mark.parametrize("text,needle", BAD_DATA, ids=[n for _, n in BAD_DATA])
+def test_bad_data_names_file_and_line(tmp_path, text, needle):
+    path = _bad_file(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        read_glue_tsv(path, compose(["task=rte"]).task)
+    assert needle in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_label_out_of_range(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\ngood\t7\n")
+    with pytest.raises(ConfigError, match=r"train.tsv:2: label 7 outside 0..1"):
+        read_glue_tsv(path, compose(["task=sst2"]).task)
+
+
+def test_collator_pads_dynamically():
+    rows = [{"input_ids": [1, 2, 3], "attention_mask": [1, 1, 1], "labels": 1},
+            {"input_ids": [1, 2], "attention_mask": [1, 1], "labels": 0}]
+    batch = PadCollator(pad_id=9)(rows)
+    assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 2, 9]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    tokens = PadCollator(pad_id=0)([{"input_ids": [1, 2], "labels": [-100, 3]}, {"input_ids": [1], "labels": [5]}])
+    assert tokens["labels"].tolist() == [[-100, 3], [5, -100]]
+
+
+def test_tokenized_cache_is_reused(tmp_path):
+    from spafit_exp.modeling import build_tokenizer
+
+    cfg = compose(["task=rte", "trainer.max_train_samples=16", f"data.cache_dir={tmp_path}", "trainer.max_len=32"])
+    tok = build_tokenizer(cfg.model)
+    first = load_split(cfg, "train", tok, 16)
+    entries = list((tmp_path / "tokenized").iterdir())
+    second = load_split(cfg, "train", tok, 16)
+    assert len(entries) == 1 and first.to_list() == second.to_list()
+    assert max(len(r["input_ids"]) for r in first) <= 32

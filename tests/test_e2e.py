@@ -1,0 +1,135 @@
+"""End to end: composed config -> data -> model -> method -> loop -> results.json, in-process and via the CLI."""
+
+import json
+import math
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from spafit_exp import REPO_ROOT, results
+from spafit_exp.app import run
+from spafit_exp.checkpoint import load_run
+from spafit_exp.data import load_task_data
+from spafit_exp.modeling import build_tokenizer
+from tests.conftest import TINY_RUN, compose, run_cli
+
+
+def tiny(tmp_path, *extra):
+    return compose([*TINY_RUN, f"run.root={tmp_path}", *extra])
+
+
+def test_tiny_run_writes_complete_record(tmp_path):
+    cfg = tiny(tmp_path, "trainer.epochs=2", "experiment_name=e2e")
+    record = run(cfg)
+    directory = tmp_path / "e2e/rte/full_ft/tiny_bert/lr=0.001/seed=1"
+    on_disk = results.read(directory)
+    assert on_disk == json.loads(json.dumps(record, default=str))
+    assert on_disk["status"] == "completed"
+    assert [e["epoch"] for e in on_disk["metrics"]["epochs"]] == [1, 2]
+    assert math.isfinite(on_disk["metrics"]["best"]["dev"]["accuracy"])
+    assert on_disk["params"]["trainable"] == on_disk["params"]["total"] > 0
+    assert on_disk["config"]["trainer"]["lr"] == 1e-3 and on_disk["provenance"]["versions"]["torch"]
+    assert on_disk["timing"]["train_samples_per_s"] > 0 and on_disk["train"]["samples"] == 64
+    assert (directory / "trainable.safetensors").is_file()
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    first = run(tiny(tmp_path / "a"))
+    second = run(tiny(tmp_path / "b"))
+    assert first["metrics"] == second["metrics"] and first["train"]["losses"] == second["train"]["losses"]
+
+
+def test_skip_if_done_and_force(tmp_path):
+    run(tiny(tmp_path))
+    path = tmp_path / "default/rte/full_ft/tiny_bert/lr=0.001/seed=1/results.json"
+    stamp = path.stat().st_mtime_ns
+    run(tiny(tmp_path))
+    assert path.stat().st_mtime_ns == stamp
+    run(tiny(tmp_path, "run.force=true"))
+    assert path.stat().st_mtime_ns != stamp
+
+
+@pytest.mark.parametrize("method", ["spafit", "lora", "full_bitfit"])
+def test_saved_trainable_state_reproduces_dev_metric(tmp_path, method):
+    extra = ["method.n1=-1", "method.n2=0", "method.r=4", "method.alpha=8"] if method == "spafit" else []
+    extra += ["method.r=4", "method.alpha=8"] if method == "lora" else []
+    cfg = tiny(tmp_path, f"method={method}", "trainer.epochs=2", *extra)
+    record = run(cfg)
+    directory = results.run_dir(cfg)
+    prepared, saved = load_run(directory)
+    assert saved["status"] == "completed"
+    frozen_bytes = sum(p.numel() for p in prepared.model.parameters() if not p.requires_grad)
+    from safetensors.torch import load_file
+
+    stored = sum(t.numel() for t in load_file(str(directory / "trainable.safetensors")).values())
+    assert stored == record["params"]["trainable"] < frozen_bytes  # the frozen base is never saved
+    data = load_task_data(OmegaConf.create(saved["config"]), build_tokenizer(cfg.model))
+    model = prepared.model.eval()
+    preds, gold = [], []
+    with torch.inference_mode():
+        for batch in DataLoader(data.evals["dev"], batch_size=64, collate_fn=data.collate):
+            gold += batch.pop("labels").tolist()
+            preds += model(**batch).logits.argmax(-1).tolist()
+    accuracy = sum(p == g for p, g in zip(preds, gold)) / len(gold)
+    assert accuracy == record["metrics"]["best"]["dev"]["accuracy"]
+
+
+def test_embedded_model_on_real_rte_slice(tmp_path):
+    cfg = compose([f"run.root={tmp_path}", "trainer.max_train_samples=48", "trainer.max_eval_samples=48",
+                   "trainer.epochs=1", "trainer.max_len=64", "method=spafit"])
+    record = run(cfg)
+    assert record["status"] == "completed" and record["model"] == "minilm"
+    assert 0.0 <= record["metrics"]["best"]["dev"]["accuracy"] <= 1.0
+    assert record["method_info"]["groups"] == {"frozen": [0, 1], "bitfit": [2], "lora": [3, 4, 5]}
+
+
+BAD_CLI = [
+    (["task=nope"], "task=nope"),
+    (["trainer.lr=-1"], "trainer.lr=-1"),
+    (["data.dir=/nonexistent/glue_data"], "/nonexistent/glue_data"),
+    (["method=spafit_8_12_ii"], "method.n1=8 method.n2=12"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_CLI, ids=[a[0] for a, _ in BAD_CLI])
+def test_cli_bad_input_one_line_fast_nothing_written(tmp_path, args, needle):
+    start = time.monotonic()
+    proc = run_cli([f"run.root={tmp_path}/out", *args], cwd=tmp_path)
+    assert time.monotonic() - start < 10
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not (tmp_path / "out" / "default").exists()  # Hydra's eager run-dir mkdir is undone
+
+
+def test_cli_dry_run_prints_report_and_writes_nothing(tmp_path):
+    proc = run_cli([f"run.root={tmp_path}/out", "model=bert_large_cased", "method=spafit_8_12_ii",
+                    "trainer.dry_run=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "trainable_params=5881858 total_params=339348482"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()] and not (tmp_path / "out" / "default").exists()
+
+
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_cli_multirun(tmp_path, launcher):
+    proc = run_cli(["-m", f"launcher={launcher}", f"run.root={tmp_path}/out", *TINY_RUN[:-1], "trainer.lr=1e-3,2e-3"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = sorted(p.relative_to(tmp_path / "out").parent.as_posix() for p in (tmp_path / "out").rglob("results.json"))
+    assert found == ["default/rte/full_ft/tiny_bert/lr=0.001/seed=1", "default/rte/full_ft/tiny_bert/lr=0.002/seed=1"]
+    for path in (tmp_path / "out").rglob("results.json"):
+        assert json.loads(path.read_text())["status"] == "completed"
+
+
+def test_readme_commands_are_the_ci_commands():
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci/run").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "\nmake install run\n" in readme and "\nmake test\n" in readme
+    assert "\nmake install\nmake test\n" in ci
+    assert "python -m spafit_exp method=spafit task=rte" in makefile and "-m pytest -m 'not slow'" in makefile
