@@ -107,3 +107,14 @@ def validate(cfg: DictConfig) -> None:
 def trainer_is_dry(cfg: DictConfig) -> bool:
     return bool(cfg.trainer.dry_run)
 
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The config `python -m spafit_exp <overrides>` would run, for scripts, notebooks and tests."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from spafit_exp import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from spafit_exp.config import compose  # noqa: F401 - re-exported for the tests
+
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -17,14 +19,6 @@ REPO = Path(__file__).resolve().parent.parent
 def _isolated_cache(tmp_path_factory):
     """Tokenized-data cache in a per-session temp dir: tests never read a stale cache of the user's."""
     os.environ["SPAFIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,0 +1,109 @@
+"""Step time of the SPAFIT family side by side: full_ft vs lora II vs spafit vs full_bitfit.
+
+Same model, batch, sequence length and process for every method; random weights are fine for timing (the
+architecture is what matters). Writes outputs/bench/methods.{json,md}.
+
+    python scripts/bench_methods.py --models minilm,bert_large_cased --batch 16 --seq 128 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from spafit_exp.config import compose  # noqa: E402
+from spafit_exp.methods import apply_method  # noqa: E402
+from spafit_exp.modeling import build_model  # noqa: E402
+from spafit_exp.params import count_params  # noqa: E402
+from spafit_exp.train import make_optimizer  # noqa: E402
+
+# Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
+METHODS = {
+    "bert_large_cased": ["full_ft", "lora_ii", "spafit_8_12_ii", "full_bitfit"],
+    "minilm": ["full_ft", "lora_ii", "spafit", "full_bitfit"],
+}
+TRAINER = OmegaConf.create({"lr": 1e-5, "weight_decay": 0.01, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
+
+
+def time_method(model_name: str, method: str, args, device: torch.device) -> dict:
+    cfg = compose([f"model={model_name}", f"method={method}", "model.init=random"])
+    torch.manual_seed(0)
+    prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
+    model = prepared.model.to(device).train()
+    optimizer = make_optimizer(model, TRAINER)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, cfg.model.arch.vocab_size, (args.batch, args.seq), generator=g).to(device)
+    labels = torch.randint(0, 2, (args.batch,), generator=g).to(device)
+    mask = torch.ones_like(ids)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    times = []
+    for step in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with autocast:
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    trainable_n, total_n = count_params(model)
+    return {"model": model_name, "method": method, "tag": cfg.method.tag, "trainable": trainable_n, "total": total_n,
+            "step_s_median": statistics.median(times), "step_s_all": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="minilm,bert_large_cased")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="outputs/bench")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    rows = []
+    for model_name in args.models.split(","):
+        for method in METHODS[model_name]:
+            row = time_method(model_name, method, args, device)
+            rows.append(row)
+            print(f"{model_name:18s} {row['tag']:18s} step {row['step_s_median'] * 1000:9.1f} ms", flush=True)
+        base = {r["method"]: r["step_s_median"] for r in rows if r["model"] == model_name}
+        for r in rows:
+            if r["model"] == model_name:
+                r["vs_full_ft"] = r["step_s_median"] / base["full_ft"]
+                r["vs_lora_ii"] = r["step_s_median"] / base["lora_ii"]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), **vars(args)}
+    (out / "methods.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [f"# Step time by method ({device}, batch {args.batch}, seq {args.seq}, {args.precision}, "
+             f"median of {args.steps} steps)", "",
+             "| model | method | trainable | step (ms) | × full_ft | × lora II |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['tag']} | {r['trainable']:,} | {r['step_s_median'] * 1000:.1f} | "
+              f"{r['vs_full_ft']:.2f} | {r['vs_lora_ii']:.2f} |" for r in rows]
+    (out / "methods.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
