@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,7 +24,7 @@ _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def run(cfg: DictConfig) -> dict | None:
-    """Hydra task function body. Returns the results record (None for dry runs and skipped runs)."""
+    """Hydra task function body. Returns the results record (None for dry runs and jobs owned elsewhere)."""
     directory = results.run_dir(cfg)
     try:
         validate(cfg)
@@ -30,14 +34,61 @@ def run(cfg: DictConfig) -> dict | None:
             dry_run(cfg)
             results.remove_empty_dirs(directory, Path(cfg.run.root))
             return None
-        if results.is_completed(directory) and not cfg.run.force:
+    except ConfigError as err:
+        _config_error(err, cfg, directory)
+    if results.is_completed(directory) and not cfg.run.force:
+        print(f"skip: {directory} is completed (run.force=true to rerun)")
+        return results.read(directory)
+
+    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    lock = results.acquire_lock(directory) if single_process else None
+    if single_process and lock is None:
+        print(f"skip: {directory} is being run by another process")
+        return None
+    try:
+        if results.is_completed(directory) and not cfg.run.force:  # finished while we waited for the lock
             print(f"skip: {directory} is completed (run.force=true to rerun)")
             return results.read(directory)
         return train_and_record(cfg, directory)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        results.remove_empty_dirs(directory, Path(cfg.run.root))
-        sys.exit(2)
+    except ConfigError as err:  # bad data found while loading: nothing of this run may stay behind
+        (directory / results.LOCK).unlink(missing_ok=True)
+        _config_error(err, cfg, directory)
+    finally:
+        results.release_lock(lock)
+
+
+def _config_error(err: ConfigError, cfg: DictConfig, directory: Path) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    results.remove_empty_dirs(directory, Path(cfg.run.root))
+    sys.exit(2)
+
+
+class _StopFlag:
+    """First SIGINT/SIGTERM: finish the optimizer step, checkpoint, stop. Second one: stop now."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop now)", file=sys.stderr)
+
+
+@contextmanager
+def _graceful_stop():
+    flag = _StopFlag()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, flag.handle) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def dry_run(cfg: DictConfig) -> None:
@@ -74,11 +125,11 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
 def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     from accelerate.utils import set_seed
 
-    from spafit_exp.checkpoint import build_prepared, save_trainable
+    from spafit_exp.checkpoint import build_prepared, drop_resume, save_trainable
     from spafit_exp.data import load_task_data
     from spafit_exp.modeling import build_tokenizer
     from spafit_exp.params import count_params
-    from spafit_exp.train import NonFiniteLoss, train
+    from spafit_exp.train import StopRequested, train
 
     started = time.time()
     set_seed(cfg.trainer.seed)
@@ -87,24 +138,31 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     data = load_task_data(cfg, tokenizer)  # bad data raises ConfigError here, before anything is written
     prepared = build_prepared(cfg)  # seeded again: the head's init must not depend on what data loading consumed
     trainable, total = count_params(prepared.model)
+    if cfg.run.force or not cfg.run.resume:
+        drop_resume(directory)
 
     record = results.base_record(cfg)
     record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total},
                   method_info=prepared.info, data={"train_rows": len(data.train),
                                                    "eval_rows": {k: len(v) for k, v in data.evals.items()}})
-    if accelerator.is_main_process:
+    main_process = accelerator.is_main_process
+    if main_process:
         results.write(directory, record)
     _start_tracking(accelerator, cfg)
     try:
-        outcome = train(cfg, prepared, data, accelerator)
-    except Exception as err:  # noqa: BLE001 - every failure becomes a record, then propagates
-        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=20),
-                      failed_step=getattr(err, "step", None), timing={"wall_s": time.time() - started})
-        if accelerator.is_main_process:
+        with _graceful_stop() as stop:
+            outcome = train(cfg, prepared, data, accelerator, checkpoint_dir=directory, stop=stop)
+    except (Exception, KeyboardInterrupt) as err:  # every failure becomes a record, then propagates
+        interrupted = isinstance(err, (StopRequested, KeyboardInterrupt))
+        record.update(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}",
+                      traceback=traceback.format_exc(limit=20), failed_step=getattr(err, "step", None),
+                      timing={"wall_s": time.time() - started})
+        if main_process:
             results.write(directory, record)
         accelerator.end_training()
-        if isinstance(err, NonFiniteLoss):
-            log.error("run failed: %s", err)
+        log.error("run %s: %s (%s)", record["status"], err, directory)
+        if interrupted:  # stop the whole sweep, not just this job
+            raise KeyboardInterrupt from err
         raise
 
     wall = time.time() - started
@@ -117,12 +175,12 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
                 "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},
         device=str(accelerator.device),
     )
-    if accelerator.is_main_process:
+    if main_process:
         if cfg.trainer.save_trainable and outcome.best_state:
             record["artifacts"] = {"trainable": save_trainable(outcome.best_state, directory)}
         results.write(directory, record)
+        drop_resume(directory)
     accelerator.end_training()
-    best = outcome.best.get("dev", {})
-    print(f"done: {directory} best epoch {outcome.best.get('epoch')} " + " ".join(f"{k}={v:.4f}" for k, v in best.items())
-          + f" ({wall:.1f}s)")
+    best = " ".join(f"{k}={v:.4f}" for k, v in outcome.best.get("dev", {}).items())
+    print(f"done: {directory} best epoch {outcome.best.get('epoch')} {best} ({wall:.1f}s)")
     return record

@@ -54,3 +54,32 @@ def load_run(run_dir: Path) -> tuple[Prepared, dict]:
     prepared = build_prepared(OmegaConf.create(record["config"]))
     load_trainable(prepared, Path(run_dir) / TRAINABLE_FILE)
     return prepared, record
+
+
+# ---------------------------------------------------------------- resume checkpoints
+
+RESUME_FILE = "resume.pt"
+
+
+def save_resume(directory: Path, state: dict) -> None:
+    """Everything needed to continue bit-exactly: trainable tensors, optimizer, scheduler, RNG, data position."""
+    import torch
+
+    path = Path(directory) / RESUME_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume(directory: Path) -> dict | None:
+    import torch
+
+    path = Path(directory) / RESUME_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def drop_resume(directory: Path) -> None:
+    (Path(directory) / RESUME_FILE).unlink(missing_ok=True)

@@ -104,3 +104,37 @@ def base_record(cfg: DictConfig) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "provenance": provenance(),
     }
+
+
+# ---------------------------------------------------------------- one owner per run directory
+
+LOCK = ".lock"
+
+
+def acquire_lock(directory: Path):
+    """Exclusive, non-blocking `flock` on `<run dir>/.lock`. The kernel drops it when the owner exits, even on
+    SIGKILL, so a lock is never stale. Returns the open handle (keep it), or None if another process holds it."""
+    import fcntl
+
+    path = Path(directory) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{platform.node()} {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def release_lock(handle) -> None:
+    """Unlock without deleting the file: unlinking a lock file races with processes that already opened it."""
+    import fcntl
+
+    if handle is not None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

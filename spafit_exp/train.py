@@ -95,32 +95,87 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator) -> TrainResult:
+class StopRequested(RuntimeError):
+    """SIGINT/SIGTERM arrived: a checkpoint was written at the last optimizer step."""
+
+    def __init__(self, step: int):
+        super().__init__(f"interrupted at optimizer step {step}")
+        self.step = step
+
+
+@dataclass
+class Position:
+    """Where the loop is: `batch` batches of `epoch` are done; `epoch_generator` replays the epoch's shuffle."""
+
+    epoch: int
+    batch: int
+    epoch_generator: torch.Tensor
+
+
+def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
+          checkpoint_dir=None, stop=lambda: False) -> TrainResult:
+    """Train and evaluate. With `checkpoint_dir`, a resume checkpoint is written every `trainer.checkpoint_every`
+    optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from."""
+    from spafit_exp.checkpoint import load_resume, save_resume
+
     t, task = cfg.trainer, cfg.task
     generator = torch.Generator().manual_seed(t.seed)
     on_gpu = accelerator.device.type == "cuda"
-    loader_kwargs = dict(collate_fn=data.collate, num_workers=cfg.data.num_workers, pin_memory=on_gpu)
+    loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers, "pin_memory": on_gpu}
     train_loader = DataLoader(data.train, batch_size=t.batch_size, shuffle=True, generator=generator, **loader_kwargs)
     eval_loaders = {s: DataLoader(ds, batch_size=t.eval_batch_size, **loader_kwargs) for s, ds in data.evals.items()}
 
     # Schedule length from the unsharded loader, as in accelerate's nlp_example (the prepared scheduler
     # steps once per process).
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
-    optimizer = make_optimizer(prepared.model, t)
+    optimizer = (prepared.make_optimizer or make_optimizer)(prepared.model, t)
     scheduler = make_scheduler(optimizer, t, steps_per_epoch * t.epochs)
     model, optimizer, train_loader, scheduler = accelerator.prepare(prepared.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     result = TrainResult()
-    main = task.main_metric
+    position = Position(1, 0, generator.get_state())
     running, running_n = torch.zeros((), device=accelerator.device), 0
+    saved = load_resume(checkpoint_dir) if checkpoint_dir is not None and cfg.run.resume else None
+    if saved is not None:
+        own = dict(accelerator.unwrap_model(model).named_parameters())
+        for name, tensor in saved["trainable"].items():
+            own[name].data.copy_(tensor)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        result, position = saved["result"], saved["position"]
+        running += saved["running"][0]
+        running_n = saved["running"][1]
+        torch.set_rng_state(saved["rng"]["torch"])
+        if on_gpu and saved["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        accelerator.print(f"resumed at epoch {position.epoch}, batch {position.batch}, step {result.steps}")
+
+    def checkpoint(epoch: int, batch: int, epoch_generator: torch.Tensor) -> None:
+        if checkpoint_dir is None or not accelerator.is_main_process:
+            return
+        save_resume(checkpoint_dir, {
+            "trainable": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "result": result, "position": Position(epoch, batch, epoch_generator),
+            "running": (running.item(), running_n),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if on_gpu else None},
+        })
+
+    main = task.main_metric
     model.train()
-    for epoch in range(1, t.epochs + 1):
+    for epoch in range(position.epoch, t.epochs + 1):
+        skip = 0
+        if epoch == position.epoch:  # replay this epoch's shuffle (a no-op on a fresh start)
+            generator.set_state(position.epoch_generator)
+            skip = position.batch
+        epoch_generator = generator.get_state()
         start = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{t.epochs}", disable=not accelerator.is_local_main_process,
-                   leave=False, dynamic_ncols=True)
-        for batch in bar:
+                   leave=False, dynamic_ncols=True, initial=skip)
+        for index, batch in enumerate(bar):
+            if index < skip:  # replaying the shuffle up to the checkpoint: cheap, no forward
+                continue
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -135,17 +190,24 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             running += loss.detach()  # stays on device: no host sync per step
             running_n += 1
             result.train_samples += batch["input_ids"].shape[0] * accelerator.num_processes
-            if accelerator.sync_gradients:
-                result.steps += 1
-                if result.steps % t.log_every == 0:
-                    mean_loss = (running / running_n).item()
-                    running.zero_()
-                    running_n = 0
-                    if not math.isfinite(mean_loss):
-                        raise NonFiniteLoss(result.steps, mean_loss)
-                    result.losses.append((result.steps, mean_loss))
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=result.steps)
+            if not accelerator.sync_gradients:
+                continue
+            result.steps += 1
+            if t.detect_anomaly or result.steps % t.log_every == 0:  # a host sync: not every step by default
+                mean_loss = (running / running_n).item()
+                running.zero_()
+                running_n = 0
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLoss(result.steps, mean_loss)
+                result.losses.append((result.steps, mean_loss))
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=result.steps)
+            if stop() or (t.checkpoint_every and result.steps % t.checkpoint_every == 0):
+                result.train_seconds += time.perf_counter() - start
+                start = time.perf_counter()
+                checkpoint(epoch, index + 1, epoch_generator)
+                if stop():
+                    raise StopRequested(result.steps)
         result.train_seconds += time.perf_counter() - start
         if running_n:
             mean_loss = (running / running_n).item()
@@ -154,17 +216,18 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             result.losses.append((result.steps, mean_loss))
             running.zero_()
             running_n = 0
-        if not t.eval_every_epoch and epoch < t.epochs:
-            continue
-        dev = evaluate(model, eval_loaders, task, accelerator)
-        row = {"epoch": epoch, "step": result.steps, "train_loss": result.losses[-1][1] if result.losses else None,
-               "dev": dev}
-        result.epochs.append(row)
-        accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {"epoch": epoch}, step=result.steps)
-        accelerator.print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in dev.items()))
-        score = dev.get(main, float("nan"))
-        best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
-        if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
-            result.best = {"epoch": epoch, "dev": dev}
-            result.best_state = trainable_state(accelerator.unwrap_model(model))
+        if t.eval_every_epoch or epoch == t.epochs:
+            dev = evaluate(model, eval_loaders, task, accelerator)
+            row = {"epoch": epoch, "step": result.steps, "dev": dev,
+                   "train_loss": result.losses[-1][1] if result.losses else None}
+            result.epochs.append(row)
+            accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {"epoch": epoch}, step=result.steps)
+            accelerator.print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in dev.items()))
+            score = dev.get(main, float("nan"))
+            best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
+            if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
+                result.best = {"epoch": epoch, "dev": dev}
+                result.best_state = trainable_state(accelerator.unwrap_model(model))
+        if epoch < t.epochs:
+            checkpoint(epoch + 1, 0, generator.get_state())
     return result

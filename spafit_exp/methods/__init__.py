@@ -8,6 +8,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -21,6 +22,9 @@ class Prepared:
     model: nn.Module
     before_step: Callable[[], None] | None = None  # called on every optimizer step, after clipping
     info: dict = field(default_factory=dict)  # extra facts for results.json (e.g. k, n, fraction)
+    # Builds the optimizer from (model, trainer cfg) when plain AdamW over the trainable tensors is not the
+    # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
+    make_optimizer: Callable[[nn.Module, DictConfig], "torch.optim.Optimizer"] | None = None
 
 
 @dataclass(frozen=True)

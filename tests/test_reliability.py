@@ -1,0 +1,118 @@
+"""Failure records, resume after interruption or SIGKILL, and concurrent sweeps into one outputs/ folder."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from spafit_exp import results
+from spafit_exp.app import run
+from spafit_exp.checkpoint import RESUME_FILE, load_resume
+from spafit_exp.data import load_task_data
+from spafit_exp.modeling import build_tokenizer
+from tests.conftest import TINY_RUN, compose, run_cli
+
+
+def tiny(root, *extra):
+    return compose([*TINY_RUN, f"run.root={root}", "trainer.max_train_samples=96", "trainer.epochs=2",
+                    "trainer.checkpoint_every=3", "trainer.log_every=2", "model.arch.hidden_size=32", *extra])
+
+
+def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    """Stop after step 5 (what SIGTERM does), then rerun: same losses and metrics as one uninterrupted run."""
+    from accelerate import Accelerator
+
+    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.train import StopRequested, train
+
+    reference = run(tiny(tmp_path / "ref"))
+    cfg = tiny(tmp_path / "cut")
+    directory = results.run_dir(cfg)
+    data = load_task_data(cfg, build_tokenizer(cfg.model))
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 5
+
+    with pytest.raises(StopRequested):
+        train(cfg, build_prepared(cfg), data, Accelerator(), checkpoint_dir=directory, stop=stop)
+    saved = load_resume(directory)
+    assert saved["position"].epoch == 1 and saved["position"].batch == saved["result"].steps == 5  # mid-epoch
+    resumed = run(cfg)
+    assert resumed["metrics"] == reference["metrics"]
+    assert resumed["train"] == reference["train"]
+    assert not (directory / RESUME_FILE).exists()  # dropped once completed
+
+
+def test_sigkill_mid_epoch_then_resume(tmp_path):
+    args = [f"run.root={tmp_path}/out", "trainer.max_train_samples=64", "trainer.max_eval_samples=32", "trainer.epochs=2",
+            "trainer.batch_size=8", "trainer.max_len=32", "trainer.checkpoint_every=2", "trainer.lr=5e-5",
+            "method=full_bitfit"]
+    reference = run_cli([f"run.root={tmp_path}/ref", *args[1:]], cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-m", "spafit_exp", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    directory = tmp_path / "out/default/rte/full_bitfit/minilm/lr=5e-05/seed=1"
+    deadline = time.monotonic() + 120
+    while not (directory / RESUME_FILE).exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = results.read(directory)
+    assert killed["status"] == "running" and (directory / RESUME_FILE).exists()
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "resumed at epoch" in again.stdout + again.stderr, again.stderr[-2000:]
+    done = results.read(directory)
+    ref = results.read(tmp_path / "ref/default/rte/full_bitfit/minilm/lr=5e-05/seed=1")
+    assert done["status"] == "completed"
+    assert done["metrics"] == ref["metrics"] and done["train"]["losses"] == ref["train"]["losses"]
+
+
+def test_nan_loss_recorded_and_multirun_goes_on(tmp_path):
+    proc = run_cli(["-m", f"run.root={tmp_path}/out", *TINY_RUN[:-1], "trainer.log_every=1", "trainer.lr=1e30,1e-3"],
+                   cwd=tmp_path)
+    assert proc.returncode != 0  # the sweep reports its failure at the end
+    failed = results.read(tmp_path / "out/default/rte/full_ft/tiny_bert/lr=1e+30/seed=1")
+    assert failed["status"] == "failed" and "non-finite training loss" in failed["error"]
+    assert failed["failed_step"] >= 1
+    ok = results.read(tmp_path / "out/default/rte/full_ft/tiny_bert/lr=0.001/seed=1")
+    assert ok["status"] == "completed"
+
+
+def test_exception_becomes_failed_record(tmp_path, monkeypatch):
+    import spafit_exp.train as train_module
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(train_module, "evaluate", boom)
+    cfg = tiny(tmp_path)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(cfg)
+    record = results.read(results.run_dir(cfg))
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: disk on fire"
+    assert "Traceback" in record["traceback"]
+
+
+def test_concurrent_sweeps_run_each_job_once(tmp_path):
+    common = ["-m", f"run.root={tmp_path}/out", *TINY_RUN[:-1]]
+    cmd = [sys.executable, "-m", "spafit_exp"]
+    procs = [subprocess.Popen([*cmd, *common, f"trainer.lr={grid}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+             for grid in ("1e-3,2e-3,3e-3", "3e-3,2e-3,4e-3")]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    done = sum(o.count("done: ") for o in outs)
+    skipped = sum(o.count("skip: ") for o in outs)
+    assert done == 4 and skipped == 2, outs
+    records = sorted((tmp_path / "out").rglob("results.json"))
+    assert len(records) == 4
+    for path in records:
+        assert json.loads(path.read_text())["status"] == "completed"
+    assert not list((tmp_path / "out").rglob("*.tmp"))
