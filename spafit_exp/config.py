@@ -32,6 +32,29 @@ def check_group_overrides(argv: list[str], conf_dir: Path) -> None:
                 raise ConfigError(f"{key}={option}: no such {key}; choose from {', '.join(available)}")
 
 
+def check_overrides_compose(argv: list[str]) -> None:
+    """Compose the first job of the command line (sweeps reduced to their first value) so that a misspelt key
+    or a malformed override is one line here rather than a page from Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    args = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except HydraException as err:
+        raise ConfigError(f"bad override: {str(err).strip().splitlines()[0]}") from None
+    first = []
+    for override in parsed:
+        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() else override.get_value_element_as_str()
+        first.append(f"{override.get_key_element()}={value}" if override.value_type is not None else override.input_line)
+    try:
+        compose(first)
+    except HydraException as err:
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        cause = str(err.__cause__).strip().splitlines()[0] if err.__cause__ else ""
+        raise ConfigError(" ".join(lines[:1] + ([cause] if cause and cause not in lines[0] else []))) from None
+
+
 def _require(ok: bool, key: str, value, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value}: must be {allowed}")

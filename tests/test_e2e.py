@@ -92,10 +92,13 @@ BAD_CLI = [
     (["trainer.lr=-1"], "trainer.lr=-1"),
     (["data.dir=/nonexistent/glue_data"], "/nonexistent/glue_data"),
     (["method=spafit_8_12_ii"], "method.n1=8 method.n2=12"),
+    (["trainer.lrr=1"], "Could not override 'trainer.lrr'"),
+    (["-m", "trainer.lr=1e-3,2e-3", "trainer.batchsize=4"], "trainer.batchsize"),
+    (["trainer.lr=[1,2"], "bad override"),
 ]
 
 
-@pytest.mark.parametrize("args,needle", BAD_CLI, ids=[a[0] for a, _ in BAD_CLI])
+@pytest.mark.parametrize("args,needle", BAD_CLI, ids=[a[-1] for a, _ in BAD_CLI])
 def test_cli_bad_input_one_line_fast_nothing_written(tmp_path, args, needle):
     start = time.monotonic()
     proc = run_cli([f"run.root={tmp_path}/out", *args], cwd=tmp_path)
