@@ -45,8 +45,12 @@ def check_overrides_compose(argv: list[str]) -> None:
         raise ConfigError(f"bad override: {str(err).strip().splitlines()[0]}") from None
     first = []
     for override in parsed:
-        value = next(iter(override.sweep_string_iterator())) if override.is_sweep_override() else override.get_value_element_as_str()
-        first.append(f"{override.get_key_element()}={value}" if override.value_type is not None else override.input_line)
+        if override.value_type is None:  # deletion (~key)
+            first.append(override.input_line)
+            continue
+        sweep = override.is_sweep_override()
+        value = next(iter(override.sweep_string_iterator())) if sweep else override.get_value_element_as_str()
+        first.append(f"{override.get_key_element()}={value}")
     try:
         compose(first)
     except HydraException as err:
