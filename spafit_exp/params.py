@@ -24,6 +24,11 @@ def is_bias(name: str) -> bool:
     return name.endswith(".bias") and "lora_" not in name
 
 
+def no_decay(name: str) -> bool:
+    """Biases and LayerNorm weights get no weight decay (the run_glue / BERT convention)."""
+    return name.endswith(("bias", "LayerNorm.weight", "layer_norm.weight"))
+
+
 def group_of(name: str) -> str:
     layer = layer_of(name)
     if layer is not None:

@@ -20,8 +20,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 from spafit_exp import metrics
 from spafit_exp.data import TaskData
 from spafit_exp.methods import Prepared
-
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
+from spafit_exp.params import no_decay
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,11 +42,11 @@ class TrainResult:
 
 def make_optimizer(model: torch.nn.Module, t: DictConfig) -> torch.optim.Optimizer:
     """AdamW over trainable tensors only; biases and LayerNorm weights get no weight decay (as in run_glue)."""
-    decay, no_decay = [], []
+    decay, plain = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            (plain if no_decay(name) else decay).append(p)
+    groups = [g for g in ({"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0})
               if g["params"]]
     if not groups:
         raise RuntimeError("the method left no trainable parameters")

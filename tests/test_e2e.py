@@ -135,4 +135,4 @@ def test_readme_commands_are_the_ci_commands():
     makefile = (REPO_ROOT / "Makefile").read_text()
     assert "\nmake install run\n" in readme and "\nmake test\n" in readme
     assert "\nmake install\nmake test\n" in ci
-    assert "python -m spafit_exp method=spafit task=rte" in makefile and "-m pytest -m 'not slow'" in makefile
+    assert "-m spafit_exp method=spafit task=rte" in makefile and "-m pytest -m 'not slow'" in makefile

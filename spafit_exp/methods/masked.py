@@ -1,0 +1,244 @@
+"""Per-step masked-gradient methods (Stochastic Tuning paper): every candidate element may train, but each
+optimizer step updates only a sub-network of k elements chosen from the current gradients.
+
+- `stoc_tuning`: importance I = |mu * theta * g|; sample k elements without replacement with p = I^2 / sum I^2.
+- `top_tuning`: the k largest I, deterministically.
+- `random_tuning`: k elements uniformly.
+- `dps_mix`: Dynamic Parameter Selection (Zhang et al. 2022), our reading of the mixed variant: the first window
+  of `reselect_every` steps updates every candidate (dense warm start) while accumulating the empirical Fisher
+  (sum of g^2); at the end of each window the top `fraction` of candidates by accumulated Fisher becomes the
+  sub-network for the next window, and the accumulator restarts.
+
+`method.update=masked_step` (default) leaves every unselected element, its Adam moments and its weight decay
+untouched (the paper's eq. 2 literally, via MaskedAdamW); `masked_grad` only zeroes unselected gradients before a
+plain AdamW step (moments keep decaying, momentum keeps moving unselected elements).
+
+mu (`method.mu=activation`, default): for a Linear weight W[o, i] the mean of input feature i over the batch's
+non-padding tokens; for a LayerNorm weight the mean of its normalised input; for an embedding matrix the row's
+frequency among the batch's non-padding tokens; 1 for biases. `method.mu=ones` uses mu = 1 everywhere."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from spafit_exp.config import ConfigError
+from spafit_exp.masking import FlatParams, masked_adamw
+from spafit_exp.methods import Prepared, register
+from spafit_exp.methods.bitfit import is_bitfit_param
+from spafit_exp.params import is_head
+from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
+
+UPDATES = ("masked_step", "masked_grad")
+MUS = ("activation", "ones")
+
+
+class ActivationMeans:
+    """Forward hooks that record mu for every candidate weight; reset after each optimizer step."""
+
+    def __init__(self, model: nn.Module, candidates: set[int]):
+        self.mask: torch.Tensor | None = None
+        self.sums: dict[int, torch.Tensor] = {}
+        self.counts: dict[int, float] = {}
+        self.handles = [model.register_forward_pre_hook(self._capture_mask, with_kwargs=True)]
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if weight is None or id(weight) not in candidates:
+                continue
+            if isinstance(module, nn.Linear):
+                self.handles.append(module.register_forward_hook(self._linear))
+            elif isinstance(module, nn.LayerNorm):
+                self.handles.append(module.register_forward_hook(self._layernorm))
+            elif isinstance(module, nn.Embedding):
+                self.handles.append(module.register_forward_hook(self._embedding))
+
+    def _capture_mask(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        self.mask = mask.bool() if mask is not None else None
+
+    def _valid(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of x at non-padding token positions (x is [batch, seq, ...] or broadcastable to the mask)."""
+        if self.mask is not None and x.shape[:2] == self.mask.shape:
+            return x[self.mask]
+        if self.mask is not None and x.dim() >= 2 and x.shape[0] == 1 and x.shape[1] == self.mask.shape[1]:
+            return x.expand(self.mask.shape[0], *x.shape[1:])[self.mask]
+        return x.reshape(-1, *x.shape[2:]) if x.dim() > 2 else x.reshape(-1)
+
+    def _add(self, weight: torch.Tensor, total: torch.Tensor, count: int) -> None:
+        key = id(weight)
+        self.sums[key] = self.sums[key] + total if key in self.sums else total
+        self.counts[key] = self.counts.get(key, 0) + count
+
+    @torch.no_grad()
+    def _linear(self, module, inputs, output):
+        x = self._valid(inputs[0].detach()).reshape(-1, module.in_features).float()
+        self._add(module.weight, x.sum(0), x.shape[0])
+
+    @torch.no_grad()
+    def _layernorm(self, module, inputs, output):
+        x = self._valid(inputs[0].detach()).float()
+        normed = F.layer_norm(x, module.normalized_shape, eps=module.eps).reshape(-1, module.normalized_shape[-1])
+        self._add(module.weight, normed.sum(0), normed.shape[0])
+
+    @torch.no_grad()
+    def _embedding(self, module, inputs, output):
+        ids = self._valid(inputs[0].detach()).reshape(-1)
+        counts = torch.bincount(ids, minlength=module.num_embeddings).float()
+        self._add(module.weight, counts.unsqueeze(1), ids.numel())
+
+    def mu(self, param: nn.Parameter) -> torch.Tensor | None:
+        key = id(param)
+        if key not in self.sums:
+            return None
+        return self.sums[key] / max(self.counts[key], 1)  # [in] for Linear/LayerNorm, [rows, 1] for embeddings
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+def candidate_params(model: nn.Module, cfg: DictConfig) -> list[tuple[str, nn.Parameter]]:
+    """`method.candidates=encoder` (default): every non-head parameter; `no_embeddings` drops the embeddings."""
+    which = cfg.get("candidates", "encoder")
+    if which not in ("encoder", "no_embeddings"):
+        raise ConfigError(f"method.candidates={which}: must be encoder or no_embeddings")
+    return [(n, p) for n, p in model.named_parameters()
+            if not is_head(n) and not (which == "no_embeddings" and ".embeddings." in n)]
+
+
+def subnetwork_size(model: nn.Module, cfg: DictConfig, n: int) -> int:
+    """method.k, else method.fraction of the candidates, else the model's BitFit size without the head."""
+    if cfg.get("k") is not None:
+        k = int(cfg.k)
+    elif cfg.get("fraction") is not None:
+        k = int(round(float(cfg.fraction) * n))
+    else:
+        k = sum(p.numel() for name, p in model.named_parameters() if is_bitfit_param(name))
+    if not 1 <= k <= n:
+        raise ConfigError(f"method.k={k}: must be in [1, {n}] (the number of candidate elements)")
+    return k
+
+
+def validate_masked(cfg: DictConfig, num_layers: int) -> None:
+    if cfg.get("update", "masked_step") not in UPDATES:
+        raise ConfigError(f"method.update={cfg.update}: must be one of {', '.join(UPDATES)}")
+    if cfg.get("mu", "activation") not in MUS:
+        raise ConfigError(f"method.mu={cfg.mu}: must be one of {', '.join(MUS)}")
+    if cfg.get("k") is not None and not (isinstance(cfg.k, int) and cfg.k >= 1):
+        raise ConfigError(f"method.k={cfg.k}: must be an integer >= 1")
+    if cfg.get("fraction") is not None and not 0 < cfg.fraction <= 1:
+        raise ConfigError(f"method.fraction={cfg.fraction}: must be in (0, 1]")
+
+
+class MaskedStep:
+    """The before_step hook: score the candidates, pick k elements, restrict the coming update to them."""
+
+    def __init__(self, model: nn.Module, cfg: DictConfig, select):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        self.flat = FlatParams(candidate_params(model, cfg))
+        self.k = subnetwork_size(model, cfg, self.flat.n)
+        self.update = cfg.get("update", "masked_step")
+        self.select = select  # (hook, step) -> flat indices of the sub-network, or None for a dense step
+        self.optimizer = None
+        self.steps = 0
+        self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})
+                      if cfg.get("mu", "activation") == "activation" else None)
+        self.generator = torch.Generator(device=self.flat.params[0].device).manual_seed(int(cfg.get("seed", 0)))
+        self._scores: torch.Tensor | None = None
+
+    def make_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
+        if self.update == "masked_step":
+            self.optimizer = masked_adamw(model, trainer_cfg)
+            return self.optimizer
+        from spafit_exp.train import make_optimizer
+
+        return make_optimizer(model, trainer_cfg)
+
+    @torch.no_grad()
+    def importance_sq(self) -> torch.Tensor:
+        """I^2 = (mu * theta * g)^2 for every candidate element, written into one reused flat buffer."""
+        if self._scores is None:
+            self._scores = self.flat.buffer()
+        for view, p in zip(self.flat.views(self._scores), self.flat.params):
+            if p.grad is None:
+                view.zero_()
+                continue
+            torch.mul(p.grad, p, out=view)
+            mu = self.means.mu(p) if self.means is not None else None
+            if mu is not None:
+                view.mul_(mu.to(view.dtype))
+            view.square_()
+        return self._scores
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        index = self.select(self, self.steps)
+        self.steps += 1
+        if self.means is not None:
+            self.means.reset()
+        if index is None:  # dense step
+            if self.optimizer is not None:
+                self.optimizer.selected = {}
+            return
+        local = self.flat.split(index)
+        if self.update == "masked_step":
+            self.optimizer.selected = dict(zip(self.flat.params, local))
+            return
+        for p, idx in zip(self.flat.params, local):
+            if p.grad is not None:
+                keep = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+                keep[idx] = True
+                p.grad.mul_(keep.view_as(p.grad))
+
+
+def _prepared(model, cfg, select, name) -> Prepared:
+    hook = MaskedStep(model, cfg, select)
+    info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
+            "mu": cfg.get("mu", "activation"), "selection": name}
+    return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer)
+
+
+@register("stoc_tuning", validate=validate_masked)
+def stoc_tuning(model, cfg) -> Prepared:
+    return _prepared(model, cfg, lambda h, step: sample_without_replacement(h.importance_sq(), h.k, h.generator),
+                     "stochastic")
+
+
+@register("top_tuning", validate=validate_masked)
+def top_tuning(model, cfg) -> Prepared:
+    return _prepared(model, cfg, lambda h, step: topk_indices(h.importance_sq(), h.k), "top")
+
+
+@register("random_tuning", validate=validate_masked)
+def random_tuning(model, cfg) -> Prepared:
+    return _prepared(model, cfg, lambda h, step: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
+                     "uniform")
+
+
+@register("dps_mix", validate=validate_masked)
+def dps_mix(model, cfg) -> Prepared:
+    window = int(cfg.get("reselect_every", 10))
+    if window < 1:
+        raise ConfigError(f"method.reselect_every={window}: must be >= 1")
+    state: dict = {"fisher": None, "mask": None}
+
+    def select(hook: MaskedStep, step: int):
+        if state["fisher"] is None:
+            state["fisher"] = torch.zeros(hook.flat.n, device=hook.flat.params[0].device)
+        for view, p in zip(hook.flat.views(state["fisher"]), hook.flat.params):
+            if p.grad is not None:
+                view.addcmul_(p.grad, p.grad)
+        current = state["mask"]  # chosen at the end of the previous window; None in the first (dense) window
+        if (step + 1) % window == 0:
+            state["mask"] = topk_indices(state["fisher"], hook.k)
+            state["fisher"].zero_()
+        return current
+
+    cfg_mu_free = cfg.copy()
+    cfg_mu_free.mu = "ones"  # DPS scores by Fisher alone: no activation hooks needed
+    prepared = _prepared(model, cfg_mu_free, select, "dps_mix")
+    prepared.info.update(reselect_every=window)
+    return prepared

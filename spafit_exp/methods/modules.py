@@ -1,0 +1,27 @@
+"""Whole-module subsets (Stochastic Tuning paper's baselines): `frozen` trains only the head; `multi_head` trains
+the attention modules of every layer (query, key, value and the attention output projection) plus the head."""
+
+import re
+
+from spafit_exp.methods import Prepared, register
+from spafit_exp.params import freeze_all, is_head, unfreeze
+
+_ATTENTION = re.compile(r"\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)\.")
+_ATTENTION_LN = re.compile(r"\.layer\.\d+\.attention\.output\.LayerNorm\.")
+
+
+@register("frozen")
+def frozen(model, cfg) -> Prepared:
+    freeze_all(model)
+    unfreeze(model, is_head)
+    return Prepared(model)
+
+
+@register("multi_head")
+def multi_head(model, cfg) -> Prepared:
+    """`method.include_layernorm=true` also trains the attention block's LayerNorm (off by default: the
+    multi-head attention module proper is the four projections)."""
+    freeze_all(model)
+    with_ln = bool(cfg.get("include_layernorm", False))
+    unfreeze(model, lambda n: is_head(n) or bool(_ATTENTION.search(n)) or (with_ln and bool(_ATTENTION_LN.search(n))))
+    return Prepared(model)

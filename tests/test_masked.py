@@ -1,0 +1,164 @@
+"""Masked-gradient family: exactly k candidate elements (and the head) change per step with masked_step;
+unselected gradients are zero with masked_grad; top-k picks the largest importance; fixed-module baselines."""
+
+import re
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from spafit_exp.masking import FlatParams, MaskedAdamW
+from spafit_exp.methods import apply_method
+from spafit_exp.methods.bitfit import is_bitfit_param
+from tests.helpers import changed, snapshot, tiny_model, train_steps
+
+TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
+
+
+def masked_cfg(name, **kw):
+    base = {"name": name, "tag": name, "k": 50, "fraction": None, "candidates": "encoder", "update": "masked_step",
+            "mu": "activation", "seed": 0, "reselect_every": 2}
+    return OmegaConf.create({**base, **kw})
+
+
+def one_step(prepared, seed=0, optimizer=None):
+    """One forward/backward, the hook, one optimizer step; returns snapshots before/after and the optimizer."""
+    model = prepared.model
+    optimizer = optimizer or prepared.make_optimizer(model, TRAINER)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(input_ids=ids, attention_mask=mask, labels=torch.randint(0, 2, (4,), generator=g)).loss.backward()
+    prepared.before_step()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return before, {n: p.detach().clone() for n, p in model.named_parameters()}, optimizer
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("method", ["stoc_tuning", "top_tuning", "random_tuning"])
+def test_masked_step_changes_exactly_k_elements(family, method):
+    prepared = apply_method(tiny_model(family), masked_cfg(method, k=50))
+    assert prepared.info["k"] == 50 and prepared.info["n"] > 1000
+    opt = None
+    for step in range(3):
+        before, after, opt = one_step(prepared, seed=step, optimizer=opt)
+        moved = sum(int((before[n] != after[n]).sum()) for n in before if "classifier" not in n)
+        assert moved == 50
+        assert all(not torch.equal(before[n], after[n]) for n in before if "classifier" in n)
+
+
+def test_masked_step_leaves_unselected_moments_untouched():
+    prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=30))
+    _, _, opt = one_step(prepared)
+    first = {p: (opt.state[p]["exp_avg"].clone(), opt.state[p]["step"].clone()) for p in prepared.before_step.flat.params}
+    before, after, opt = one_step(prepared, seed=1, optimizer=opt)
+    selected = opt.selected
+    for p in prepared.before_step.flat.params:
+        m0, t0 = first[p]
+        untouched = torch.ones(p.numel(), dtype=torch.bool)
+        untouched[selected[p]] = False
+        assert torch.equal(opt.state[p]["exp_avg"].view(-1)[untouched], m0.view(-1)[untouched])
+        assert torch.equal(opt.state[p]["step"].view(-1)[untouched], t0.view(-1)[untouched])
+        assert (opt.state[p]["step"].view(-1)[selected[p]] == t0.view(-1)[selected[p]] + 1).all()
+
+
+def test_masked_grad_zeroes_unselected_gradients():
+    prepared = apply_method(tiny_model(), masked_cfg("top_tuning", k=40, update="masked_grad"))
+    model = prepared.model
+    ids = torch.randint(3, 100, (4, 12))
+    model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    prepared.before_step()
+    nonzero = sum(int((p.grad != 0).sum()) for p in prepared.before_step.flat.params if p.grad is not None)
+    assert nonzero <= 40
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "classifier" in n)
+
+
+def test_top_tuning_picks_largest_importance():
+    prepared = apply_method(tiny_model(), masked_cfg("top_tuning", k=25))
+    hook = prepared.before_step
+    model = prepared.model
+    optimizer = prepared.make_optimizer(model, TRAINER)
+    ids = torch.randint(3, 100, (4, 12))
+    model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1, 0, 1])).loss.backward()
+    scores = hook.importance_sq().clone()
+    hook()
+    chosen = torch.cat([idx + start for idx, start in zip(optimizer.selected.values(), hook.flat.offsets)])
+    assert set(chosen.tolist()) == set(torch.topk(scores, 25).indices.tolist())
+
+
+def test_importance_uses_activation_means():
+    """I^2 for a Linear weight equals (mean input over non-padding tokens * W * grad)^2."""
+    model = tiny_model()
+    prepared = apply_method(model, masked_cfg("top_tuning", k=10))
+    hook = prepared.before_step
+    ids = torch.randint(3, 100, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    captured = {}
+    layer = prepared.model.bert.encoder.layer[0].intermediate.dense
+    layer.register_forward_hook(lambda m, i, o: captured.update(x=i[0].detach()))
+    prepared.model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+    scores = hook.importance_sq()
+    index = [n for n in hook.flat.names].index("bert.encoder.layer.0.intermediate.dense.weight")
+    got = hook.flat.views(scores)[index]
+    mu = captured["x"][mask.bool()].mean(0)
+    expected = (mu * layer.weight * layer.weight.grad) ** 2
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-12)
+
+
+def test_default_k_is_bitfit_size():
+    model = tiny_model("roberta")
+    prepared = apply_method(model, masked_cfg("stoc_tuning", k=None))
+    expected = sum(p.numel() for n, p in prepared.model.named_parameters() if is_bitfit_param(n))
+    assert prepared.info["k"] == expected
+    assert prepared.info["fraction"] == pytest.approx(expected / prepared.info["n"])
+
+
+def test_dps_mix_dense_first_window_then_fisher_topk():
+    prepared = apply_method(tiny_model(), masked_cfg("dps_mix", k=None, fraction=0.1, reselect_every=2))
+    k = prepared.info["k"]
+    moved, opt = [], None
+    for step in range(4):
+        before, after, opt = one_step(prepared, seed=step, optimizer=opt)
+        moved.append(sum(int((before[n] != after[n]).sum()) for n in before if "classifier" not in n))
+    assert moved[0] > k and moved[1] > k  # dense window
+    assert moved[2] <= k and moved[3] <= k and moved[2] > 0
+
+
+def test_frozen_and_multi_head():
+    model = tiny_model()
+    before = snapshot(model)
+    prepared = apply_method(model, OmegaConf.create({"name": "frozen", "tag": "frozen"}))
+    train_steps(prepared)
+    assert changed(before, snapshot(prepared.model)) == {n for n in before if "classifier" in n}
+
+    model = tiny_model("roberta")
+    before = snapshot(model)
+    prepared = apply_method(model, OmegaConf.create({"name": "multi_head", "tag": "mh", "include_layernorm": False}))
+    train_steps(prepared)
+    attention = re.compile(r"\.attention\.(self\.(query|key|value)|output\.dense)\.")
+    assert changed(before, snapshot(prepared.model)) == {n for n in before if "classifier" in n or attention.search(n)}
+
+
+def test_flat_params_split_roundtrip():
+    params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4))]
+    flat = FlatParams([("a", params[0]), ("b", params[1])])
+    assert flat.n == 10
+    parts = flat.split(torch.tensor([9, 0, 5, 6]))
+    assert [p.tolist() for p in parts] == [[0, 5], [0, 3]]
+
+
+def test_masked_adamw_dense_matches_torch_adamw():
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(20))
+    b = torch.nn.Parameter(a.detach().clone())
+    ours = MaskedAdamW([a], lr=1e-2, weight_decay=0.1)
+    ref = torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1)
+    for _ in range(5):
+        g = torch.randn(20)
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    assert torch.allclose(a, b, atol=1e-6)
