@@ -80,7 +80,58 @@ def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None, labell
     return RawSplit(texts, labels, str(path))
 
 
-READERS = {"glue_tsv": read_glue_tsv}
+def read_trec(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
+    """UIUC question classification: `COARSE:fine question words`; latin-1 (one 0xF0 byte in the train file)."""
+    names = list(task.labels)
+    texts, labels = [], []
+    with open(path, encoding="latin-1") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if limit is not None and len(labels) >= limit:
+                break
+            if not line.strip():
+                continue
+            tag, _, question = line.rstrip("\n").partition(" ")
+            coarse = tag.split(":", 1)[0]
+            if coarse not in names or not question:
+                raise ConfigError(f"{path}:{line_no}: expected 'COARSE:fine question', coarse label in {names}")
+            texts.append(question)
+            labels.append(names.index(coarse))
+    if not labels:
+        raise ConfigError(f"{path}: no data rows")
+    return RawSplit([texts], labels, str(path))
+
+
+def read_conll(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
+    """CoNLL-2003: one `token POS chunk NER` line per token, blank lines between sentences; NER tags in IOB2."""
+    names = list(task.labels)
+    sentences: list[list[str]] = []
+    tags: list[list[int]] = []
+    words: list[str] = []
+    word_tags: list[int] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                if words:
+                    sentences.append(words)
+                    tags.append(word_tags)
+                    words, word_tags = [], []
+                    if limit is not None and len(sentences) >= limit:
+                        break
+                continue
+            if len(fields) != 4 or fields[-1] not in names:
+                raise ConfigError(f"{path}:{line_no}: expected 'token POS chunk NER' with NER in {names}")
+            words.append(fields[0])
+            word_tags.append(names.index(fields[-1]))
+    if words and (limit is None or len(sentences) < limit):
+        sentences.append(words)
+        tags.append(word_tags)
+    if not sentences:
+        raise ConfigError(f"{path}: no sentences")
+    return RawSplit([sentences], tags, str(path))
+
+
+READERS = {"glue_tsv": read_glue_tsv, "trec": read_trec, "conll": read_conll}
 
 
 def read_local(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:

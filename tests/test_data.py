@@ -7,7 +7,7 @@ import pytest
 
 from spafit_exp import DATA_DIR
 from spafit_exp.config import ConfigError
-from spafit_exp.data import PadCollator, load_split, read_glue_tsv, read_split
+from spafit_exp.data import PadCollator, load_split, read_glue_tsv, read_split, tokenize
 from tests.conftest import compose
 
 MANIFEST = json.loads((DATA_DIR / "manifest.json").read_text())
@@ -32,6 +32,32 @@ def test_row_counts_match_manifest(entry):
     assert all(len(field) == entry["rows"] for field in raw.texts)
     if split != "test":
         assert None not in raw.labels
+
+
+OTHER_FILES = {"data/trec/train_5500.label": ("trec6", "train"), "data/trec/TREC_10.label": ("trec6", "dev"),
+               "data/conll2003/eng.train": ("conll2003", "train"), "data/conll2003/eng.testa": ("conll2003", "dev"),
+               "data/conll2003/eng.testb": ("conll2003", "test")}
+
+
+@pytest.mark.parametrize("path,task_split", OTHER_FILES.items(), ids=list(OTHER_FILES))
+def test_trec_conll_counts_match_manifest(path, task_split):
+    rows = next(e["rows"] for e in MANIFEST if e["path"] == path)
+    task, split = task_split
+    raw = read_split(compose([f"task={task}"]), split)
+    assert len(raw.labels) == rows
+    if task == "conll2003":
+        assert all(len(words) == len(tags) for words, tags in zip(raw.texts[0], raw.labels))
+
+
+def test_token_labels_on_first_subtoken_only():
+    from spafit_exp.modeling import build_tokenizer
+
+    cfg = compose(["task=conll2003"])
+    raw = read_split(cfg, "dev", limit=20)
+    ds = tokenize(raw, cfg.task, build_tokenizer(cfg.model), 128)
+    for row, tags in zip(ds, raw.labels):
+        labelled = [x for x in row["labels"] if x != -100]
+        assert labelled == tags  # one label per word, in order; sub-tokens and specials ignored
 
 
 def test_quirks():
