@@ -1,4 +1,5 @@
-"""Step time of the SPAFIT family side by side: full_ft vs lora II vs spafit vs full_bitfit.
+"""Step time by method side by side: the SPAFIT family (full_ft, lora II, spafit, full_bitfit) and, on the embedded
+model, the masked-gradient methods (stoc_tuning, top_tuning), whose floor is full FT (they need the dense gradient).
 
 Same model, batch, sequence length and process for every method; random weights are fine for timing (the
 architecture is what matters). Writes outputs/bench/methods.{json,md}.
@@ -30,7 +31,7 @@ from spafit_exp.train import make_optimizer  # noqa: E402
 # Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
 METHODS = {
     "bert_large_cased": ["full_ft", "lora_ii", "spafit_8_12_ii", "full_bitfit"],
-    "minilm": ["full_ft", "lora_ii", "spafit", "full_bitfit"],
+    "minilm": ["full_ft", "lora_ii", "spafit", "full_bitfit", "stoc_tuning", "top_tuning"],
 }
 TRAINER = OmegaConf.create({"lr": 1e-5, "weight_decay": 0.01, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
 
@@ -40,7 +41,7 @@ def time_method(model_name: str, method: str, args, device: torch.device) -> dic
     torch.manual_seed(0)
     prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
     model = prepared.model.to(device).train()
-    optimizer = make_optimizer(model, TRAINER)
+    optimizer = (prepared.make_optimizer or make_optimizer)(model, TRAINER)
     trainable = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, cfg.model.arch.vocab_size, (args.batch, args.seq), generator=g).to(device)
@@ -56,6 +57,8 @@ def time_method(model_name: str, method: str, args, device: torch.device) -> dic
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        if prepared.before_step is not None:
+            prepared.before_step()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
