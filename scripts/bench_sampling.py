@@ -66,7 +66,7 @@ def main() -> None:
             row["speedup_vs_faster_numpy"] = min(row["numpy_legacy_s"], row["numpy_rng_s"]) / row["ours_s"]
         rows.append(row)
         print(json.dumps({key: v for key, v in row.items() if not key.endswith("_all")}), flush=True)
-        del weights
+        weights = None  # free it before the next size
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,14 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
     )
 
 
+def step_percentiles(seconds: list[float]) -> dict:
+    if not seconds:
+        return {}
+    import numpy as np
+
+    return {"step_s_p50": float(np.percentile(seconds, 50)), "step_s_p90": float(np.percentile(seconds, 90))}
+
+
 def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     from accelerate.utils import set_seed
 
@@ -170,7 +178,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
         status="completed",
         metrics={"epochs": outcome.epochs, "best": outcome.best},
         train={"steps": outcome.steps, "samples": outcome.train_samples, "losses": outcome.losses},
-        timing={"wall_s": wall, "train_s": outcome.train_seconds,
+        timing={"wall_s": wall, "train_s": outcome.train_seconds, **step_percentiles(outcome.step_seconds),
                 "train_samples_per_s": outcome.train_samples / max(outcome.train_seconds, 1e-9),
                 "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},
         device=str(accelerator.device),

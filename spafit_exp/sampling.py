@@ -1,132 +1,236 @@
-"""Weighted sampling of k of n elements without replacement, on the weights' device, in torch.
+"""Index selection for the masked-gradient methods, in torch, on the scores' device.
 
-Successive sampling (draw one element with probability proportional to its weight among those not yet drawn,
-k times) is what `numpy.random.choice(n, k, replace=False, p=w/w.sum())` does. It is equivalent to drawing
-i.i.d. from the weights *restricted to the elements not yet taken* and discarding repeats, in draw order; so we
-draw in batches from the restricted distribution and keep each round's new distinct elements in
-first-occurrence order. Exact, whatever the batch size.
+- `sample_without_replacement(weights, k)`: k distinct indices by *successive sampling* (Stochastic Tuning,
+  p = I^2 / sum I^2): draw one element with probability proportional to its weight among those not drawn
+  yet, k times. Same distribution as `numpy.random.choice(n, k, replace=False, p=w / w.sum())`.
+- `topk_indices(scores, k)`: the k largest (Top Tuning, DPS).
+- `uniform_indices(n, k)`: k distinct indices uniformly (Random Tuning).
 
-Speed without an O(n) cumulative sum: the weights are cut into chunks of about sqrt(n / k) elements; one pass sums each
-chunk (float64), a draw picks a chunk by a search over the chunk totals, then an element inside it from the
-cumulative sum of just that chunk (float64, gathered per draw). Taken elements are masked out of their chunk
-and its total is recomputed, so every round samples the restricted distribution. Precision: the one pass over
-all n weights sums each chunk in the weights' dtype (float32: relative error ~1e-6 on a chunk's probability);
-chunk cumulative sums and within-chunk sums are float64. `torch.multinomial`
-is not used: it caps categories at 2^24.
+All three return int64 indices in ascending order, on the device of their input (`device` for
+`uniform_indices`). A `generator`, when given, must live on that device.
+
+Several tensors: write the scores into one flat buffer (`masking.FlatParams.buffer()` / `.views()`, reused
+every step, so no copy of the weights is made) and map the flat indices back with `FlatParams.split`.
+
+Algorithm of `sample_without_replacement` (docs/sampling.md has the details and the measured speed):
+
+1. *Exactness.* Successive sampling is the same as drawing i.i.d. from p and discarding repeats: the first k
+   distinct elements of the stream, in first-occurrence order. The stream is drawn in rounds of m i.i.d.
+   draws. Within a round only the multiset of draws is needed: element j drawn c_j times appears first at
+   the minimum of c_j i.i.d. arrival times, an Exp(c_j) variable, independent across elements; so when a
+   round holds more new distinct elements than still needed, the ones kept are those with the smallest
+   Exp(1) / c_j. After a round that did not finish, the elements taken are removed from the weights (the
+   stream of the rest is i.i.d. from the restricted weights) and another round is drawn.
+2. *Speed.* No O(n) cumulative sum. The weights are cut into chunks of C elements (C ~ sqrt(n / k), a power of
+   two); one pass sums each chunk. A round draws m *sorted* uniforms (normalised cumulative sums of
+   exponentials), finds their chunks by one `searchsorted` over the cumulative chunk totals, then their
+   elements by one `searchsorted` over the cumulative sums of only the chunks hit. Sorted draws make repeats
+   adjacent (`unique_consecutive`, no sort) and the searches cache-friendly. Removing the taken elements
+   touches only their chunks (kept as small restricted copies; the weights are never written).
+3. *Precision.* Chunk sums are accumulated in float32 for float16 / bfloat16 / float32 weights (float64 for
+   float64): each chunk's mass is off by a relative ~C * 2^-24 at worst (~1e-7 typically). The cumulative sum
+   over chunks, the uniforms and the sums inside a chunk are float64: every element's interval is exact to
+   ~2^-53 of the total mass, like NumPy's float64 cumulative sum; inside a chunk positions are resolved to
+   ~(chunks hit) * 2^-53 of the chunk's mass. Zero weights never have an interval: they are never drawn.
+4. *Fallback.* Weights so concentrated that rounds keep finding few new elements (e.g. geometric weights)
+   switch after `MAX_ROUNDS` rounds to an exponential race (keep the smallest Exp(1) / w_i, float64) over the
+   remaining elements: exact too, but O(n) random numbers.
+
+`torch.multinomial` is not used: it caps categories at 2^24.
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def _chunk_size(n: int, k: int) -> int:
-    """Balances the two costs: n / chunk totals to sum and search, k * chunk weights to gather per round."""
-    size = 16
-    while size * size * k < n and size < 4096:
-        size *= 2
-    return size
-
-
-def _first_occurrences(draws: torch.Tensor) -> torch.Tensor:
-    """Distinct values of `draws` in the order they first appear."""
-    if draws.numel() == 0:
-        return draws
-    values, order = torch.sort(draws, stable=True)
-    first = torch.ones_like(values, dtype=torch.bool)
-    first[1:] = values[1:] != values[:-1]
-    positions = order[first]
-    return draws[positions.sort().values]
-
-
-def _rand(shape, generator, device, dtype=torch.float64) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+MAX_ROUNDS = 32  # rounds of i.i.d. draws before the exponential-race fallback
+_HALF_SLICE = 1 << 22  # float16 / bfloat16 weights are summed in float32 this many elements at a time
 
 
 def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """k distinct indices into `weights.view(-1)` by successive sampling proportional to the weights.
+    """k distinct indices into `weights.reshape(-1)`, drawn by successive sampling proportional to the weights.
 
-    Returned in draw order (the first is the first element drawn). Weights must be finite and >= 0. When fewer
-    than k weights are positive, all positive ones are returned first, then zero-weight indices uniformly."""
+    Returns an int64 tensor of the indices in ascending order, on `weights.device`. Weights must be finite and
+    >= 0 (a non-finite total or a negative chunk sum raises ValueError; isolated negative weights are not
+    detected). When at most k weights are positive, every positive index is returned together with
+    k - (positive count) zero-weight indices drawn uniformly; all-zero weights give a uniform sample."""
+    if not torch.is_floating_point(weights):
+        raise TypeError(f"weights must be a floating-point tensor, got {weights.dtype}")
     w = weights.detach().reshape(-1)
     n, device = w.numel(), w.device
-    if not 0 <= k <= n:
-        raise ValueError(f"k={k} must be in [0, {n}]")
+    _check_k(n, k)
     if k == 0:
         return torch.empty(0, dtype=torch.long, device=device)
-    positive = int(torch.count_nonzero(w))  # weights are >= 0, so non-zero means positive
-    if positive <= k:
-        chosen = torch.nonzero(w > 0).reshape(-1)
-        chosen = chosen[torch.randperm(chosen.numel(), generator=generator, device=device)] if positive else chosen
-        rest = uniform_indices(n - positive, k - positive, generator, device)
-        zeros = torch.nonzero(w <= 0).reshape(-1)[rest]
-        return torch.cat([_successive_order(w, chosen, generator), zeros])
+    chunks = _Chunks(w, _chunk_size(n, k))
+    totals = chunks.totals
+    total, lowest = totals.sum(), totals.min()
+    if not bool(torch.isfinite(total)) or bool(lowest < 0):
+        raise ValueError("weights must be finite and >= 0 (non-finite total or negative chunk sum)")
+    if int(torch.count_nonzero(totals)) <= k:  # few positive chunks: few positive weights, maybe <= k
+        positive = int(torch.count_nonzero(w))
+        if positive <= k:
+            return _all_positive_plus_uniform(w, k, generator)
 
-    CHUNK = _chunk_size(n, k)
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    offsets = torch.arange(CHUNK, device=device)
-    taken = torch.zeros(n, dtype=torch.bool, device=device)
-    full = (n // CHUNK) * CHUNK
-    totals = torch.zeros(n_chunks, dtype=torch.float64, device=device)
-    if full:
-        totals[: n // CHUNK] = w[:full].view(-1, CHUNK).sum(1)  # float32 pass: 10x faster than a float64 one
-    if full < n:
-        totals[-1] = w[full:].sum(dtype=torch.float64)
-
-    def chunk_rows(chunks: torch.Tensor) -> torch.Tensor:
-        """Weights of the given chunks as float64 rows, taken elements and padding zeroed."""
-        idx = chunks.unsqueeze(1) * CHUNK + offsets
-        inside = idx < n
-        idx = idx.clamp_(max=n - 1)
-        rows = w[idx].to(torch.float64)
-        return rows.masked_fill_(~inside | taken[idx], 0.0)
-
-    result: list[torch.Tensor] = []
-    have = 0
-    while have < k:
-        need = k - have
-        m = need + need // 4 + 16
-        cdf = torch.cumsum(totals, 0)
-        u = _rand(m, generator, device) * cdf[-1]
-        chunks = torch.searchsorted(cdf, u, right=True).clamp_(max=n_chunks - 1)
-        rows_cdf = torch.cumsum(chunk_rows(chunks), 1)
-        r = _rand((m, 1), generator, device) * rows_cdf[:, -1:]
-        pos = torch.searchsorted(rows_cdf, r, right=True).clamp_(max=CHUNK - 1).squeeze(1)
-        draws = chunks * CHUNK + pos
-        fresh = _first_occurrences(draws)[:need]
-        result.append(fresh)
-        have += fresh.numel()
-        taken[fresh] = True
-        touched = torch.unique(torch.div(fresh, CHUNK, rounding_mode="floor"))
-        totals[touched] = chunk_rows(touched).sum(1)
-    return torch.cat(result)
-
-
-def _successive_order(w: torch.Tensor, chosen: torch.Tensor, generator) -> torch.Tensor:
-    """All positive-weight indices in a successive-sampling order (used when k covers every one of them)."""
-    if chosen.numel() <= 1:
-        return chosen
-    order = sample_without_replacement(w[chosen], chosen.numel() - 1, generator)
-    last = torch.ones(chosen.numel(), dtype=torch.bool, device=w.device)
-    last[order] = False
-    return chosen[torch.cat([order, torch.nonzero(last).reshape(-1)])]
+    parts: list[torch.Tensor] = []
+    need, draws = k, k + k // 8 + 64
+    for _ in range(MAX_ROUNDS):
+        new, distinct = _round(chunks, draws, need, generator)
+        parts.append(new)
+        need -= new.numel()
+        if need == 0:
+            break
+        chunks.remove(new)
+        # Next round sized from this one's yield of new distinct elements per draw.
+        draws = min(int(need * draws / distinct * 1.1) + 64, 16 * need + 4096)
+    else:
+        parts.append(_race(w, torch.cat(parts), need, generator))
+    return parts[0] if len(parts) == 1 else torch.sort(torch.cat(parts)).values
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores (Top Tuning, fixed top-k selectors)."""
-    return torch.topk(scores.reshape(-1), k, sorted=False).indices
+    """Indices of the k largest of `scores.reshape(-1)`, ascending (ties broken by torch.topk)."""
+    flat = scores.detach().reshape(-1)
+    _check_k(flat.numel(), k)
+    return torch.sort(torch.topk(flat, k, sorted=False).indices).values
 
 
 def uniform_indices(n: int, k: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """k distinct indices of [0, n) uniformly, without the O(n) cost of a full permutation when k << n."""
+    """k distinct indices of [0, n) uniformly at random, ascending, in O(k) memory when k << n."""
+    _check_k(n, k)
+    if k * 4 >= n:
+        return torch.sort(torch.randperm(n, generator=generator, device=device)[:k]).values
+    taken = torch.empty(0, dtype=torch.long, device=device)
+    while taken.numel() < k:
+        need = k - taken.numel()
+        draws = torch.randint(n, (need + need // 8 + 64,), generator=generator, device=device)
+        new = torch.unique(draws)  # sorted, distinct
+        if taken.numel():
+            new = new[~torch.isin(new, taken)]
+        if new.numel() > need:  # any `need` of them, chosen uniformly, keep the sample uniform
+            pick = torch.randperm(new.numel(), generator=generator, device=device)[:need]
+            new = new[pick]
+        taken = torch.sort(torch.cat([taken, new])).values
+    return taken
+
+
+def _check_k(n: int, k: int) -> None:
     if not 0 <= k <= n:
         raise ValueError(f"k={k} must be in [0, {n}]")
-    if k * 4 >= n:
-        return torch.randperm(n, generator=generator, device=device)[:k]
-    result = torch.empty(0, dtype=torch.long, device=device)
-    while result.numel() < k:
-        need = k - result.numel()
-        draws = torch.randint(n, (need + need // 8 + 16,), generator=generator, device=device)
-        merged = _first_occurrences(torch.cat([result, draws]))
-        result = merged[:k]
-    return result
+
+
+def _chunk_size(n: int, k: int) -> int:
+    """Power of two near sqrt(n / k), within [16, 1024] and at most n: balances the per-round cost over
+    the n / C chunk totals against the one over the k * C weights of the chunks hit."""
+    size = 16
+    while size * size * k * 2 < n and size < 1024:
+        size *= 2
+    while size > n:
+        size //= 2
+    return max(size, 1)
+
+
+class _Chunks:
+    """The weights as rows of `size` elements (the last one zero-padded), with float64 row totals.
+
+    Rows from which elements were removed are kept as float64 copies (`saved`, found through `slot`), so the
+    weights themselves are never written."""
+
+    def __init__(self, w: torch.Tensor, size: int):
+        self.size, self.n = size, w.numel()
+        full = self.n // size
+        self.body = w[: full * size].view(full, size)
+        acc = torch.float64 if w.dtype == torch.float64 else torch.float32
+        if w.dtype == acc:
+            sums = [self.body.sum(1)]
+        else:  # float16 / bfloat16: sum in float32 without a float32 copy of all the weights
+            step = max(_HALF_SLICE // size, 1)
+            sums = [self.body[i:i + step].to(acc).sum(1) for i in range(0, full, step)]
+        self.tail = None
+        if full * size < self.n:
+            self.tail = torch.zeros(size, dtype=torch.float64, device=w.device)
+            self.tail[: self.n - full * size] = w[full * size:]
+            sums.append(self.tail.sum().reshape(1))
+        self.totals = torch.cat([s.to(torch.float64) for s in sums])
+        self.slot: torch.Tensor | None = None
+        self.saved: torch.Tensor | None = None
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Current (restricted) weights of chunks `ids` as float64 rows (a fresh tensor)."""
+        full = self.body.shape[0]
+        out = self.body.index_select(0, ids.clamp(max=full - 1)).to(torch.float64)
+        if self.tail is not None:
+            out[ids == full] = self.tail
+        if self.slot is not None:
+            slot = self.slot[ids]
+            hit = slot >= 0
+            out[hit] = self.saved[slot[hit]]
+        return out
+
+    def remove(self, elements: torch.Tensor) -> None:
+        """Zero the weights of `elements` (ascending) from now on and update their chunks' totals."""
+        chunk = torch.div(elements, self.size, rounding_mode="floor")
+        ids, inverse = torch.unique_consecutive(chunk, return_inverse=True)
+        rows = self.rows(ids)
+        rows[inverse, elements - chunk * self.size] = 0.0
+        self.totals[ids] = rows.sum(1)
+        if self.slot is None:
+            self.slot = torch.full_like(self.totals, -1, dtype=torch.long)
+            self.saved = rows[:0]
+        slot = self.slot[ids]
+        old = slot >= 0
+        self.saved[slot[old]] = rows[old]
+        fresh = ids[~old]
+        self.slot[fresh] = torch.arange(self.saved.shape[0], self.saved.shape[0] + fresh.numel(),
+                                        device=ids.device)
+        self.saved = torch.cat([self.saved, rows[~old]])
+
+
+def _round(chunks: _Chunks, m: int, need: int, generator) -> tuple[torch.Tensor, int]:
+    """m i.i.d. draws from the current weights; returns (new elements ascending, number of distinct draws).
+
+    Keeps all distinct draws if there are at most `need`, else the `need` that come first in a uniformly
+    random order of the draws (smallest Exp(1) / count)."""
+    cdf = torch.cumsum(chunks.totals, 0)
+    total = cdf[-1:]
+    last = torch.searchsorted(cdf, total)  # the last chunk of positive mass
+    spacing = torch.empty(m + 1, dtype=torch.float64, device=cdf.device).exponential_(generator=generator)
+    spacing = torch.cumsum(spacing, 0)
+    u = spacing[:m] * (total / spacing[m])  # sorted uniforms on [0, total)
+    chunk = torch.minimum(torch.searchsorted(cdf, u, right=True), last)  # rounding at the top end
+    before = torch.where(chunk > 0, cdf[(chunk - 1).clamp(min=0)], 0.0)
+    frac = ((u - before) / (cdf[chunk] - before)).clamp_(min=0.0)  # uniform on [0, 1) inside the chunk
+
+    ids, inverse = torch.unique_consecutive(chunk, return_inverse=True)
+    rows = chunks.rows(ids).cumsum_(1)
+    rows.div_(rows[:, -1:]).add_(torch.arange(ids.numel(), dtype=torch.float64, device=ids.device)[:, None])
+    # Row r holds r + (cumulative share of the chunk); one search over all rows finds every element.
+    row = inverse.to(torch.float64)
+    q = torch.minimum(row + frac, torch.nextafter(row + 1, row))
+    col = torch.searchsorted(rows.view(-1), q, right=True) - inverse * chunks.size
+    elements, counts = torch.unique_consecutive(ids[inverse] * chunks.size + col, return_counts=True)
+    distinct = elements.numel()
+    if distinct > need:
+        first = torch.empty(distinct, dtype=torch.float64, device=cdf.device).exponential_(generator=generator)
+        pick = torch.topk(first.div_(counts), need, largest=False, sorted=False).indices
+        keep = torch.zeros(distinct, dtype=torch.bool, device=cdf.device)
+        keep[pick] = True
+        elements = elements[keep]
+    return elements, distinct
+
+
+def _race(w: torch.Tensor, taken: torch.Tensor, need: int, generator) -> torch.Tensor:
+    """`need` more elements by successive sampling from w without `taken`: the smallest Exp(1) / w_i (float64)."""
+    keys = torch.empty(w.numel(), dtype=torch.float64, device=w.device).exponential_(generator=generator)
+    keys.div_(w)  # zero weights: +inf
+    keys[taken] = float("inf")
+    return torch.sort(torch.topk(keys, need, largest=False, sorted=False).indices).values
+
+
+def _all_positive_plus_uniform(w: torch.Tensor, k: int, generator) -> torch.Tensor:
+    """Every positive-weight index plus uniformly chosen zero-weight ones, k in all, ascending."""
+    positive = torch.nonzero(w > 0).reshape(-1)  # ascending
+    ranks = uniform_indices(w.numel() - positive.numel(), k - positive.numel(), generator, w.device)
+    # The r-th zero-weight index is r + (number of positive indices p with p - rank(p) <= r).
+    zeros_before = positive - torch.arange(positive.numel(), device=w.device)
+    zeros = ranks + torch.searchsorted(zeros_before, ranks, right=True)
+    return torch.sort(torch.cat([positive, zeros])).values

@@ -38,6 +38,7 @@ class TrainResult:
     train_seconds: float = 0.0
     train_samples: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step (host clock)
 
 
 def make_optimizer(model: torch.nn.Module, t: DictConfig) -> torch.optim.Optimizer:
@@ -172,8 +173,10 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
         start = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{t.epochs}", disable=not accelerator.is_local_main_process,
                    leave=False, dynamic_ncols=True, initial=skip)
+        step_start = time.perf_counter()
         for index, batch in enumerate(bar):
             if index < skip:  # replaying the shuffle up to the checkpoint: cheap, no forward
+                step_start = time.perf_counter()
                 continue
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -192,6 +195,9 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             if not accelerator.sync_gradients:
                 continue
             result.steps += 1
+            now = time.perf_counter()
+            result.step_seconds.append(now - step_start)  # includes data loading; no device sync
+            step_start = now
             if t.detect_anomaly or result.steps % t.log_every == 0:  # a host sync: not every step by default
                 mean_loss = (running / running_n).item()
                 running.zero_()
