@@ -24,7 +24,7 @@ def build_prepared(cfg) -> Prepared:
     from accelerate.utils import set_seed
 
     set_seed(cfg.trainer.seed)
-    return apply_method(build_model(cfg.model, cfg.task), cfg.method)
+    return apply_method(build_model(cfg.model, cfg.task), cfg.method, cfg)
 
 
 def save_trainable(state: dict, directory: Path) -> str:

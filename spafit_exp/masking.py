@@ -8,9 +8,11 @@ per-element step counts and their weight decay (`update=masked_step`); every oth
 from __future__ import annotations
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
-from spafit_exp.params import no_decay
+from spafit_exp.config import ConfigError
+from spafit_exp.params import is_bitfit_param, is_head, no_decay
 
 
 class FlatParams:
@@ -101,3 +103,30 @@ def masked_adamw(model: nn.Module, trainer_cfg) -> MaskedAdamW:
     groups = [g for g in ({"params": decay, "weight_decay": trainer_cfg.weight_decay},
                           {"params": plain, "weight_decay": 0.0}) if g["params"]]
     return MaskedAdamW(groups, lr=trainer_cfg.lr, betas=tuple(trainer_cfg.adam_betas), eps=trainer_cfg.adam_eps)
+
+
+def candidate_params(model: nn.Module, cfg: DictConfig) -> list[tuple[str, nn.Parameter]]:
+    """`method.candidates=encoder` (default): every non-head parameter; `no_embeddings` drops the embeddings."""
+    which = cfg.get("candidates", "encoder")
+    if which not in ("encoder", "no_embeddings"):
+        raise ConfigError(f"method.candidates={which}: must be encoder or no_embeddings")
+    return [(n, p) for n, p in model.named_parameters()
+            if not is_head(n) and not (which == "no_embeddings" and ".embeddings." in n)]
+
+
+def subnetwork_size(model: nn.Module, cfg: DictConfig, n: int) -> int:
+    """method.k, else method.fraction of the candidates, else the model's BitFit size without the head."""
+    if cfg.get("k") is not None:
+        k = int(cfg.k)
+    elif cfg.get("fraction") is not None:
+        k = int(round(float(cfg.fraction) * n))
+    else:
+        k = bitfit_size(model)
+    if not 1 <= k <= n:
+        raise ConfigError(f"method.k={k}: must be in [1, {n}] (the number of candidate elements)")
+    return k
+
+
+def bitfit_size(model: nn.Module) -> int:
+    """Encoder biases + embeddings LayerNorm bias, no pooler, no head: the papers' default sub-network size."""
+    return sum(p.numel() for name, p in model.named_parameters() if is_bitfit_param(name))

@@ -29,6 +29,13 @@ def no_decay(name: str) -> bool:
     return name.endswith(("bias", "LayerNorm.weight", "layer_norm.weight"))
 
 
+def is_bitfit_param(name: str) -> bool:
+    """BitFit's set: encoder biases (LayerNorm biases included) and the embeddings' LayerNorm bias; no pooler."""
+    if not is_bias(name) or ".pooler." in name:
+        return False
+    return layer_of(name) is not None or ".embeddings.LayerNorm." in name
+
+
 def group_of(name: str) -> str:
     layer = layer_of(name)
     if layer is not None:

@@ -202,7 +202,7 @@ def _round(chunks: _Chunks, m: int, need: int, generator) -> tuple[torch.Tensor,
 
     ids, inverse = torch.unique_consecutive(chunk, return_inverse=True)
     rows = chunks.rows(ids).cumsum_(1)
-    rows.div_(rows[:, -1:]).add_(torch.arange(ids.numel(), dtype=torch.float64, device=ids.device)[:, None])
+    rows.div_(rows[:, -1:].clone()).add_(torch.arange(ids.numel(), dtype=torch.float64, device=ids.device)[:, None])
     # Row r holds r + (cumulative share of the chunk); one search over all rows finds every element.
     row = inverse.to(torch.float64)
     q = torch.minimum(row + frac, torch.nextafter(row + 1, row))

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from spafit_exp.masking import FlatParams, MaskedAdamW
 from spafit_exp.methods import apply_method
-from spafit_exp.methods.bitfit import is_bitfit_param
+from spafit_exp.params import is_bitfit_param
 from tests.helpers import changed, snapshot, tiny_model, train_steps
 
 TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})

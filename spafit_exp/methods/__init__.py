@@ -25,23 +25,25 @@ class Prepared:
     # Builds the optimizer from (model, trainer cfg) when plain AdamW over the trainable tensors is not the
     # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
     make_optimizer: Callable[[nn.Module, DictConfig], "torch.optim.Optimizer"] | None = None
+    evaluate_only: bool = False  # the method's result is the model as prepared (e.g. diff pruning without retraining)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    apply: Callable[[nn.Module, DictConfig], Prepared]
+    apply: Callable[..., Prepared]
     validate: Callable[[DictConfig, int], None] | None = None  # (method cfg, number of layers), before weights load
+    needs_run: bool = False  # apply(model, method_cfg, run_cfg): methods that need data (subset selection)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, validate: Callable[[DictConfig, int], None] | None = None):
-    def decorate(fn: Callable[[nn.Module, DictConfig], Prepared]):
+def register(name: str, validate: Callable[[DictConfig, int], None] | None = None, needs_run: bool = False):
+    def decorate(fn: Callable[..., Prepared]):
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
-        _REGISTRY[name] = MethodSpec(name, fn, validate)
+        _REGISTRY[name] = MethodSpec(name, fn, validate, needs_run)
         return fn
 
     return decorate
@@ -62,8 +64,13 @@ def get_method(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
-def apply_method(model: nn.Module, method_cfg: DictConfig) -> Prepared:
-    return get_method(method_cfg.name).apply(model, method_cfg)
+def apply_method(model: nn.Module, method_cfg: DictConfig, run_cfg: DictConfig | None = None) -> Prepared:
+    spec = get_method(method_cfg.name)
+    if not spec.needs_run:
+        return spec.apply(model, method_cfg)
+    if run_cfg is None:
+        raise ValueError(f"method {spec.name} needs the run config (data, selector, seed)")
+    return spec.apply(model, method_cfg, run_cfg)
 
 
 _discover()

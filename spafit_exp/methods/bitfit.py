@@ -5,14 +5,7 @@ The SPAFIT paper prints 31.52M parameters for Full BitFit on BERT-large, which n
 (all biases of BERT-large are ~0.27M); we implement BitFit as defined by Ben Zaken et al. and document the gap."""
 
 from spafit_exp.methods import Prepared, register
-from spafit_exp.params import freeze_all, is_bias, is_head, layer_of, unfreeze
-
-
-def is_bitfit_param(name: str) -> bool:
-    """Encoder biases (LayerNorm biases included) and the embeddings' LayerNorm bias; never the pooler."""
-    if not is_bias(name) or ".pooler." in name:
-        return False
-    return layer_of(name) is not None or ".embeddings.LayerNorm." in name
+from spafit_exp.params import freeze_all, is_bitfit_param, is_head, unfreeze
 
 
 @register("full_bitfit")

@@ -25,10 +25,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from spafit_exp.config import ConfigError
-from spafit_exp.masking import FlatParams, masked_adamw
+from spafit_exp.masking import FlatParams, candidate_params, masked_adamw, subnetwork_size
 from spafit_exp.methods import Prepared, register
-from spafit_exp.methods.bitfit import is_bitfit_param
-from spafit_exp.params import is_head
 from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
 
 UPDATES = ("masked_step", "masked_grad")
@@ -97,28 +95,6 @@ class ActivationMeans:
     def reset(self) -> None:
         self.sums.clear()
         self.counts.clear()
-
-
-def candidate_params(model: nn.Module, cfg: DictConfig) -> list[tuple[str, nn.Parameter]]:
-    """`method.candidates=encoder` (default): every non-head parameter; `no_embeddings` drops the embeddings."""
-    which = cfg.get("candidates", "encoder")
-    if which not in ("encoder", "no_embeddings"):
-        raise ConfigError(f"method.candidates={which}: must be encoder or no_embeddings")
-    return [(n, p) for n, p in model.named_parameters()
-            if not is_head(n) and not (which == "no_embeddings" and ".embeddings." in n)]
-
-
-def subnetwork_size(model: nn.Module, cfg: DictConfig, n: int) -> int:
-    """method.k, else method.fraction of the candidates, else the model's BitFit size without the head."""
-    if cfg.get("k") is not None:
-        k = int(cfg.k)
-    elif cfg.get("fraction") is not None:
-        k = int(round(float(cfg.fraction) * n))
-    else:
-        k = sum(p.numel() for name, p in model.named_parameters() if is_bitfit_param(name))
-    if not 1 <= k <= n:
-        raise ConfigError(f"method.k={k}: must be in [1, {n}] (the number of candidate elements)")
-    return k
 
 
 def validate_masked(cfg: DictConfig, num_layers: int) -> None:
