@@ -98,9 +98,15 @@ def dry_run(cfg: DictConfig) -> None:
     from spafit_exp.params import report
 
     model = build_model(cfg.model, cfg.task, device="meta")
-    prepared = apply_method(model, cfg.method)
+    prepared = apply_method(model, cfg.method, cfg)
     print(f"model={cfg.model.name} task={cfg.task.name} method={cfg.method.tag}")
-    print(report(prepared.model))
+    text = report(prepared.model)
+    if "trainable" in prepared.info:  # element-level subsets: the table shows tensors, the total counts elements
+        summary = text.rsplit("\n", 1)[-1]
+        total = summary.split("total_params=")[1]
+        text = text.rsplit("\n", 1)[0] + f"\nselected elements: {prepared.info['k']} of {prepared.info['n']} candidates" \
+            f"\ntrainable_params={prepared.info['trainable']} total_params={total}"
+    print(text)
 
 
 def _accelerator(cfg: DictConfig):
@@ -141,11 +147,12 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
 
     started = time.time()
     set_seed(cfg.trainer.seed)
-    accelerator = _accelerator(cfg)
     tokenizer = build_tokenizer(cfg.model)
     data = load_task_data(cfg, tokenizer)  # bad data raises ConfigError here, before anything is written
     prepared = build_prepared(cfg)  # seeded again: the head's init must not depend on what data loading consumed
+    accelerator = _accelerator(cfg)  # after the method: subset selection may run its own short trainings
     trainable, total = count_params(prepared.model)
+    trainable = prepared.info.get("trainable", trainable)  # element-level methods count elements, not tensors
     if cfg.run.force or not cfg.run.resume:
         drop_resume(directory)
 

@@ -40,11 +40,15 @@ def load_trainable(prepared: Prepared, path: Path) -> None:
     """Load saved tensors onto a model prepared with the same method; every saved tensor must find its slot."""
     state = load_file(str(path))
     own = dict(prepared.model.named_parameters())
-    missing = sorted(set(state) - set(own))
+    missing = sorted({n.removesuffix(".__idx").removesuffix(".__val") for n in state} - set(own))
     if missing:
         raise KeyError(f"{path}: tensors not in the model: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     for name, tensor in state.items():
-        own[name].data.copy_(tensor)
+        if name.endswith(".__idx"):  # sparse entry: scatter the values into the base tensor
+            base = name[: -len(".__idx")]
+            own[base].data.view(-1)[tensor] = state[f"{base}.__val"].to(own[base].dtype)
+        elif not name.endswith(".__val"):
+            own[name].data.copy_(tensor)
 
 
 def load_run(run_dir: Path) -> tuple[Prepared, dict]:

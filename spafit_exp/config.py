@@ -127,6 +127,9 @@ def validate(cfg: DictConfig) -> None:
     spec = get_method(cfg.method.name)  # raises ConfigError for an unknown name
     if spec.validate is not None:
         spec.validate(cfg.method, cfg.model.arch.num_hidden_layers)
+    from spafit_exp.selectors import validate_selector
+
+    validate_selector(cfg)
     if not trainer_is_dry(cfg):
         check_data_files(cfg)
 

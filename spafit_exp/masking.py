@@ -50,9 +50,13 @@ class MaskedAdamW(torch.optim.Optimizer):
     actually updated (an element chosen for the first time gets Adam's first-step update, like any fresh
     parameter). State is dense per candidate tensor because any element may be chosen at any step."""
 
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 fixed: dict[nn.Parameter, torch.Tensor] | None = None):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
         self.selected: dict[nn.Parameter, torch.Tensor] = {}  # param -> flat local indices for this step
+        # A mask fixed for the whole run (subset selection): state is kept for the selected elements only,
+        # O(k) instead of O(n) — the sparse-delta view of the trainable state.
+        self.fixed = fixed or {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -63,10 +67,15 @@ class MaskedAdamW(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
+                fixed = self.fixed.get(p)
                 if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["step"] = torch.zeros_like(p, dtype=torch.int32)
+                    shape = p.shape if fixed is None else (fixed.numel(),)
+                    state["exp_avg"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
+                    state["exp_avg_sq"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
+                    state["step"] = torch.zeros(shape, dtype=torch.int32, device=p.device)
+                if fixed is not None:
+                    _adamw_compact(p.view(-1), p.grad.view(-1), state, fixed, lr, beta1, beta2, eps, wd)
+                    continue
                 index = self.selected.get(p)
                 if index is None:  # dense tensor (e.g. the head): plain AdamW
                     _adamw(p.view(-1), p.grad.view(-1), state, None, lr, beta1, beta2, eps, wd)
@@ -96,13 +105,33 @@ def _adamw(p, g, state, index, lr, beta1, beta2, eps, wd) -> None:
         m[index], v[index], t[index], p[index] = m_sel, v_sel, t_sel, new_p
 
 
-def masked_adamw(model: nn.Module, trainer_cfg) -> MaskedAdamW:
+def _adamw_compact(p, g, state, index, lr, beta1, beta2, eps, wd) -> None:
+    """AdamW on p[index] with moments stored compactly (state[i] belongs to element index[i])."""
+    if not index.numel():
+        return
+    m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+    g_sel = g[index]
+    t.add_(1)
+    m.mul_(beta1).add_(g_sel, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(g_sel, g_sel, value=1 - beta2)
+    tf = t.to(p.dtype)
+    denom = (v.sqrt() / torch.sqrt(1 - torch.pow(beta2, tf))).add_(eps)
+    p[index] = p[index] * (1 - lr * wd) - lr * (m / (1 - torch.pow(beta1, tf))) / denom
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    return sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+               if isinstance(t, torch.Tensor))
+
+
+def masked_adamw(model: nn.Module, trainer_cfg, fixed: dict | None = None) -> MaskedAdamW:
     """MaskedAdamW over the trainable tensors, with run_glue's no-decay groups (biases, LayerNorm weights)."""
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not no_decay(n)]
     plain = [p for n, p in model.named_parameters() if p.requires_grad and no_decay(n)]
     groups = [g for g in ({"params": decay, "weight_decay": trainer_cfg.weight_decay},
                           {"params": plain, "weight_decay": 0.0}) if g["params"]]
-    return MaskedAdamW(groups, lr=trainer_cfg.lr, betas=tuple(trainer_cfg.adam_betas), eps=trainer_cfg.adam_eps)
+    return MaskedAdamW(groups, lr=trainer_cfg.lr, betas=tuple(trainer_cfg.adam_betas), eps=trainer_cfg.adam_eps,
+                       fixed=fixed)
 
 
 def candidate_params(model: nn.Module, cfg: DictConfig) -> list[tuple[str, nn.Parameter]]:

@@ -45,6 +45,8 @@ import torch
 
 MAX_ROUNDS = 32  # rounds of i.i.d. draws before the exponential-race fallback
 _HALF_SLICE = 1 << 22  # float16 / bfloat16 weights are summed in float32 this many elements at a time
+_ROW_BATCH = 1 << 18  # CPU: draws are resolved inside their chunks this many weights at a time (cache-sized)
+_CHUNK_BIAS = 2  # chunk size ~ sqrt(n / (k * _CHUNK_BIAS))
 
 
 def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -62,11 +64,10 @@ def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.G
     if k == 0:
         return torch.empty(0, dtype=torch.long, device=device)
     chunks = _Chunks(w, _chunk_size(n, k))
-    totals = chunks.totals
-    total, lowest = totals.sum(), totals.min()
-    if not bool(torch.isfinite(total)) or bool(lowest < 0):
-        raise ValueError("weights must be finite and >= 0 (non-finite total or negative chunk sum)")
-    if int(torch.count_nonzero(totals)) <= k:  # few positive chunks: few positive weights, maybe <= k
+    sums = chunks.sums
+    if bool(sums.min() < 0) or not bool(torch.isfinite(sums.sum(dtype=torch.float64))):
+        raise ValueError("weights must be finite and >= 0 (negative chunk sum or non-finite total)")
+    if int(torch.count_nonzero(sums)) <= k:  # few positive chunks: few positive weights, maybe <= k
         positive = int(torch.count_nonzero(w))
         if positive <= k:
             return _all_positive_plus_uniform(w, k, generator)
@@ -83,7 +84,8 @@ def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.G
         # Next round sized from this one's yield of new distinct elements per draw.
         draws = min(int(need * draws / distinct * 1.1) + 64, 16 * need + 4096)
     else:
-        parts.append(_race(w, torch.cat(parts), need, generator))
+        taken = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=device)
+        parts.append(_race(w, taken, need, generator))
     return parts[0] if len(parts) == 1 else torch.sort(torch.cat(parts)).values
 
 
@@ -122,7 +124,7 @@ def _chunk_size(n: int, k: int) -> int:
     """Power of two near sqrt(n / k), within [16, 1024] and at most n: balances the per-round cost over
     the n / C chunk totals against the one over the k * C weights of the chunks hit."""
     size = 16
-    while size * size * k * 2 < n and size < 1024:
+    while size * size * k * _CHUNK_BIAS < n and size < 1024:
         size *= 2
     while size > n:
         size //= 2
@@ -130,34 +132,42 @@ def _chunk_size(n: int, k: int) -> int:
 
 
 class _Chunks:
-    """The weights as rows of `size` elements (the last one zero-padded), with float64 row totals.
+    """The weights as rows of `size` elements (the last one zero-padded) and their totals.
 
-    Rows from which elements were removed are kept as float64 copies (`saved`, found through `slot`), so the
-    weights themselves are never written."""
+    `sums` are the rows' sums from one pass over the weights (float32, float64 for float64 weights). Rows from
+    which elements were removed are kept as small copies (`saved`, found through `slot`) with exact float64
+    totals in `totals`, so the weights themselves are never written."""
 
     def __init__(self, w: torch.Tensor, size: int):
         self.size, self.n = size, w.numel()
         full = self.n // size
         self.body = w[: full * size].view(full, size)
         acc = torch.float64 if w.dtype == torch.float64 else torch.float32
+        self.sums = torch.empty(-(-self.n // size), dtype=acc, device=w.device)
         if w.dtype == acc:
-            sums = [self.body.sum(1)]
-        else:  # float16 / bfloat16: sum in float32 without a float32 copy of all the weights
+            torch.sum(self.body, 1, out=self.sums[:full])
+        else:  # float16 / bfloat16: sum in float32 a slice at a time, no float32 copy of all the weights
             step = max(_HALF_SLICE // size, 1)
-            sums = [self.body[i:i + step].to(acc).sum(1) for i in range(0, full, step)]
+            for i in range(0, full, step):
+                torch.sum(self.body[i:i + step].to(acc), 1, out=self.sums[i:i + step])
         self.tail = None
-        if full * size < self.n:
-            self.tail = torch.zeros(size, dtype=torch.float64, device=w.device)
+        if full < self.sums.numel():
+            self.tail = w.new_zeros(size)
             self.tail[: self.n - full * size] = w[full * size:]
-            sums.append(self.tail.sum().reshape(1))
-        self.totals = torch.cat([s.to(torch.float64) for s in sums])
+            self.sums[full] = self.tail.sum(dtype=acc)
+        self.totals: torch.Tensor | None = None  # float64 sums of the restricted rows, once any were removed
         self.slot: torch.Tensor | None = None
         self.saved: torch.Tensor | None = None
 
+    def cdf(self) -> torch.Tensor:
+        if self.totals is None:
+            return torch.cumsum(self.sums, 0, dtype=torch.float64)
+        return torch.cumsum(self.totals, 0)
+
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Current (restricted) weights of chunks `ids` as float64 rows (a fresh tensor)."""
+        """Current (restricted) weights of chunks `ids` as rows, in the weights' dtype (a fresh tensor)."""
         full = self.body.shape[0]
-        out = self.body.index_select(0, ids.clamp(max=full - 1)).to(torch.float64)
+        out = self.body.index_select(0, ids.clamp(max=full - 1) if self.tail is not None else ids)
         if self.tail is not None:
             out[ids == full] = self.tail
         if self.slot is not None:
@@ -171,11 +181,12 @@ class _Chunks:
         chunk = torch.div(elements, self.size, rounding_mode="floor")
         ids, inverse = torch.unique_consecutive(chunk, return_inverse=True)
         rows = self.rows(ids)
-        rows[inverse, elements - chunk * self.size] = 0.0
-        self.totals[ids] = rows.sum(1)
-        if self.slot is None:
-            self.slot = torch.full_like(self.totals, -1, dtype=torch.long)
+        rows[inverse, elements - chunk * self.size] = 0
+        if self.totals is None:
+            self.totals = self.sums.to(torch.float64)
+            self.slot = torch.full(self.sums.shape, -1, dtype=torch.long, device=ids.device)
             self.saved = rows[:0]
+        self.totals[ids] = rows.sum(1, dtype=torch.float64)
         slot = self.slot[ids]
         old = slot >= 0
         self.saved[slot[old]] = rows[old]
@@ -190,29 +201,30 @@ def _round(chunks: _Chunks, m: int, need: int, generator) -> tuple[torch.Tensor,
 
     Keeps all distinct draws if there are at most `need`, else the `need` that come first in a uniformly
     random order of the draws (smallest Exp(1) / count)."""
-    cdf = torch.cumsum(chunks.totals, 0)
-    total = cdf[-1:]
+    cdf = chunks.cdf()
+    device, total = cdf.device, cdf[-1:]
     last = torch.searchsorted(cdf, total)  # the last chunk of positive mass
-    spacing = torch.empty(m + 1, dtype=torch.float64, device=cdf.device).exponential_(generator=generator)
+    spacing = torch.empty(m + 1, dtype=torch.float64, device=device).exponential_(generator=generator)
     spacing = torch.cumsum(spacing, 0)
-    u = spacing[:m] * (total / spacing[m])  # sorted uniforms on [0, total)
-    chunk = torch.minimum(torch.searchsorted(cdf, u, right=True), last)  # rounding at the top end
+    u = spacing[:m].mul_(total / spacing[m])  # sorted uniforms on [0, total)
+    chunk = torch.minimum(torch.searchsorted(cdf, u, right=True), last)  # (rounding at the top end)
     before = torch.where(chunk > 0, cdf[(chunk - 1).clamp(min=0)], 0.0)
-    frac = ((u - before) / (cdf[chunk] - before)).clamp_(min=0.0)  # uniform on [0, 1) inside the chunk
-
-    ids, inverse = torch.unique_consecutive(chunk, return_inverse=True)
-    rows = chunks.rows(ids).cumsum_(1)
-    rows.div_(rows[:, -1:].clone()).add_(torch.arange(ids.numel(), dtype=torch.float64, device=ids.device)[:, None])
-    # Row r holds r + (cumulative share of the chunk); one search over all rows finds every element.
-    row = inverse.to(torch.float64)
-    q = torch.minimum(row + frac, torch.nextafter(row + 1, row))
-    col = torch.searchsorted(rows.view(-1), q, right=True) - inverse * chunks.size
-    elements, counts = torch.unique_consecutive(ids[inverse] * chunks.size + col, return_counts=True)
+    share = (u - before).div_(cdf[chunk] - before)  # uniform on [0, 1) inside the chunk
+    elements = torch.empty(m, dtype=torch.long, device=device)
+    batch = m if device.type != "cpu" else max(1024, _ROW_BATCH // chunks.size)  # CPU: cache-sized
+    for start in range(0, m, batch):
+        ids = chunk[start:start + batch]
+        cum = torch.cumsum(chunks.rows(ids), 1, dtype=torch.float64)
+        mass = cum[:, -1]
+        r = torch.minimum(share[start:start + batch] * mass, torch.nextafter(mass, torch.zeros_like(mass)))
+        col = torch.searchsorted(cum, r.unsqueeze(1), right=True).squeeze(1)  # first cum > r: weight > 0
+        torch.add(col, ids, alpha=chunks.size, out=elements[start:start + batch])
+    elements, counts = torch.unique_consecutive(elements, return_counts=True)  # draws are sorted
     distinct = elements.numel()
     if distinct > need:
-        first = torch.empty(distinct, dtype=torch.float64, device=cdf.device).exponential_(generator=generator)
+        first = torch.empty(distinct, dtype=torch.float64, device=device).exponential_(generator=generator)
         pick = torch.topk(first.div_(counts), need, largest=False, sorted=False).indices
-        keep = torch.zeros(distinct, dtype=torch.bool, device=cdf.device)
+        keep = torch.zeros(distinct, dtype=torch.bool, device=device)
         keep[pick] = True
         elements = elements[keep]
     return elements, distinct

@@ -163,6 +163,12 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
         })
 
     main = task.main_metric
+    if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
+        dev = evaluate(model, eval_loaders, task, accelerator)
+        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "train_loss": None})
+        result.best = {"epoch": 0, "dev": dev}
+        result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
+        return result
     model.train()
     for epoch in range(position.epoch, t.epochs + 1):
         skip = 0
@@ -232,7 +238,7 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
             if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
                 result.best = {"epoch": epoch, "dev": dev}
-                result.best_state = trainable_state(accelerator.unwrap_model(model))
+                result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
         if epoch < t.epochs:
             checkpoint(epoch + 1, 0, generator.get_state())
     return result

@@ -26,6 +26,8 @@ class Prepared:
     # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
     make_optimizer: Callable[[nn.Module, DictConfig], "torch.optim.Optimizer"] | None = None
     evaluate_only: bool = False  # the method's result is the model as prepared (e.g. diff pruning without retraining)
+    # What to save of a trained model (default: every trainable tensor); sparse for fixed subsets.
+    export_state: Callable[[nn.Module], dict] | None = None
 
 
 @dataclass(frozen=True)
