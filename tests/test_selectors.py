@@ -1,0 +1,132 @@
+"""Subset selection: sizes, the statistics against brute force, eq. 3, diff pruning, and that a subset run moves
+only its selected elements with O(k) optimizer state."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from spafit_exp import results, selectors
+from spafit_exp.app import run
+from spafit_exp.masking import FlatParams, candidate_params, masked_adamw, optimizer_state_bytes
+from spafit_exp.params import is_head
+from tests.conftest import TINY_RUN, compose
+from tests.helpers import tiny_model
+
+FAST = ["selector.decoder.epochs=1", "selector.pretrain_samples=16", "selector.stat_batch_size=4",
+        "selector.stat_samples=32"]
+
+
+def run_cfg(tmp_path, selector, *extra):
+    return compose([*TINY_RUN, f"run.root={tmp_path}/out", f"data.cache_dir={tmp_path}/cache", "method=subset",
+                    f"selector={selector}", *FAST, *extra])
+
+
+def test_combined_matches_eq3():
+    down = torch.tensor([4.0, 1.0, 9.0, 0.0])
+    pre = torch.tensor([1.0, 0.0, 8.0, 2.0])
+    assert torch.allclose(selectors.combine(down, pre, "none"), torch.tensor([2.0, 1.0, 1.0, 0.0]))
+    # mean-normalised: down/3.5, pre/2.75, then eq. 3
+    expected = (down / 3.5) / (1 + pre / 2.75)
+    assert torch.allclose(selectors.combine(down, pre, "mean"), expected)
+    assert int(torch.topk(selectors.combine(down, pre, "mean"), 1).indices) == 0  # 9/(1+8) loses to 4/(1+1)
+
+
+def test_sq_grad_sum_matches_brute_force():
+    model = tiny_model()
+    flat = FlatParams(candidate_params(model, OmegaConf.create({})))
+    g = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(3, 100, (1, 7), generator=g), "labels": torch.tensor([i % 2])}
+               for i in range(5)]
+    stats = selectors.sq_grad_sum(model, flat, batches)
+    expected = torch.zeros(flat.n)
+    model.eval()
+    for batch in batches:  # one example at a time, by hand
+        model.zero_grad()
+        model(**batch).loss.backward()
+        expected += torch.cat([p.grad.reshape(-1) ** 2 for p in flat.params])
+    assert torch.allclose(stats, expected, rtol=1e-5, atol=1e-12)
+    top = set(torch.topk(stats, 20).indices.tolist())
+    assert top == set(torch.topk(expected, 20).indices.tolist())
+
+
+@pytest.mark.parametrize("selector", ["random", "bitfit", "downstream_sqgrad", "pretrain_sqgrad", "combined",
+                                      "diff_pruning"])
+def test_selector_returns_exactly_k(tmp_path, selector):
+    cfg = run_cfg(tmp_path, selector, "selector.k=123")
+    from spafit_exp.checkpoint import build_prepared
+
+    prepared = build_prepared(cfg)
+    info = prepared.info
+    expected_k = 123 if selector != "bitfit" else info["k"]
+    assert info["k"] == expected_k
+    optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
+    assert sum(idx.numel() for idx in optimizer.fixed.values()) == expected_k
+    if selector == "bitfit":
+        flat = FlatParams(candidate_params(prepared.model, cfg.method))
+        assert expected_k == int(selectors.bitfit_indices(flat).numel())
+
+
+def test_downstream_selection_is_topk_of_statistic(tmp_path):
+    from spafit_exp.checkpoint import build_prepared
+
+    cfg = run_cfg(tmp_path, "downstream_sqgrad", "selector.k=50")
+    prepared = build_prepared(cfg)
+    flat = FlatParams(candidate_params(prepared.model, cfg.method))
+    stats = selectors.downstream_stats(cfg, prepared.model, flat, prepared.info["decoder"])  # from the cache
+    optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
+    offset = {id(p): start for p, start in zip(flat.params, flat.offsets)}
+    chosen = {int(i) + offset[id(p)] for p, idx in optimizer.fixed.items() for i in idx}
+    assert chosen == set(torch.topk(stats, 50).indices.tolist())
+
+
+def test_subset_run_changes_only_masked_elements(tmp_path):
+    cfg = run_cfg(tmp_path, "random", "selector.k=200", "trainer.epochs=2")
+    record = run(cfg)
+    from spafit_exp.checkpoint import build_prepared, load_run
+
+    head = sum(p.numel() for n, p in tiny_model_from(cfg).named_parameters() if is_head(n))
+    assert record["status"] == "completed" and record["params"]["trainable"] == 200 + head
+    base = build_prepared(cfg)  # theta0 (with the cached pre-tuned head)
+    tuned, _ = load_run(results.run_dir(cfg))
+    before = dict(base.model.named_parameters())
+    moved = 0
+    for name, p in tuned.model.named_parameters():
+        if is_head(name):
+            continue
+        moved += int((p != before[name]).sum())
+    assert 0 < moved <= 200
+
+
+def test_diff_pruning_without_retraining_keeps_k_differences(tmp_path):
+    from spafit_exp.checkpoint import build_prepared
+
+    cfg = run_cfg(tmp_path, "diff_pruning_noretrain", "selector.k=77", "trainer.lr=1e-2")
+    theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
+    prepared = build_prepared(cfg)
+    assert prepared.evaluate_only
+    differing = sum(int((p != theta0[n]).sum()) for n, p in prepared.model.named_parameters() if not is_head(n))
+    assert differing == 77
+    record = run(cfg)
+    assert record["metrics"]["best"]["epoch"] == 0
+
+
+def tiny_model_from(cfg):
+    from accelerate.utils import set_seed
+
+    from spafit_exp.modeling import build_model
+
+    set_seed(cfg.trainer.seed)
+    return build_model(cfg.model, cfg.task)
+
+
+def test_fixed_mask_optimizer_state_is_o_k():
+    model = tiny_model()
+    flat = FlatParams(candidate_params(model, OmegaConf.create({})))
+    fixed = {p: torch.arange(min(3, p.numel())) for p in flat.params}
+    trainer = OmegaConf.create({"lr": 1e-3, "weight_decay": 0.0, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
+    sparse = masked_adamw(model, trainer, fixed=fixed)
+    dense = torch.optim.AdamW(model.parameters())
+    model(input_ids=torch.randint(3, 100, (2, 5)), labels=torch.tensor([0, 1])).loss.backward()
+    sparse.step()
+    dense.step()
+    assert optimizer_state_bytes(sparse) < 0.05 * optimizer_state_bytes(dense)
