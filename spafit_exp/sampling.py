@@ -21,41 +21,53 @@ Algorithm of `sample_without_replacement` (docs/sampling.md has the details and 
    round holds more new distinct elements than still needed, the ones kept are those with the smallest
    Exp(1) / c_j. After a round that did not finish, the elements taken are removed from the weights (the
    stream of the rest is i.i.d. from the restricted weights) and another round is drawn.
-2. *Speed.* No O(n) cumulative sum. The weights are cut into chunks of C elements (C ~ sqrt(n / k), a power of
-   two); one pass sums each chunk. A round draws m *sorted* uniforms (normalised cumulative sums of
-   exponentials), finds their chunks by one `searchsorted` over the cumulative chunk totals, then their
-   elements by one `searchsorted` over the cumulative sums of only the chunks hit. Sorted draws make repeats
-   adjacent (`unique_consecutive`, no sort) and the searches cache-friendly. Removing the taken elements
-   touches only their chunks (kept as small restricted copies; the weights are never written).
+2. *Speed.* No O(n) cumulative sum. The weights are cut into chunks of C elements (C ~ sqrt(n / k), a power
+   of two); one pass sums each chunk. A round draws m *sorted* uniforms (normalised cumulative sums of
+   exponentials), finds their chunks by one `searchsorted` over the cumulative chunk totals, then each draw's
+   element by a `searchsorted` in the cumulative sum of its own chunk (C weights gathered per draw, in
+   cache-sized batches). Sorted draws come out as sorted elements, so repeats are adjacent
+   (`unique_consecutive`, no sort) and the searches cache-friendly. Removing the taken elements touches only
+   their chunks (kept as small restricted copies; the weights are never written).
 3. *Precision.* Chunk sums are accumulated in float32 for float16 / bfloat16 / float32 weights (float64 for
-   float64): each chunk's mass is off by a relative ~C * 2^-24 at worst (~1e-7 typically). The cumulative sum
-   over chunks, the uniforms and the sums inside a chunk are float64: every element's interval is exact to
-   ~2^-53 of the total mass, like NumPy's float64 cumulative sum; inside a chunk positions are resolved to
-   ~(chunks hit) * 2^-53 of the chunk's mass. Zero weights never have an interval: they are never drawn.
+   float64 weights): a chunk's mass is off by a relative ~1e-7 (at worst ~C * 2^-24), i.e. every element's
+   probability is scaled by 1 +- ~1e-7 (a float32 cumulative sum over all n would be far worse: past 2^24
+   elements it cannot even resolve single small weights). Everything after that pass is float64: the
+   cumulative sum over chunks, the uniforms and the cumulative sum inside a chunk, so an element's interval is
+   exact to ~2^-53 of the total mass, as with NumPy's float64 cumulative sum. A zero weight has an empty
+   interval and is never drawn.
 4. *Fallback.* Weights so concentrated that rounds keep finding few new elements (e.g. geometric weights)
-   switch after `MAX_ROUNDS` rounds to an exponential race (keep the smallest Exp(1) / w_i, float64) over the
-   remaining elements: exact too, but O(n) random numbers.
+   switch after `MAX_ROUNDS` rounds to an exponential race (the smallest Exp(1) / w_i, float64) over the
+   remaining elements: exact too, but O(n) random numbers and memory.
 
 `torch.multinomial` is not used: it caps categories at 2^24.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
+# CPU: intra-op threads while sampling (None: torch's setting). After the one pass over the weights the work
+# is many small ops; on shared cores each parallel one can wait milliseconds for a busy thread.
+CPU_THREADS: int | None = 1
 MAX_ROUNDS = 32  # rounds of i.i.d. draws before the exponential-race fallback
 _HALF_SLICE = 1 << 22  # float16 / bfloat16 weights are summed in float32 this many elements at a time
 _ROW_BATCH = 1 << 18  # CPU: draws are resolved inside their chunks this many weights at a time (cache-sized)
-_CHUNK_BIAS = 2  # chunk size ~ sqrt(n / (k * _CHUNK_BIAS))
+_CHUNK_BIAS = 1  # chunk size: the power of two >= sqrt(n / (k * _CHUNK_BIAS)), measured best on CPU
 
 
-def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """k distinct indices into `weights.reshape(-1)`, drawn by successive sampling proportional to the weights.
+def sample_without_replacement(weights: torch.Tensor, k: int,
+                               generator: torch.Generator | None = None) -> torch.Tensor:
+    """k distinct indices into `weights.reshape(-1)` by successive sampling proportional to the weights.
 
-    Returns an int64 tensor of the indices in ascending order, on `weights.device`. Weights must be finite and
-    >= 0 (a non-finite total or a negative chunk sum raises ValueError; isolated negative weights are not
-    detected). When at most k weights are positive, every positive index is returned together with
-    k - (positive count) zero-weight indices drawn uniformly; all-zero weights give a uniform sample."""
+    `weights`: any floating dtype (float16 / bfloat16 / float32 / float64), any shape, on any device; they are
+    read, never copied whole (a non-contiguous tensor is made contiguous once by `reshape`) nor moved to the
+    host. Returns an int64 tensor of the indices in ascending order, on `weights.device`. Weights must be
+    finite and >= 0: a non-finite total or a negative chunk sum raises ValueError (an isolated negative weight
+    is not detected). When at most k weights are positive, every positive index is returned together with
+    k - (positive count) zero-weight indices drawn uniformly; all-zero weights give a uniform sample. On CPU
+    the call runs with `CPU_THREADS` intra-op threads."""
     if not torch.is_floating_point(weights):
         raise TypeError(f"weights must be a floating-point tensor, got {weights.dtype}")
     w = weights.detach().reshape(-1)
@@ -63,30 +75,50 @@ def sample_without_replacement(weights: torch.Tensor, k: int, generator: torch.G
     _check_k(n, k)
     if k == 0:
         return torch.empty(0, dtype=torch.long, device=device)
-    chunks = _Chunks(w, _chunk_size(n, k))
-    sums = chunks.sums
-    if bool(sums.min() < 0) or not bool(torch.isfinite(sums.sum(dtype=torch.float64))):
-        raise ValueError("weights must be finite and >= 0 (negative chunk sum or non-finite total)")
-    if int(torch.count_nonzero(sums)) <= k:  # few positive chunks: few positive weights, maybe <= k
-        positive = int(torch.count_nonzero(w))
-        if positive <= k:
-            return _all_positive_plus_uniform(w, k, generator)
+    with _cpu_threads(device):
+        return _successive(w, k, generator)
 
+
+def _successive(w: torch.Tensor, k: int, generator) -> torch.Tensor:
+    chunks = _Chunks(w, _chunk_size(w.numel(), k))
+    if bool(chunks.sums.min() < 0):
+        raise ValueError("weights must be >= 0 (a chunk of them sums to a negative number)")
+    cdf = chunks.cdf()
+    if not bool(torch.isfinite(cdf[-1])):
+        raise ValueError("weights must be finite (their sum is not)")
+    if int(torch.count_nonzero(chunks.sums)) <= k:  # few positive chunks: few positive weights, maybe <= k
+        if int(torch.count_nonzero(w)) <= k:
+            return _all_positive_plus_uniform(w, k, generator)
     parts: list[torch.Tensor] = []
     need, draws = k, k + k // 8 + 64
     for _ in range(MAX_ROUNDS):
-        new, distinct = _round(chunks, draws, need, generator)
+        new, distinct = _round(chunks, cdf, draws, need, generator)
         parts.append(new)
         need -= new.numel()
         if need == 0:
             break
         chunks.remove(new)
+        cdf = chunks.cdf()
         # Next round sized from this one's yield of new distinct elements per draw.
         draws = min(int(need * draws / distinct * 1.1) + 64, 16 * need + 4096)
     else:
-        taken = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=device)
+        taken = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device=w.device)
         parts.append(_race(w, taken, need, generator))
     return parts[0] if len(parts) == 1 else torch.sort(torch.cat(parts)).values
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device):
+    """On CPU, run with at most `CPU_THREADS` intra-op threads (restored afterwards)."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or CPU_THREADS is None or before <= CPU_THREADS:
+        yield
+        return
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -149,7 +181,8 @@ class _Chunks:
         else:  # float16 / bfloat16: sum in float32 a slice at a time, no float32 copy of all the weights
             step = max(_HALF_SLICE // size, 1)
             for i in range(0, full, step):
-                torch.sum(self.body[i:i + step].to(acc), 1, out=self.sums[i:i + step])
+                end = min(i + step, full)
+                torch.sum(self.body[i:end].to(acc), 1, out=self.sums[i:end])
         self.tail = None
         if full < self.sums.numel():
             self.tail = w.new_zeros(size)
@@ -160,14 +193,17 @@ class _Chunks:
         self.saved: torch.Tensor | None = None
 
     def cdf(self) -> torch.Tensor:
-        if self.totals is None:
-            return torch.cumsum(self.sums, 0, dtype=torch.float64)
+        """Cumulative chunk totals, float64."""
+        if self.totals is None:  # (a copy then an in-place cumsum: cumsum(dtype=) is several times slower)
+            cdf = torch.empty(self.sums.shape, dtype=torch.float64, device=self.sums.device)
+            return cdf.copy_(self.sums).cumsum_(0)
         return torch.cumsum(self.totals, 0)
 
-    def rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Current (restricted) weights of chunks `ids` as rows, in the weights' dtype (a fresh tensor)."""
+    def rows(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Current (restricted) weights of chunks `ids`, in the weights' dtype (into `out` if given)."""
         full = self.body.shape[0]
-        out = self.body.index_select(0, ids.clamp(max=full - 1) if self.tail is not None else ids)
+        body_ids = ids.clamp(max=full - 1) if self.tail is not None else ids
+        out = torch.index_select(self.body, 0, body_ids, out=out)
         if self.tail is not None:
             out[ids == full] = self.tail
         if self.slot is not None:
@@ -196,25 +232,26 @@ class _Chunks:
         self.saved = torch.cat([self.saved, rows[~old]])
 
 
-def _round(chunks: _Chunks, m: int, need: int, generator) -> tuple[torch.Tensor, int]:
+def _round(chunks: _Chunks, cdf: torch.Tensor, m: int, need: int, generator) -> tuple[torch.Tensor, int]:
     """m i.i.d. draws from the current weights; returns (new elements ascending, number of distinct draws).
 
     Keeps all distinct draws if there are at most `need`, else the `need` that come first in a uniformly
-    random order of the draws (smallest Exp(1) / count)."""
-    cdf = chunks.cdf()
+    random order of the draws (smallest Exp(1) / count). `cdf`: cumulative chunk totals, float64."""
     device, total = cdf.device, cdf[-1:]
     last = torch.searchsorted(cdf, total)  # the last chunk of positive mass
     spacing = torch.empty(m + 1, dtype=torch.float64, device=device).exponential_(generator=generator)
     spacing = torch.cumsum(spacing, 0)
     u = spacing[:m].mul_(total / spacing[m])  # sorted uniforms on [0, total)
     chunk = torch.minimum(torch.searchsorted(cdf, u, right=True), last)  # (rounding at the top end)
-    before = torch.where(chunk > 0, cdf[(chunk - 1).clamp(min=0)], 0.0)
-    share = (u - before).div_(cdf[chunk] - before)  # uniform on [0, 1) inside the chunk
+    before = torch.where(chunk > 0, cdf.index_select(0, (chunk - 1).clamp_(min=0)), 0.0)
+    share = (u - before).div_(cdf.index_select(0, chunk) - before)  # uniform on [0, 1) inside the chunk
     elements = torch.empty(m, dtype=torch.long, device=device)
-    batch = m if device.type != "cpu" else max(1024, _ROW_BATCH // chunks.size)  # CPU: cache-sized
+    batch = m if device.type != "cpu" else min(m, max(1024, _ROW_BATCH // chunks.size))  # CPU: cache-sized
+    rows = chunks.body.new_empty((batch, chunks.size))
+    cums = torch.empty((batch, chunks.size), dtype=torch.float64, device=device)
     for start in range(0, m, batch):
         ids = chunk[start:start + batch]
-        cum = torch.cumsum(chunks.rows(ids), 1, dtype=torch.float64)
+        cum = cums[: ids.numel()].copy_(chunks.rows(ids, out=rows[: ids.numel()])).cumsum_(1)
         mass = cum[:, -1]
         r = torch.minimum(share[start:start + batch] * mass, torch.nextafter(mass, torch.zeros_like(mass)))
         col = torch.searchsorted(cum, r.unsqueeze(1), right=True).squeeze(1)  # first cum > r: weight > 0
@@ -231,7 +268,7 @@ def _round(chunks: _Chunks, m: int, need: int, generator) -> tuple[torch.Tensor,
 
 
 def _race(w: torch.Tensor, taken: torch.Tensor, need: int, generator) -> torch.Tensor:
-    """`need` more elements by successive sampling from w without `taken`: the smallest Exp(1) / w_i (float64)."""
+    """`need` more elements by successive sampling from w without `taken`: smallest Exp(1) / w_i (float64)."""
     keys = torch.empty(w.numel(), dtype=torch.float64, device=w.device).exponential_(generator=generator)
     keys.div_(w)  # zero weights: +inf
     keys[taken] = float("inf")

@@ -1,5 +1,6 @@
-"""The device-native sampler: exact successive sampling (checked against brute-force inclusion probabilities),
-k distinct indices, zero weights never chosen, large n past torch.multinomial's 2^24 cap, seeded."""
+"""spafit_exp.sampling: exact successive sampling (checked against brute-force inclusion probabilities on every
+code path: one round, re-summing rounds, several chunks with a padded tail, the exponential-race fallback),
+edge cases, large n (> 2^24), seeding, top-k and uniform selection."""
 
 import itertools
 
@@ -7,84 +8,200 @@ import numpy as np
 import pytest
 import torch
 
+from spafit_exp import sampling
 from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
 
 
-def inclusion_probabilities(weights: list[float], k: int) -> np.ndarray:
-    """P(i among the k drawn) under successive sampling, by enumerating every ordered draw."""
-    p = np.array(weights) / sum(weights)
-    incl = np.zeros(len(p))
-    for order in itertools.permutations(range(len(p)), k):
-        prob, left = 1.0, 1.0
-        for i in order:
-            prob *= p[i] / left
-            left -= p[i]
-        incl[list(order)] += prob
-    return incl
+def exact_inclusion(w, k: int) -> np.ndarray:
+    """P(i in sample) for successive sampling, by enumerating every ordered sequence of k draws."""
+    w = np.asarray(w, dtype=np.float64)
+    inclusion = np.zeros(len(w))
+    for seq in itertools.permutations(range(len(w)), k):
+        p, left = 1.0, w.sum()
+        for i in seq:
+            p *= w[i] / left
+            left -= w[i]
+        inclusion[list(seq)] += p
+    return inclusion
 
 
-@pytest.mark.parametrize("weights,k", [
-    ([5.0, 1.0, 0.0, 2.0, 0.5, 1.5], 3),
-    ([100.0, 50.0, 1.0, 1.0, 1.0, 1.0, 1.0], 4),  # dominant weights: repeats pile up, rounds re-sum
-])
-def test_inclusion_frequencies_match_successive_sampling(weights, k):
-    g = torch.Generator().manual_seed(0)
-    w = torch.tensor(weights)
-    trials = 6000
-    counts = np.zeros(len(weights))
-    for _ in range(trials):
-        chosen = sample_without_replacement(w, k, g)
-        assert chosen.unique().numel() == k
-        counts[chosen.numpy()] += 1
-    expected = inclusion_probabilities(weights, k)
-    stderr = np.sqrt(expected * (1 - expected) / trials) + 1e-9
-    assert np.all(np.abs(counts / trials - expected) <= 4 * stderr + 1e-3), (counts / trials, expected)
+def check_distribution(w, k: int, trials: int, dtype=torch.float32, seed: int = 0, z: float = 4.5) -> None:
+    g = torch.Generator().manual_seed(seed)
+    weights = torch.tensor(w, dtype=dtype)
+    draws = [sample_without_replacement(weights, k, g) for _ in range(trials)]
+    for idx in draws[:50]:
+        assert_valid(idx, len(w), k)
+    freq = torch.bincount(torch.cat(draws), minlength=len(w)).double().numpy() / trials
+    p = exact_inclusion(w, k)
+    se = np.sqrt(p * (1 - p) / trials) + 1e-9
+    assert np.all(np.abs(freq - p) <= z * se + 1e-12), f"\nexact     {p.round(4)}\nempirical {freq.round(4)}"
 
 
-def test_first_draw_is_proportional_to_weight():
-    g = torch.Generator().manual_seed(1)
-    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    first = np.bincount([int(sample_without_replacement(w, 2, g)[0]) for _ in range(8000)], minlength=4) / 8000
-    assert np.allclose(first, w.numpy() / 10, atol=0.02)
+def assert_valid(idx: torch.Tensor, n: int, k: int) -> None:
+    assert idx.dtype == torch.long and idx.shape == (k,)
+    assert bool((idx[1:] > idx[:-1]).all()), "indices must be ascending and distinct"
+    if k:
+        assert 0 <= int(idx[0]) and int(idx[-1]) < n
 
 
-def test_zero_weights_never_chosen_and_k_edges():
-    g = torch.Generator().manual_seed(0)
-    w = torch.zeros(1000)
-    w[::10] = torch.rand(100) + 0.1
-    chosen = sample_without_replacement(w, 60, g)
-    assert chosen.unique().numel() == 60 and bool((w[chosen] > 0).all())
-    everything = sample_without_replacement(w, 150, g)  # more than the 100 positive weights
-    assert everything.unique().numel() == 150 and bool((w[everything[:100]] > 0).all())
-    assert sample_without_replacement(w, 0, g).numel() == 0
-    with pytest.raises(ValueError):
-        sample_without_replacement(w, 1001, g)
+@pytest.fixture
+def count_removals(monkeypatch):
+    """Counts re-summing rounds (chunks.remove calls), to make sure a test exercises that path."""
+    calls = []
+    original = sampling._Chunks.remove
+
+    def remove(self, elements):
+        calls.append(elements.numel())
+        return original(self, elements)
+
+    monkeypatch.setattr(sampling._Chunks, "remove", remove)
+    return calls
 
 
-def test_large_n_beyond_multinomial_cap():
-    n = (1 << 24) + 12345
-    w = torch.rand(n, generator=torch.Generator().manual_seed(0))
-    w[-5:] = 1e6  # the tail chunk is reachable
-    chosen = sample_without_replacement(w, 2000, torch.Generator().manual_seed(0))
-    assert chosen.unique().numel() == 2000 and int(chosen.max()) < n
-    assert set(range(n - 5, n)) <= set(chosen.tolist())
+# --- exactness ---------------------------------------------------------------------------------------------
 
 
-def test_seeded_reproducible_and_bf16_input():
-    w = torch.rand(50_000)
-    a = sample_without_replacement(w, 500, torch.Generator().manual_seed(7))
-    b = sample_without_replacement(w, 500, torch.Generator().manual_seed(7))
+def test_inclusion_probabilities_match_successive_sampling():
+    check_distribution([1.0, 2.0, 3.0, 4.0, 10.0, 0.5], k=3, trials=4000)
+
+
+def test_inclusion_probabilities_resumming_rounds_and_chunks(monkeypatch, count_removals):
+    """Dominant weights make the first round mostly repeats; chunks of 2 over 7 elements (one padded)."""
+    monkeypatch.setattr(sampling, "_chunk_size", lambda n, k: 2)
+    check_distribution([500.0, 1.0, 300.0, 2.0, 1.0, 0.5, 4.0], k=4, trials=2500, dtype=torch.float64)
+    assert len(count_removals) > 1000  # most calls needed more than one round
+
+
+def test_inclusion_probabilities_exponential_race_fallback(monkeypatch):
+    monkeypatch.setattr(sampling, "MAX_ROUNDS", 1)  # one round of draws, then the race for the rest
+    check_distribution([1000.0, 1000.0, 1.0, 2.0, 3.0, 1.0], k=4, trials=1500, dtype=torch.float64, seed=1)
+    monkeypatch.setattr(sampling, "MAX_ROUNDS", 0)  # the race alone
+    check_distribution([1.0, 2.0, 3.0, 4.0, 10.0, 0.5], k=3, trials=1500, seed=2)
+
+
+def test_large_n_proportions():
+    """n > 2^24 (beyond torch.multinomial): a group with 3x the weight gets ~3/4 of a small sample."""
+    n, k = (1 << 24) + 12_345, 20_000
+    weights = torch.ones(n)
+    weights[1::2] = 3.0
+    idx = sample_without_replacement(weights, k, torch.Generator().manual_seed(0))
+    assert_valid(idx, n, k)
+    heavy = float((idx % 2 == 1).double().mean())
+    # Without replacement from a huge population this is ~binomial(k, 3/4) (the sample is 0.1% of n).
+    assert abs(heavy - 0.75) < 4 * np.sqrt(0.75 * 0.25 / k)
+
+
+# --- contract and edge cases -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (6, 3), (100, 1), (1000, 999), (4099, 500), (70_001, 700)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_k_distinct_ascending(n, k, dtype):
+    g = torch.Generator().manual_seed(n + k)
+    weights = torch.rand(n, generator=g).square().to(dtype) + 1e-3
+    assert_valid(sample_without_replacement(weights, k, g), n, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_weights_sample_like_their_float32_values(monkeypatch, dtype):
+    """Half weights are summed in float32 slice by slice (a padded tail included): same draws as float32."""
+    monkeypatch.setattr(sampling, "_HALF_SLICE", 64 * 100)
+    weights = torch.rand(100_003, generator=torch.Generator().manual_seed(0)).square().to(dtype)
+    a = sample_without_replacement(weights, 700, torch.Generator().manual_seed(1))
+    b = sample_without_replacement(weights.float(), 700, torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
-    c = sample_without_replacement(w.to(torch.bfloat16), 500, torch.Generator().manual_seed(7))
-    assert c.unique().numel() == 500
 
 
-def test_topk_and_uniform():
-    scores = torch.tensor([0.1, 5.0, 0.3, 9.0, 2.0])
-    assert set(topk_indices(scores, 2).tolist()) == {1, 3}
+def test_zero_weights_never_chosen_when_enough_positive():
     g = torch.Generator().manual_seed(0)
-    u = uniform_indices(10_000_000, 1000, g)
-    assert u.unique().numel() == 1000 and int(u.max()) < 10_000_000
-    assert sorted(uniform_indices(10, 10, g).tolist()) == list(range(10))
-    counts = np.bincount(torch.cat([uniform_indices(20, 5, g) for _ in range(4000)]).numpy(), minlength=20)
-    assert np.allclose(counts / 4000, 0.25, atol=0.04)
+    weights = torch.zeros(200_000)
+    weights[5000:6000] = torch.rand(1000, generator=g) + 0.01  # few positive chunks: the count is checked
+    weights[150_000:150_010] = 1e-30  # tiny but positive
+    for k in (1, 100, 1000, 1010):
+        idx = sample_without_replacement(weights, k, g)
+        assert_valid(idx, weights.numel(), k)
+        assert bool((weights[idx] > 0).all())
+    scattered = torch.rand(300_000, generator=g)
+    scattered[torch.rand(300_000, generator=g) < 0.5] = 0.0
+    idx = sample_without_replacement(scattered, 3000, g)
+    assert bool((scattered[idx] > 0).all())
+
+
+def test_fewer_positive_than_k_takes_all_positive_then_uniform_zeros():
+    weights = torch.zeros(1000)
+    positive = torch.tensor([3, 500, 999])
+    weights[positive] = torch.tensor([1.0, 5.0, 0.1])
+    idx = sample_without_replacement(weights, 10, torch.Generator().manual_seed(0))
+    assert_valid(idx, 1000, 10)
+    assert set(positive.tolist()) <= set(idx.tolist())
+    assert torch.equal(sample_without_replacement(weights, 3), positive)
+
+
+def test_all_zero_weights_sample_uniformly():
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(20)
+    for _ in range(500):
+        idx = sample_without_replacement(torch.zeros(20), 5, g)
+        assert_valid(idx, 20, 5)
+        counts[idx] += 1
+    assert float(counts.min()) > 0.25 * 500 * 0.5  # each index ~125 times
+
+
+def test_k_zero_and_k_equal_n():
+    weights = torch.rand(50)
+    assert sample_without_replacement(weights, 0).numel() == 0
+    assert torch.equal(sample_without_replacement(weights, 50), torch.arange(50))
+
+
+def test_non_contiguous_and_nd_weights_index_the_flattened_tensor():
+    base = torch.zeros(300, 400)
+    base[:, :7] = 1.0  # after .t(): the first 7 rows
+    weights = base.t()
+    idx = sample_without_replacement(weights, 500, torch.Generator().manual_seed(0))
+    assert_valid(idx, weights.numel(), 500)
+    assert bool((weights.reshape(-1)[idx] > 0).all())
+
+
+def test_generator_seeding_is_reproducible_and_threads_are_restored():
+    weights = torch.rand(100_003).square()
+    threads = torch.get_num_threads()
+    a = sample_without_replacement(weights, 1000, torch.Generator().manual_seed(7))
+    b = sample_without_replacement(weights, 1000, torch.Generator().manual_seed(7))
+    c = sample_without_replacement(weights, 1000, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_invalid_weights_raise(bad):
+    weights = torch.rand(100)
+    weights[10] = bad
+    with pytest.raises(ValueError):
+        sample_without_replacement(weights, 5)
+    with pytest.raises(ValueError):
+        sample_without_replacement(-torch.rand(100), 5)
+    with pytest.raises(ValueError):
+        sample_without_replacement(torch.rand(10), 11)
+    with pytest.raises(TypeError):
+        sample_without_replacement(torch.ones(10, dtype=torch.long), 2)
+
+
+# --- top-k and uniform -------------------------------------------------------------------------------------
+
+
+def test_topk_picks_the_largest():
+    scores = torch.randn(10_000, generator=torch.Generator().manual_seed(0))
+    idx = topk_indices(scores.view(100, 100), 50)
+    assert_valid(idx, scores.numel(), 50)
+    assert torch.equal(idx, torch.argsort(scores, descending=True)[:50].sort().values)
+
+
+def test_uniform_indices():
+    g = torch.Generator().manual_seed(0)
+    for n, k in [(10, 0), (10, 10), (10, 3), (1000, 300), (10**9, 5000)]:  # 10^9: O(k) memory, no permutation
+        assert_valid(uniform_indices(n, k, g), n, k)
+    counts = torch.bincount(torch.cat([uniform_indices(12, 2, g) for _ in range(3000)]), minlength=12)
+    se = np.sqrt(3000 * (1 / 6) * (5 / 6))
+    assert float((counts - 500).abs().max()) < 4.5 * se
+    with pytest.raises(ValueError):
+        uniform_indices(5, 6)

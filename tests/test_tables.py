@@ -1,10 +1,12 @@
 """make tables: golden Markdown from hand-written records, LR selection, edge marks, failures, empty roots."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from spafit_exp import tables
 from spafit_exp.plots import pareto_front
@@ -79,3 +81,19 @@ def test_corrupt_record_is_skipped(tmp_path, capsys):
 
 def test_pareto_front():
     assert pareto_front([(10, 50.0), (100, 60.0), (50, 40.0), (1000, 55.0)]) == [(10, 50.0), (100, 60.0)]
+
+
+def test_lr_grid_extends_until_interior():
+    from spafit_exp.lr_search import extend_grid
+
+    calls = []
+
+    def objective(lr):  # peak at 3e-2: beyond the initial grid's upper edge
+        calls.append(lr)
+        return -abs(math.log10(lr) - math.log10(3e-2))
+
+    outcome = extend_grid([1e-5, 1e-4, 1e-3], objective, max_extensions=5)
+    assert outcome["interior"] and outcome["best_lr"] == pytest.approx(1e-2)
+    assert outcome["extensions"] == 2 and len(calls) == 5  # 1e-2, then 1e-1 shows the peak is inside
+    capped = extend_grid([1e-5, 1e-4], objective, max_extensions=1)
+    assert not capped["interior"] and capped["extensions"] == 1
