@@ -33,6 +33,7 @@ def extend_grid(grid: list[float], score: Callable[[float], float], max_extensio
             new = best * lrs[-1] / lrs[-2]
         else:
             new = best * lrs[0] / lrs[1]
+        new = float(f"{new:.3g}")  # 1e-06, not 1.0000000000000002e-06: LRs name run directories
         tried[new] = score(new)
         extensions += 1
     return {"tried": {f"{lr:g}": tried[lr] for lr in sorted(tried)}, "best_lr": best, "interior": interior,
