@@ -1,16 +1,30 @@
-"""Weighted sampling without replacement: ours (torch, on the weights' device) vs NumPy, same weights, one run.
+"""Weighted sampling of k of n without replacement: ours (spafit_exp.sampling, torch) vs NumPy, one run.
 
-Sizes default to the embedded MiniLM (22.7M), roberta-base (125M) and roberta-large (355M) parameter counts;
-k = 0.08% of n (BitFit-sized sub-networks). On CUDA, ours runs on the GPU and NumPy's time includes the
-device-to-host copy it needs. Writes outputs/bench/sampling.{json,md}.
+Same weights for everyone: w = randn(n)^2 (float32, an I^2-like heavy-ish tail), p = w / sum(w) in float64 for
+NumPy. Sizes default to the embedded MiniLM (22.7M), roberta-base (125M) and roberta-large (355M) parameter
+counts; k = 0.08% of n. Reported: the median of the repeats, in seconds.
 
+- ours (CPU): `sample_without_replacement(w, k, g)` on the CPU weights (single-threaded, `CPU_THREADS=1`);
+  also with torch's own thread setting (`CPU_THREADS=None`) for comparison.
+- NumPy: `numpy.random.choice(n, k, replace=False, p=p)` (legacy) and `default_rng().choice(...)`, with p
+  already prepared (the float64 conversion and normalisation, `numpy_prep_s`, are not counted on CPU).
+- CUDA (when `--device` allows it and a GPU is present): ours on the GPU weights (timed with
+  `torch.cuda.synchronize`), and NumPy charged with what it needs from the GPU: the device-to-host copy and
+  the preparation of p plus the faster NumPy choice (`numpy_from_gpu_s`).
+
+Writes <out>/sampling.json and <out>/sampling.md.
+
+    python scripts/bench_sampling.py                                  # 22.7M, 125M, 355M
     python scripts/bench_sampling.py --sizes 22.7e6,125e6 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import platform
 import statistics
 import sys
 import time
@@ -21,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spafit_exp.sampling import sample_without_replacement  # noqa: E402
+from spafit_exp import sampling  # noqa: E402
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
@@ -35,51 +49,126 @@ def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
     return times
 
 
+def ours(weights: torch.Tensor, k: int, repeats: int, threads: int | None, sync=lambda: None) -> list[float]:
+    g = torch.Generator(device=weights.device).manual_seed(0)
+    saved, sampling.CPU_THREADS = sampling.CPU_THREADS, threads
+    try:
+        idx = sampling.sample_without_replacement(weights, k, g)  # warm-up, and a sanity check
+        assert idx.numel() == k and int(torch.unique(idx).numel()) == k
+        return timed(lambda: sampling.sample_without_replacement(weights, k, g), repeats, sync)
+    finally:
+        sampling.CPU_THREADS = saved
+
+
+def host_p(weights: torch.Tensor) -> np.ndarray:
+    """What NumPy needs: float64 probabilities on the host."""
+    p = weights.detach().cpu().numpy().astype(np.float64)
+    p /= p.sum()
+    return p
+
+
+def bench_size(n: int, args, cuda: bool) -> dict:
+    k = max(1, round(n * args.fraction))
+    row: dict = {"n": n, "k": k}
+    weights = torch.randn(n, generator=torch.Generator().manual_seed(0)).square_()
+    med = statistics.median
+    if args.device in ("auto", "cpu"):
+        t = ours(weights, k, args.repeats_ours, threads=1)
+        row.update(ours_cpu_s=med(t), ours_cpu_all=t)
+        t = ours(weights, k, args.repeats_ours, threads=None)
+        row.update(ours_cpu_torch_threads_s=med(t), ours_cpu_torch_threads_all=t)
+    if args.skip_numpy_above is None or n <= args.skip_numpy_above:
+        prep = timed(lambda: host_p(weights), 1)
+        p = host_p(weights)
+        np.random.seed(0)
+        legacy = timed(lambda: np.random.choice(n, k, replace=False, p=p), args.repeats)
+        rng = np.random.default_rng(0)
+        modern = timed(lambda: rng.choice(n, k, replace=False, p=p), args.repeats)
+        del p
+        gc.collect()
+        row.update(numpy_prep_s=prep[0], numpy_legacy_s=med(legacy), numpy_legacy_all=legacy,
+                   numpy_rng_s=med(modern), numpy_rng_all=modern)
+        row["numpy_best_s"] = min(row["numpy_legacy_s"], row["numpy_rng_s"])
+        if "ours_cpu_s" in row:
+            row["speedup_cpu"] = row["numpy_best_s"] / row["ours_cpu_s"]
+    if cuda:
+        on_gpu = weights.to("cuda")
+        del weights
+        gc.collect()
+        t = ours(on_gpu, k, args.repeats_ours, threads=None, sync=torch.cuda.synchronize)
+        row.update(ours_cuda_s=med(t), ours_cuda_all=t)
+        if "numpy_best_s" in row:
+            copy = timed(lambda: host_p(on_gpu), args.repeats, torch.cuda.synchronize)
+            row["numpy_from_gpu_s"] = med(copy) + row["numpy_best_s"]
+            row["speedup_cuda"] = row["numpy_from_gpu_s"] / row["ours_cuda_s"]
+        del on_gpu
+        torch.cuda.empty_cache()
+    return row
+
+
+COLUMNS = [("n", "n", ","), ("k", "k", ","), ("ours, CPU", "ours_cpu_s", ".3f"),
+           ("ours, CPU, torch threads", "ours_cpu_torch_threads_s", ".3f"),
+           ("numpy.random.choice", "numpy_legacy_s", ".3f"), ("default_rng().choice", "numpy_rng_s", ".3f"),
+           ("speed-up vs faster NumPy", "speedup_cpu", ".1f"), ("ours, CUDA", "ours_cuda_s", ".4f"),
+           ("NumPy from GPU", "numpy_from_gpu_s", ".3f"), ("speed-up, CUDA", "speedup_cuda", ".0f")]
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    m = meta
+    lines = [f"# Weighted sampling without replacement: k = {m['fraction']:.2%} of n", "",
+             f"`{m['command']}`  ",
+             f"{m['cpu']}; torch {m['torch']} ({m['torch_threads']} threads), numpy {m['numpy']}; "
+             f"load average {m['loadavg_start']} at start, {m['loadavg_end']} at end. "
+             f"Seconds, median of {m['repeats_ours']} runs (ours) / {m['repeats']} (NumPy).", "",
+             "| " + " | ".join(title for title, _, _ in COLUMNS) + " |", "|" + "---:|" * len(COLUMNS)]
+    for r in rows:
+        cells = ["–" if r.get(key) is None else format(r[key], spec) + ("×" if "speedup" in key else "")
+                 for _, key, spec in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "NumPy times exclude preparing p on CPU (`numpy_prep_s` in the JSON); 'NumPy from GPU' "
+              "adds the device-to-host copy and the preparation of p to the faster NumPy choice."]
+    return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="22.7e6,125e6,355e6")
-    parser.add_argument("--fraction", type=float, default=0.0008)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--skip-numpy-above", type=float, default=float("inf"), help="n above which NumPy is not run")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="22.7e6,125e6,355e6", help="comma-separated n")
+    parser.add_argument("--fraction", type=float, default=0.0008, help="k = fraction * n")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per NumPy sampler")
+    parser.add_argument("--repeats-ours", type=int, default=7, help="timed runs of ours (after a warm-up)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: CPU, plus CUDA when available")
+    parser.add_argument("--skip-numpy-above", type=float, default=None, help="no NumPy runs above this n")
     parser.add_argument("--out", default="outputs/bench")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
+    cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
+    if args.device == "cuda" and not cuda:
+        parser.error("--device cuda: no CUDA device")
+    meta = {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "numpy": np.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
+            "gpu": torch.cuda.get_device_name() if cuda else None,
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()], **vars(args)}
     rows = []
     for n in (int(float(s)) for s in args.sizes.split(",")):
-        k = max(1, int(n * args.fraction))
-        g = torch.Generator(device=device).manual_seed(0)
-        weights = torch.randn(n, device=device, generator=g).square_()  # I^2-like: heavy-ish tail
-        ours = timed(lambda: sample_without_replacement(weights, k, g), args.repeats, sync)
-        row = {"n": n, "k": k, "device": str(device), "ours_s": statistics.median(ours), "ours_all": ours}
-        if n <= args.skip_numpy_above:
-            def host_p():
-                w = weights.detach().to("cpu", torch.float64).numpy()  # the copy NumPy needs
-                return w / w.sum()
-
-            legacy = timed(lambda: np.random.choice(n, k, replace=False, p=host_p()), args.repeats)
-            generator = np.random.default_rng(0)
-            modern = timed(lambda: generator.choice(n, k, replace=False, p=host_p()), args.repeats)
-            row.update(numpy_legacy_s=statistics.median(legacy), numpy_rng_s=statistics.median(modern))
-            row["speedup_vs_faster_numpy"] = min(row["numpy_legacy_s"], row["numpy_rng_s"]) / row["ours_s"]
-        rows.append(row)
-        print(json.dumps({key: v for key, v in row.items() if not key.endswith("_all")}), flush=True)
-        weights = None  # free it before the next size
-
+        rows.append(bench_size(n, args, cuda))
+        print(json.dumps({key: v for key, v in rows[-1].items() if not key.endswith("_all")}), flush=True)
+        gc.collect()
+    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "numpy": np.__version__, "threads": torch.get_num_threads(), **vars(args)}
-    (out / "sampling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"# Sampling k = {args.fraction:.2%} of n without replacement ({device}, median of {args.repeats})", "",
-             "| n | k | ours (s) | numpy.random.choice (s) | default_rng().choice (s) | speed-up vs faster NumPy |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['n']:,} | {r['k']:,} | {r['ours_s']:.3f} | {r.get('numpy_legacy_s', float('nan')):.3f} | "
-                     f"{r.get('numpy_rng_s', float('nan')):.3f} | {r.get('speedup_vs_faster_numpy', float('nan')):.1f}× |")
-    (out / "sampling.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (out / "sampling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / "sampling.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""spafit_exp.sampling: exact successive sampling (checked against brute-force inclusion probabilities on every
-code path: one round, re-summing rounds, several chunks with a padded tail, the exponential-race fallback),
+"""spafit_exp.sampling: exact successive sampling, checked against brute-force inclusion probabilities on
+every path (one round, re-summing rounds, several chunks with a padded tail, the exponential-race fallback);
 edge cases, large n (> 2^24), seeding, top-k and uniform selection."""
 
 import itertools
