@@ -112,6 +112,8 @@ def validate(cfg: DictConfig) -> None:
     _require(t.precision in PRECISIONS, "trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
     _require(t.schedule in SCHEDULES, "trainer.schedule", t.schedule, f"one of {', '.join(SCHEDULES)}")
     _require(isinstance(t.seed, int), "trainer.seed", t.seed, "an integer")
+    train_eval = t.get("eval_train_samples", 0)
+    _require(isinstance(train_eval, int) and train_eval >= 0, "trainer.eval_train_samples", train_eval, "an integer >= 0")
     for key in ("max_train_samples", "max_eval_samples"):
         value = t[key]
         _require(value is None or (isinstance(value, int) and value >= 1), f"trainer.{key}", value, "null or an integer >= 1")

@@ -54,13 +54,15 @@ def collect(root: Path) -> pd.DataFrame:
                    k=(record.get("method_info") or {}).get("k"), rank=(config.get("method") or {}).get("r"))
         for name, value in (best.get("dev") or {}).items():
             row[f"dev.{name}"] = value
+        for name, value in (best.get("train") or {}).items():
+            row[f"train.{name}"] = value
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def select_lr(df: pd.DataFrame) -> pd.DataFrame:
     """Per cell: chosen LR, edge flag, seeds, failures, and mean/std of every dev metric at that LR."""
-    metric_cols = [c for c in df.columns if c.startswith("dev.")]
+    metric_cols = [c for c in df.columns if c.startswith(("dev.", "train."))]
     cells = []
     for key, group in df.groupby(KEYS, dropna=False, sort=True):
         done = group[group.status == "completed"]
@@ -79,9 +81,10 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
                     rank=chosen["rank"].iloc[0], selector=chosen.selector.iloc[0])
         for col in metric_cols:
             values = chosen[col].dropna()
+            name = col[4:] if col.startswith("dev.") else col  # dev metrics by bare name, train ones as train.<m>
             if len(values):
-                cell[f"mean.{col[4:]}"] = float(values.mean())
-                cell[f"std.{col[4:]}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                cell[f"mean.{name}"] = float(values.mean())
+                cell[f"std.{name}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         cells.append(cell)
     return pd.DataFrame(cells)
 
@@ -117,6 +120,10 @@ def build_table(experiment: str, cells: pd.DataFrame) -> pd.DataFrame:
             value = cell.get(f"mean.{names[0]}", np.nan) if cell is not None else np.nan
             averaged.append(value)
         row["Avg."] = f"{100 * np.mean(averaged):.1f}" if averaged and not np.isnan(averaged).any() else MISSING
+        gaps = [c[f"mean.train.{c['main_metric']}"] - c[f"mean.{c['main_metric']}"] for _, c in group.iterrows()
+                if isinstance(c.get("main_metric"), str) and pd.notna(c.get(f"mean.train.{c['main_metric']}", np.nan))]
+        if gaps:  # train minus dev main metric at the chosen LR, averaged over tasks (generality study)
+            row["Gap"] = f"{100 * np.mean(gaps):.1f}"
         row["Failed"] = str(int(group.failed.sum()))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -124,6 +124,9 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
     loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers, "pin_memory": on_gpu}
     train_loader = DataLoader(data.train, batch_size=t.batch_size, shuffle=True, generator=generator, **loader_kwargs)
     eval_loaders = {s: DataLoader(ds, batch_size=t.eval_batch_size, **loader_kwargs) for s, ds in data.evals.items()}
+    # The first rows of the training set, scored like dev: the train/test gap of the generality study.
+    train_rows = data.train[: t.eval_train_samples] if t.get("eval_train_samples") else []
+    train_eval = DataLoader(train_rows, batch_size=t.eval_batch_size, **loader_kwargs) if train_rows else None
 
     # Schedule length from the unsharded loader, as in accelerate's nlp_example (the prepared scheduler
     # steps once per process).
@@ -132,6 +135,7 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
     scheduler = make_scheduler(optimizer, t, steps_per_epoch * t.epochs)
     model, optimizer, train_loader, scheduler = accelerator.prepare(prepared.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
+    train_eval = {"dev": accelerator.prepare(train_eval)} if train_eval is not None else {}
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     result = TrainResult()
@@ -165,8 +169,9 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
     main = task.main_metric
     if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
         dev = evaluate(model, eval_loaders, task, accelerator)
-        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "train_loss": None})
-        result.best = {"epoch": 0, "dev": dev}
+        train_scores = evaluate(model, train_eval, task, accelerator) if train_eval else {}
+        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "train": train_scores, "train_loss": None})
+        result.best = {"epoch": 0, "dev": dev, "train": train_scores}
         result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
         return result
     model.train()
@@ -229,7 +234,8 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             running_n = 0
         if t.eval_every_epoch or epoch == t.epochs:
             dev = evaluate(model, eval_loaders, task, accelerator)
-            row = {"epoch": epoch, "step": result.steps, "dev": dev,
+            train_scores = evaluate(model, train_eval, task, accelerator) if train_eval else {}
+            row = {"epoch": epoch, "step": result.steps, "dev": dev, "train": train_scores,
                    "train_loss": result.losses[-1][1] if result.losses else None}
             result.epochs.append(row)
             accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {"epoch": epoch}, step=result.steps)
@@ -237,7 +243,7 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             score = dev.get(main, float("nan"))
             best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
             if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
-                result.best = {"epoch": epoch, "dev": dev}
+                result.best = {"epoch": epoch, "dev": dev, "train": train_scores}
                 result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
         if epoch < t.epochs:
             checkpoint(epoch + 1, 0, generator.get_state())
