@@ -34,6 +34,11 @@ def run(cfg: DictConfig) -> dict | None:
             dry_run(cfg)
             results.remove_empty_dirs(directory, Path(cfg.run.root))
             return None
+        if cfg.study.name != "none":  # studies read finished runs and write their own records
+            from spafit_exp.studies import run_study
+
+            results.remove_empty_dirs(directory, Path(cfg.run.root))
+            return run_study(cfg)
     except ConfigError as err:
         _config_error(err, cfg, directory)
     if results.is_completed(directory) and not cfg.run.force:

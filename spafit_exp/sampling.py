@@ -54,6 +54,7 @@ CPU_THREADS: int | None = 1
 MAX_ROUNDS = 32  # rounds of i.i.d. draws before the exponential-race fallback
 _HALF_SLICE = 1 << 22  # float16 / bfloat16 weights are summed in float32 this many elements at a time
 _ROW_BATCH = 1 << 18  # CPU: draws are resolved inside their chunks this many weights at a time (cache-sized)
+_ROW_BATCH_GPU = 1 << 24  # the same on a GPU (bounds the temporary rows to ~200 MB)
 _CHUNK_BIAS = 1  # chunk size: the power of two >= sqrt(n / (k * _CHUNK_BIAS)), measured best on CPU
 
 
@@ -246,7 +247,8 @@ def _round(chunks: _Chunks, cdf: torch.Tensor, m: int, need: int, generator) -> 
     before = torch.where(chunk > 0, cdf.index_select(0, (chunk - 1).clamp_(min=0)), 0.0)
     share = (u - before).div_(cdf.index_select(0, chunk) - before)  # uniform on [0, 1) inside the chunk
     elements = torch.empty(m, dtype=torch.long, device=device)
-    batch = m if device.type != "cpu" else min(m, max(1024, _ROW_BATCH // chunks.size))  # CPU: cache-sized
+    per_batch = _ROW_BATCH if device.type == "cpu" else _ROW_BATCH_GPU  # CPU: cache-sized
+    batch = min(m, max(1024, per_batch // chunks.size))
     rows = chunks.body.new_empty((batch, chunks.size))
     cums = torch.empty((batch, chunks.size), dtype=torch.float64, device=device)
     for start in range(0, m, batch):

@@ -1,0 +1,112 @@
+"""MLM probe: how much masked-language-modelling knowledge a fine-tuned encoder still exposes. The encoder is
+frozen (bit-identical afterwards); a two-layer MLP head (dense -> GELU -> LayerNorm -> vocabulary) is trained on
+WikiText paragraphs and scored by precision@1 on the masked tokens of held-out paragraphs (fixed masking)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from spafit_exp import DATA_DIR, results
+from spafit_exp.studies import merged_encoder_state, source_runs
+
+
+class ProbeHead(nn.Module):
+    def __init__(self, hidden: int, vocab: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, vocab))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.net(states)
+
+
+def encoder_from(cfg: DictConfig, source: Path | None):
+    """(encoder, model cfg, source record or None): a run's fine-tuned encoder (LoRA merged), or the pretrained."""
+    from accelerate.utils import set_seed
+
+    from spafit_exp.checkpoint import load_run
+    from spafit_exp.modeling import build_model
+
+    if source is None:
+        set_seed(cfg.trainer.seed)
+        return build_model(cfg.model, cfg.task).base_model, cfg.model, None
+    prepared, record = load_run(source)
+    run_cfg = OmegaConf.create(record["config"])
+    plain = build_model(run_cfg.model, run_cfg.task)
+    missing, unexpected = plain.base_model.load_state_dict(merged_encoder_state(prepared.model), strict=False)
+    if unexpected or [k for k in missing if "pooler" not in k]:
+        raise RuntimeError(f"{source}: encoder weights do not fit the plain model: {unexpected[:3]} {missing[:3]}")
+    return plain.base_model, run_cfg.model, record
+
+
+def mlm_batches(texts: list[str], tokenizer, s: DictConfig, max_len: int, seed: int, batch_size: int):
+    from transformers import DataCollatorForLanguageModeling
+
+    encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    torch.manual_seed(seed)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=s.mask_probability, return_tensors="pt")
+    return [collator([{"input_ids": ids} for ids in encoded[i:i + batch_size]])
+            for i in range(0, len(encoded), batch_size)]
+
+
+def probe(cfg: DictConfig, encoder: nn.Module, tokenizer) -> dict:
+    s = cfg.study
+    lines = [x.strip() for x in (DATA_DIR / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8").splitlines()]
+    lines = [x for x in lines if x and not x.startswith("=")]
+    train_lines, test_lines = lines[: s.train_lines], lines[s.train_lines: s.train_lines + s.test_lines]
+    encoder.eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(cfg.trainer.seed)
+    head = ProbeHead(encoder.config.hidden_size, len(tokenizer))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    test = mlm_batches(test_lines, tokenizer, s, cfg.trainer.max_len, seed=12345, batch_size=s.batch_size)
+    last_loss = float("nan")
+    for epoch in range(s.epochs):
+        for batch in mlm_batches(train_lines, tokenizer, s, cfg.trainer.max_len, cfg.trainer.seed + epoch, s.batch_size):
+            with torch.no_grad():
+                states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            logits = head(states)
+            loss = loss_fn(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            last_loss = float(loss)
+    hits = total = 0
+    with torch.no_grad():
+        for batch in test:
+            states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            masked = batch["labels"] != -100
+            hits += int((head(states).argmax(-1)[masked] == batch["labels"][masked]).sum())
+            total += int(masked.sum())
+    return {"p_at_1": hits / max(total, 1), "masked_tokens": total, "final_loss": last_loss,
+            "head_params": sum(p.numel() for p in head.parameters())}
+
+
+def probe_runs(cfg: DictConfig) -> list[dict]:
+    from spafit_exp.modeling import build_tokenizer
+
+    records = []
+    for source in source_runs(cfg):
+        started = time.time()
+        encoder, model_cfg, src = encoder_from(cfg, source)
+        outcome = probe(cfg, encoder, build_tokenizer(model_cfg))
+        src = src or {"task": "none", "method_tag": "pretrained", "lr": 0.0, "seed": cfg.trainer.seed}
+        record = results.base_record(cfg)
+        record.update(status="completed", experiment="mlm_probe", task=src["task"], method_tag=src["method_tag"],
+                      method=src.get("method", "pretrained"), model=model_cfg.name, lr=src["lr"], seed=src["seed"],
+                      main_metric="p_at_1", source_run=str(source) if source else None,
+                      params={"trainable": outcome["head_params"]},
+                      metrics={"best": {"epoch": cfg.study.epochs, "dev": {"p_at_1": outcome["p_at_1"]}}},
+                      probe=outcome, timing={"wall_s": time.time() - started})
+        directory = (Path(cfg.run.root) / "mlm_probe" / record["task"] / record["method_tag"] / model_cfg.name
+                     / f"lr={record['lr']}" / f"seed={record['seed']}")
+        results.write(directory, record)
+        print(f"mlm probe: {source or 'pretrained'} P@1={outcome['p_at_1']:.4f} ({outcome['masked_tokens']} tokens)")
+        records.append(record)
+    return records
