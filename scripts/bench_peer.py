@@ -61,6 +61,7 @@ def ours(spec: dict) -> dict:
                  f"trainer.precision={spec['precision']}", "trainer.log_every=10", "trainer.checkpoint_every=0"]
     if spec["model"] != "minilm":
         overrides.append("model.init=random")
+    overrides += spec.get("extra", [])
     cfg = compose(overrides)
     set_seed(cfg.trainer.seed)
     data = load_task_data(cfg, build_tokenizer(cfg.model))
@@ -71,7 +72,9 @@ def ours(spec: dict) -> dict:
     wall = time.perf_counter() - start
     return {"examples_per_s": result.train_samples / result.train_seconds, **_percentiles(result.step_seconds),
             "final_loss": result.losses[-1][1], "dev": result.best["dev"], "train_s": result.train_seconds,
-            "wall_s": wall, "steps": result.steps}
+            "wall_s": wall, "steps": result.steps, "optimizer_state_bytes": result.optimizer_state_bytes,
+            "trainable": prepared.info.get("trainable", sum(p.numel() for p in prepared.model.parameters()
+                                                            if p.requires_grad))}
 
 
 def trainer_peft(spec: dict) -> dict:
@@ -162,6 +165,8 @@ def main() -> None:
     parser.add_argument("--methods", default="full_ft,lora_ii")
     parser.add_argument("--bf16", action="store_true", help="also time our loop under bf16 autocast")
     parser.add_argument("--quality", action="store_true", help="dev accuracy of fp32 vs bf16 on 4,000 SST-2 rows")
+    parser.add_argument("--subset", action="store_true",
+                        help="optimizer-state bytes and peak RSS of a 0.1%% random subset run vs full FT (ours)")
     parser.add_argument("--out", default="outputs/bench")
     args = parser.parse_args()
 
@@ -184,9 +189,21 @@ def main() -> None:
             quality.append(run_isolated("ours", spec))
             print(json.dumps(quality[-1]), flush=True)
 
+    memory = []
+    if args.subset:
+        base = {"model": args.model, "rows": args.rows, "eval_rows": 32, "batch": args.batch, "max_len": args.max_len,
+                "seed": args.seed, "precision": "fp32"}
+        memory.append(run_isolated("ours", {**base, "method": "full_ft", "lr": 5e-5}))
+        memory.append(run_isolated("ours", {**base, "method": "subset", "lr": 1e-3,
+                                            "extra": ["selector=random", "selector.fraction=0.001",
+                                                      "selector.pretune_decoder=false"]}))
+        for row in memory:
+            print(json.dumps(row), flush=True)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "peer.json").write_text(json.dumps({"args": vars(args), "rows": rows, "quality": quality}, indent=2))
+    (out / "peer.json").write_text(json.dumps({"args": vars(args), "rows": rows, "quality": quality,
+                                               "memory": memory}, indent=2))
     base = {r["method"]: r for r in rows if r["stack"] == "trainer+peft"}
     lines = [f"# Our loop vs Trainer + peft ({args.model}, SST-2 {args.rows} rows, batch {args.batch}, "
              f"max_len {args.max_len}, seed {args.seed})", "",
@@ -202,6 +219,14 @@ def main() -> None:
         lines += ["", "## bf16 cost (full FT, SST-2 4,000 rows, 1 epoch, dev 872 rows)", "",
                   "| precision | examples/s | dev accuracy |", "|---|---:|---:|"]
         lines += [f"| {q['precision']} | {q['examples_per_s']:.1f} | {q['dev']['accuracy']:.4f} |" for q in quality]
+    if memory:
+        full_bytes = memory[0]["optimizer_state_bytes"]
+        lines += ["", "## Fixed-subset memory (ours: full FT vs random subset of 0.1% of the encoder)", "",
+                  "| method | trainable | optimizer state (MB) | × full FT | peak RSS (MB) | examples/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {m['method']} | {m['trainable']:,} | {m['optimizer_state_bytes'] / 2**20:.2f} | "
+                  f"{m['optimizer_state_bytes'] / full_bytes:.4f} | {m['peak_rss_mb']:.0f} | {m['examples_per_s']:.1f} |"
+                  for m in memory]
     (out / "peer.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

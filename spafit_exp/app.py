@@ -189,7 +189,8 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     record.update(
         status="completed",
         metrics={"epochs": outcome.epochs, "best": outcome.best},
-        train={"steps": outcome.steps, "samples": outcome.train_samples, "losses": outcome.losses},
+        train={"steps": outcome.steps, "samples": outcome.train_samples, "losses": outcome.losses,
+               "optimizer_state_bytes": outcome.optimizer_state_bytes},
         timing={"wall_s": wall, "train_s": outcome.train_seconds, **step_percentiles(outcome.step_seconds),
                 "train_samples_per_s": outcome.train_samples / max(outcome.train_seconds, 1e-9),
                 "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},

@@ -120,6 +120,7 @@ def _adamw_compact(p, g, state, index, lr, beta1, beta2, eps, wd) -> None:
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
     return sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                if isinstance(t, torch.Tensor))
 

@@ -19,6 +19,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 
 from spafit_exp import metrics
 from spafit_exp.data import TaskData
+from spafit_exp.masking import optimizer_state_bytes
 from spafit_exp.methods import Prepared
 from spafit_exp.params import no_decay
 
@@ -39,6 +40,7 @@ class TrainResult:
     train_samples: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step (host clock)
+    optimizer_state_bytes: int = 0
 
 
 def make_optimizer(model: torch.nn.Module, t: DictConfig) -> torch.optim.Optimizer:
@@ -247,4 +249,5 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
                 result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
         if epoch < t.epochs:
             checkpoint(epoch + 1, 0, generator.get_state())
+    result.optimizer_state_bytes = optimizer_state_bytes(optimizer)
     return result
