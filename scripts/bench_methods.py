@@ -73,6 +73,8 @@ def time_method(model_name: str, method: str, args, device: torch.device) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="minilm,bert_large_cased")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of each model's methods (full_ft and "
+                        "lora_ii are always timed: they are the baselines)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
@@ -85,7 +87,8 @@ def main() -> None:
 
     rows = []
     for model_name in args.models.split(","):
-        for method in METHODS[model_name]:
+        wanted = set(args.methods.split(",")) | {"full_ft", "lora_ii"} if args.methods else None
+        for method in [m for m in METHODS[model_name] if wanted is None or m in wanted]:
             row = time_method(model_name, method, args, device)
             rows.append(row)
             print(f"{model_name:18s} {row['tag']:18s} step {row['step_s_median'] * 1000:9.1f} ms", flush=True)
