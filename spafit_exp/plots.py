@@ -1,5 +1,6 @@
-"""Figures from the results frame (tables.collect): score vs trainable parameters with the Pareto front,
-per-method LR curves, and the selected LR vs subset size (subset paper, Figure 2). PNG + PDF each."""
+"""Figures from the results frame (tables.collect), PNG + PDF each, under <plots>/<experiment>/:
+score vs trainable parameters with the Pareto front (which methods buy their score cheapest), per-method LR
+curves (is the chosen LR a peak or a grid edge?), and the selected LR vs subset size (subset paper, Figure 2)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")  # files only: no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from spafit_exp.tables import select_lr  # noqa: E402
+
+MARKERS = "osD^v<>pPX*h"
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -27,53 +30,74 @@ def _save(fig, path: Path) -> list[Path]:
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points not dominated by one with fewer (or equal) parameters and a higher score."""
     front, best = [], float("-inf")
-    for params, score in sorted(points):
+    for params, score in sorted(points, key=lambda p: (p[0], -p[1])):
         if score > best:
             front.append((params, score))
             best = score
     return front
 
 
+def _name(model: str, tag: str, models: int) -> str:
+    return f"{tag} ({model})" if models > 1 else tag
+
+
+def plot_pareto(experiment: str, task: str, cells: pd.DataFrame, out: Path) -> list[Path]:
+    main = cells.main_metric.iloc[0]
+    cells = cells[cells.trainable.notna() & cells[f"mean.{main}"].notna()]
+    if cells.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, (_, cell) in enumerate(cells.iterrows()):
+        ax.scatter(cell.trainable, 100 * cell[f"mean.{main}"], marker=MARKERS[i % len(MARKERS)],
+                   label=_name(cell.model, cell.method_tag, cells.model.nunique()))
+    front = pareto_front([(float(c.trainable), 100 * float(c[f"mean.{main}"])) for _, c in cells.iterrows()])
+    ax.plot([p for p, _ in front], [s for _, s in front], "k--", linewidth=1, label="Pareto front")
+    ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"dev {main} (%)", title=f"{experiment}: {task}")
+    ax.legend(fontsize=6)
+    return _save(fig, out / experiment / f"pareto_{task}")
+
+
+def plot_lr_curves(experiment: str, task: str, runs: pd.DataFrame, out: Path) -> list[Path]:
+    main = f"dev.{runs.main_metric.dropna().iloc[0]}" if runs.main_metric.notna().any() else None
+    done = runs[runs.status == "completed"]
+    if main not in done or done[main].isna().all():
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, ((model, tag), group) in enumerate(done.groupby(["model", "method_tag"])):
+        curve = group.groupby("lr")[main].mean().dropna()
+        ax.plot(curve.index, 100 * curve.values, marker=MARKERS[i % len(MARKERS)],
+                label=_name(model, tag, done.model.nunique()))
+    ax.set(xscale="log", xlabel="learning rate", ylabel=f"mean {main} (%)", title=f"{experiment}: {task}")
+    ax.legend(fontsize=6)
+    return _save(fig, out / experiment / f"lr_curves_{task}")
+
+
+def plot_lr_vs_size(experiment: str, cells: pd.DataFrame, out: Path) -> list[Path]:
+    """Only for sweeps over the subset size: a line needs more than one size for a (task, selector)."""
+    sized = cells[cells["size"].notna() & cells.fraction.notna() & cells.lr.notna()]
+    lines = [(key, g.sort_values("fraction")) for key, g in sized.groupby(["task", "selector"])
+             if g.fraction.nunique() > 1]
+    if not lines:
+        return []
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for (task, selector), g in lines:
+        ax.plot(g.fraction, g.lr, marker="o", label=f"{task} {selector}")
+        edges = g[g.edge.astype(bool)]
+        ax.scatter(edges.fraction, edges.lr, marker="^", s=60, color="red", zorder=3)
+    ax.set(xscale="log", yscale="log", xlabel="subset size (fraction of candidates)", ylabel="selected LR",
+           title=f"{experiment}: selected LR (red ^: grid edge)")
+    ax.legend(fontsize=6)
+    return _save(fig, out / experiment / "lr_vs_subset_size")
+
+
 def write_plots(df: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     for experiment, runs in df.groupby("experiment"):
         cells = select_lr(runs)
-        cells = cells[cells.get("lr").notna()] if "lr" in cells else cells.iloc[0:0]
-        for task, group in cells.groupby("task"):
-            main = group.main_metric.iloc[0]
-            points = [(float(r.trainable), 100 * float(r[f"mean.{main}"])) for _, r in group.iterrows()
-                      if pd.notna(r.trainable) and pd.notna(r.get(f"mean.{main}"))]
-            if not points:
-                continue
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            for _, r in group.iterrows():
-                if pd.notna(r.trainable) and pd.notna(r.get(f"mean.{main}")):
-                    ax.scatter(r.trainable, 100 * r[f"mean.{main}"], label=r.method_tag)
-            front = pareto_front(points)
-            ax.plot([p for p, _ in front], [s for _, s in front], "k--", linewidth=1, label="Pareto front")
-            ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"dev {main} (%)", title=f"{experiment}: {task}")
-            ax.legend(fontsize=6)
-            written += _save(fig, out / experiment / f"pareto_{task}")
-
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            done = runs[(runs.task == task) & (runs.status == "completed")]
-            for tag, g in done.groupby("method_tag"):
-                curve = g.groupby("lr")[f"dev.{main}"].mean()
-                ax.plot(curve.index, 100 * curve.values, marker="o", label=tag)
-            ax.set(xscale="log", xlabel="learning rate", ylabel=f"dev {main} (%)", title=f"{experiment}: {task}")
-            ax.legend(fontsize=6)
-            written += _save(fig, out / experiment / f"lr_curves_{task}")
-
-        sized = cells[cells.fraction.notna()] if "fraction" in cells else cells.iloc[0:0]
-        if len(sized):
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            for (task, selector), g in sized.groupby(["task", "selector"]):
-                g = g.sort_values("fraction")
-                ax.plot(g.fraction, g.lr, marker="o", label=f"{task} {selector}")
-                edges = g[g.edge.astype(bool)]
-                ax.scatter(edges.fraction, edges.lr, marker="^", color="red", zorder=3)
-            ax.set(xscale="log", yscale="log", xlabel="subset size (fraction)", ylabel="selected LR",
-                   title=f"{experiment}: selected LR (red: grid edge)")
-            ax.legend(fontsize=6)
-            written += _save(fig, out / experiment / "lr_vs_subset_size")
+        if "lr" not in cells:  # no completed run anywhere in this experiment
+            continue
+        for task, group in cells[cells.lr.notna()].groupby("task"):
+            written += plot_pareto(experiment, task, group, out)
+            written += plot_lr_curves(experiment, task, runs[runs.task == task], out)
+        written += plot_lr_vs_size(experiment, cells, out)
     return written

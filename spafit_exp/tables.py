@@ -1,10 +1,10 @@
 """`make tables`: every results.json under a root -> paper-style Markdown and LaTeX tables (+ plots).
 
 Selection rule, per (experiment, task, method tag, model): among completed runs, the learning rate with the best
-mean dev main metric over seeds; cells report mean ± std over the seeds at that LR, in percent with one decimal
-(like the papers), with the LR chosen. A dagger (†) marks an LR at the edge of the grid tried (more than one LR
-tried): the true optimum may lie outside it. Failed and unfinished runs are counted in the footer, never hidden.
-Tables never re-run anything: the records are the only input."""
+mean dev main metric over seeds. Cells report mean ± std over the seeds at that LR, in percent with one decimal
+(like the papers), followed by the chosen LR. A dagger (†) marks an LR at the edge of the grid tried (more than
+one LR tried): the true optimum may lie outside it. Failed and unfinished runs are counted, never hidden.
+Tables never re-run anything: the records are the only input. See docs/tables.md."""
 
 from __future__ import annotations
 
@@ -23,139 +23,184 @@ EDGE = "†"
 MISSING = "—"
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
               "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "trec6": "TREC-6", "conll2003": "CoNLL"}
-# Paper layouts: task columns, and for each the metrics printed (first = the one averaged).
+# Paper layouts: (task, metrics printed in the column, column label). The first metric is the one averaged.
 LAYOUTS = {
-    "spafit_table2": [("cola", ["mcc"]), ("sst2", ["accuracy"]), ("mrpc", ["f1", "accuracy"]),
-                      ("stsb", ["pearson", "spearman"]), ("qqp", ["f1", "accuracy"]), ("mnli", ["accuracy", "accuracy_mm"]),
-                      ("qnli", ["accuracy"]), ("rte", ["accuracy"]), ("wnli", ["accuracy"])],
-    "stoc_table1": [("cola", ["mcc"]), ("sst2", ["accuracy"]), ("mrpc", ["f1"]), ("stsb", ["spearman"]),
-                    ("qnli", ["accuracy"]), ("rte", ["accuracy"])],
-    "subset_table1": [("conll2003", ["entity_f1"]), ("qnli", ["accuracy"]), ("sst2", ["accuracy"]),
-                      ("trec6", ["accuracy"])],
+    "spafit_table2": [("cola", ["mcc"], "CoLA (MCC)"), ("sst2", ["accuracy"], "SST-2"),
+                      ("mrpc", ["f1", "accuracy"], "MRPC (F1/Acc)"),
+                      ("stsb", ["pearson", "spearman"], "STS-B (Pearson/Spearman)"),
+                      ("qqp", ["f1", "accuracy"], "QQP (F1/Acc)"), ("mnli", ["accuracy", "accuracy_mm"], "MNLI (m/mm)"),
+                      ("qnli", ["accuracy"], "QNLI"), ("rte", ["accuracy"], "RTE"), ("wnli", ["accuracy"], "WNLI")],
+    # MRPC F1 and STS-B Spearman: the convention of the masked-update papers this table compares against.
+    "stoc_table1": [("cola", ["mcc"], "CoLA (MCC)"), ("sst2", ["accuracy"], "SST-2"), ("mrpc", ["f1"], "MRPC (F1)"),
+                    ("stsb", ["spearman"], "STS-B (Spearman)"), ("qnli", ["accuracy"], "QNLI"),
+                    ("rte", ["accuracy"], "RTE")],
+    "subset_table1": [("conll2003", ["entity_f1"], "CoNLL (F1)"), ("qnli", ["accuracy"], "QNLI"),
+                      ("sst2", ["accuracy"], "SST-2"), ("trec6", ["accuracy"], "TREC-6")],
 }
+# Table-3-style sweeps: rows, and what varies along the columns.
+ABLATIONS = {"subset_sizes": (["task", "selector"], "size"), "lora_ranks": (["rank"], "task")}
+
+
+def _num(value) -> str:
+    """Compact numbers for labels: 6e-05, 16, 0.001 (no trailing .0 from pandas' float columns)."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return MISSING
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def _row(path: Path, record: dict) -> dict:
+    best = (record.get("metrics") or {}).get("best") or {}
+    config = record.get("config") or {}
+    selector, info = config.get("selector") or {}, record.get("method_info") or {}
+    row = {key: record.get(key) for key in KEYS + ["method", "selector", "lr", "seed", "status", "main_metric"]}
+    row.update(path=str(path), trainable=(record.get("params") or {}).get("trainable"),
+               git_sha=(record.get("provenance") or {}).get("git_sha"), best_epoch=best.get("epoch"),
+               rank=(config.get("method") or {}).get("r"),
+               # subset size as configured (the ablation's column), and as realised (to place it on an axis)
+               size=(_num(selector["fraction"]) if selector.get("fraction") is not None
+                     else f"k={selector['k']}" if selector.get("k") is not None else None),
+               fraction=selector.get("fraction") if selector.get("fraction") is not None else info.get("fraction"))
+    for split in ["dev", "train"]:  # dev metrics select and report; train ones feed the Gap column
+        for name, value in (best.get(split) or {}).items():
+            row[f"{split}.{name}"] = value
+    return row
 
 
 def collect(root: Path) -> pd.DataFrame:
-    """One row per run; unreadable files are reported and skipped."""
+    """One row per run. Unreadable or malformed files are reported and skipped: one bad file must not hide the
+    others (records are written atomically, but disks fill up and people edit files by hand)."""
     rows = []
     for path in sorted(Path(root).rglob(RESULTS)):
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            print(f"warning: skipping {path}: {err}", file=sys.stderr)
-            continue
-        best = (record.get("metrics") or {}).get("best") or {}
-        config = record.get("config") or {}
-        row = {key: record.get(key) for key in ["experiment", "task", "method", "method_tag", "selector", "model",
-                                                   "lr", "seed", "status", "main_metric"]}
-        row.update(path=str(path), trainable=(record.get("params") or {}).get("trainable"),
-                   git_sha=(record.get("provenance") or {}).get("git_sha"), best_epoch=best.get("epoch"),
-                   fraction=(config.get("selector") or {}).get("fraction"),
-                   k=(record.get("method_info") or {}).get("k"), rank=(config.get("method") or {}).get("r"))
-        for name, value in (best.get("dev") or {}).items():
-            row[f"dev.{name}"] = value
-        for name, value in (best.get("train") or {}).items():
-            row[f"train.{name}"] = value
-        rows.append(row)
-    return pd.DataFrame(rows)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            rows.append(_row(path, record))
+        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:  # ValueError: bad JSON/UTF-8
+            print(f"warning: skipping {path}: {type(err).__name__}: {err}", file=sys.stderr)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df[KEYS] = df[KEYS].fillna("unknown")
+    df["status"] = df["status"].fillna("unknown")
+    numeric = ["lr", "seed", "trainable", "rank", "fraction"] + [c for c in df if c.startswith(("dev.", "train."))]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
 
 
 def select_lr(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: chosen LR, edge flag, seeds, failures, and mean/std of every dev metric at that LR."""
+    """Per cell: chosen LR, edge flag, seeds, failures, and mean/std of every metric at that LR."""
     metric_cols = [c for c in df.columns if c.startswith(("dev.", "train."))]
+    seeds_per_experiment = df.groupby("experiment").seed.nunique()
     cells = []
-    for key, group in df.groupby(KEYS, dropna=False, sort=True):
+    for key, group in df.groupby(KEYS, sort=True):
+        mains = group.main_metric.dropna()
+        cell = dict(zip(KEYS, key), runs=len(group), failed=int((group.status != "completed").sum()),
+                    main_metric=mains.iloc[0] if len(mains) else None, selector=group.selector.iloc[0],
+                    rank=group["rank"].iloc[0], size=group["size"].iloc[0], fraction=group.fraction.max(),
+                    seeds_expected=int(seeds_per_experiment[key[0]]), seeds=0)
+        main = f"dev.{cell['main_metric']}"
         done = group[group.status == "completed"]
-        cell = dict(zip(KEYS, key))
-        cell.update(runs=len(group), failed=int((group.status != "completed").sum()), lrs=sorted(group.lr.unique()))
-        if done.empty:
+        scored = done[done[main].notna() & done.lr.notna()] if main in done else done.iloc[0:0]
+        if scored.empty:  # nothing to choose from: the cell prints as missing, its failures still count
             cells.append(cell)
             continue
-        main = "dev." + done.main_metric.iloc[0]
-        by_lr = done.groupby("lr")[main].mean()
-        lr = float(by_lr.idxmax()) if by_lr.notna().any() else float(by_lr.index[0])
-        chosen = done[done.lr == lr]
-        tried = sorted(done.lr.unique())
-        cell.update(lr=lr, edge=len(tried) > 1 and lr in (tried[0], tried[-1]), seeds=len(chosen),
-                    main_metric=main[4:], trainable=chosen.trainable.iloc[0], fraction=chosen.fraction.iloc[0],
-                    rank=chosen["rank"].iloc[0], selector=chosen.selector.iloc[0])
+        by_lr = scored.groupby("lr")[main].mean()
+        lr = float(by_lr.idxmax())
+        chosen = scored[scored.lr == lr]
+        cell.update(lr=lr, edge=len(by_lr) > 1 and lr in (by_lr.index.min(), by_lr.index.max()),
+                    lrs_tried=len(by_lr), seeds=len(chosen), trainable=chosen.trainable.iloc[0])
         for col in metric_cols:
             values = chosen[col].dropna()
             name = col[4:] if col.startswith("dev.") else col  # dev metrics by bare name, train ones as train.<m>
             if len(values):
                 cell[f"mean.{name}"] = float(values.mean())
-                cell[f"std.{name}"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                cell[f"std.{name}"] = float(values.std(ddof=1))  # NaN for one seed: printed without ± then
         cells.append(cell)
     return pd.DataFrame(cells)
 
 
-def fmt(cell: pd.Series | None, metric: str, with_lr: bool = True) -> str:
-    if cell is None or pd.isna(cell.get(f"mean.{metric}", np.nan)):
+def fmt(cell: pd.Series | dict | None, metric: str | None, with_lr: bool = True) -> str:
+    """`71.2 ± 1.0 @6e-05†`; `(n=2)` when the chosen LR has fewer seeds than the experiment ran."""
+    mean = np.nan if cell is None or metric is None else cell.get(f"mean.{metric}", np.nan)
+    if pd.isna(mean):
         return MISSING
-    text = f"{100 * cell[f'mean.{metric}']:.1f} ± {100 * cell[f'std.{metric}']:.1f}"
+    text = f"{100 * mean:.1f}"
+    if pd.notna(cell.get(f"std.{metric}", np.nan)):
+        text += f" ± {100 * cell[f'std.{metric}']:.1f}"
     if with_lr:
-        text += f" @{cell['lr']:g}" + (EDGE if cell["edge"] else "")
+        text += f" @{_num(cell['lr'])}" + (EDGE if cell["edge"] else "")
+        if cell["seeds"] < cell["seeds_expected"]:
+            text += f" (n={cell['seeds']})"
     return text
 
 
 def _params(cells: pd.DataFrame) -> str:
-    values = cells.trainable.dropna()
+    values = cells.trainable.dropna() if "trainable" in cells else pd.Series(dtype=float)
     return f"{values.iloc[0] / 1e6:.4g}" if len(values) else MISSING
 
 
 def build_table(experiment: str, cells: pd.DataFrame) -> pd.DataFrame:
     """Rows = (model, method tag); columns = tasks (paper layout when the experiment has one) + average."""
-    layout = LAYOUTS.get(experiment) or [(t, [None]) for t in sorted(cells.task.unique())]
+    layout = LAYOUTS.get(experiment) or [(t, [None], TASK_NAMES.get(t, t)) for t in sorted(cells.task.unique())]
     rows = []
     for (model, tag), group in cells.groupby(["model", "method_tag"], sort=True):
-        by_task = {row.task: row for _, row in group.iterrows()}
+        by_task = {cell["task"]: cell for _, cell in group.iterrows()}
         row = {"Model": model, "Method": tag, "Params (M)": _params(group)}
         averaged = []
-        for task, metrics in layout:
+        for task, metrics, label in layout:
             cell = by_task.get(task)
-            names = [m or (cell["main_metric"] if cell is not None and "main_metric" in cell else None) for m in metrics]
-            label = TASK_NAMES.get(task, task) + ("" if metrics == [None] else f" ({'/'.join(names)})")
-            row[label] = " / ".join(fmt(cell, m, with_lr=(i == 0)) for i, m in enumerate(names)) if cell is not None \
-                else MISSING
-            value = cell.get(f"mean.{names[0]}", np.nan) if cell is not None else np.nan
-            averaged.append(value)
-        row["Avg."] = f"{100 * np.mean(averaged):.1f}" if averaged and not np.isnan(averaged).any() else MISSING
+            names = [m or (cell["main_metric"] if cell is not None else None) for m in metrics]
+            row[label] = " / ".join(fmt(cell, m, with_lr=(i == 0)) for i, m in enumerate(names)) \
+                if cell is not None else MISSING
+            averaged.append(cell.get(f"mean.{names[0]}", np.nan) if cell is not None else np.nan)
+        row["Avg."] = f"{100 * np.mean(averaged):.1f}" if not np.isnan(averaged).any() else MISSING
         gaps = [c[f"mean.train.{c['main_metric']}"] - c[f"mean.{c['main_metric']}"] for _, c in group.iterrows()
-                if isinstance(c.get("main_metric"), str) and pd.notna(c.get(f"mean.train.{c['main_metric']}", np.nan))]
+                if pd.notna(c.get(f"mean.train.{c['main_metric']}", np.nan))]
         if gaps:  # train minus dev main metric at the chosen LR, averaged over tasks (generality study)
             row["Gap"] = f"{100 * np.mean(gaps):.1f}"
         row["Failed"] = str(int(group.failed.sum()))
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna(MISSING)
 
 
 def build_ablation(experiment: str, cells: pd.DataFrame) -> pd.DataFrame | None:
-    """subset_sizes: rows selector x columns subset fraction; lora_ranks: rows rank x columns task."""
-    if experiment == "subset_sizes":
-        index, columns = "selector", "fraction"
-    elif experiment == "lora_ranks":
-        index, columns = "rank", "task"
-    else:
+    """subset_sizes: rows (task, selector) x columns subset size; lora_ranks: rows rank x columns task."""
+    if experiment not in ABLATIONS:
         return None
-    table = {}
-    for _, cell in cells.iterrows():
-        metric = cell.get("main_metric")
-        key = (cell["task"], cell[index]) if columns == "fraction" else (cell[index],)
-        table.setdefault(key, {})[f"{cell[columns]:g}" if columns == "fraction" else TASK_NAMES.get(cell[columns],
-                                  cell[columns])] = fmt(cell, metric) if isinstance(metric, str) else MISSING
-    names = ["Task", "Selector"] if columns == "fraction" else ["Rank"]
-    frame = pd.DataFrame([dict(zip(names, k)) | v for k, v in sorted(table.items(), key=lambda kv: str(kv[0]))])
-    return frame.fillna(MISSING)
+    index, varying = ABLATIONS[experiment]
+    cells = cells.assign(score=[fmt(c, c["main_metric"]) for _, c in cells.iterrows()])
+    if varying == "size":  # columns in size order, whatever order the labels sort in
+        cells = cells.assign(column=cells["size"].fillna(MISSING), order=cells.fraction.fillna(np.inf))
+    else:
+        cells = cells.assign(column=cells.task.map(lambda t: TASK_NAMES.get(t, t)), order=cells.task)
+    cells = cells.assign(Rank=cells["rank"].map(_num), Task=cells.task.map(lambda t: TASK_NAMES.get(t, t)),
+                         Selector=cells.selector.fillna(MISSING))
+    index = [name.capitalize() for name in index]
+    row_order = ["rank"] if index == ["Rank"] else ["task", "selector"]
+    cells = cells.sort_values(row_order + ["order"], na_position="last")
+    columns = list(dict.fromkeys(cells.sort_values("order").column))
+    table = cells.pivot_table(index=index, columns="column", values="score", aggfunc="first", sort=False)
+    table = table.reindex(columns=columns).fillna(MISSING)
+    table["Failed"] = cells.groupby(index, sort=False).failed.sum().astype(int).astype(str)
+    return table.reset_index().rename_axis(columns=None)
 
 
 def footer(runs: pd.DataFrame) -> str:
     shas = sorted({str(s) for s in runs.git_sha.dropna()}) or ["unknown"]
+    completed = int((runs.status == "completed").sum())
     failed = int((runs.status == "failed").sum())
-    unfinished = int((~runs.status.isin(["completed", "failed"])).sum())
-    return (f"{len(runs)} runs ({int((runs.status == 'completed').sum())} completed, {failed} failed, {unfinished} "
-            f"unfinished); seeds: {', '.join(str(s) for s in sorted(runs.seed.dropna().unique()))}; "
-            f"git: {', '.join(shas)}. Cells: dev score in %, mean ± std over seeds at the chosen LR (@lr; "
-            f"{EDGE} = LR at the edge of the grid tried).")
+    seeds = ", ".join(_num(s) for s in sorted(runs.seed.dropna().unique())) or MISSING
+    return (f"{len(runs)} runs ({completed} completed, {failed} failed, {len(runs) - completed - failed} unfinished); "
+            f"seeds: {seeds}; git: {', '.join(shas)}. Cells: dev score in %, mean ± std over seeds at the chosen "
+            f"LR (@lr; {EDGE} = LR at the edge of the grid tried; n = seeds when fewer than the experiment's).")
+
+
+def to_latex(table: pd.DataFrame, note: str) -> str:
+    """A booktabs `tabular` fragment, pdflatex-safe (no raw ±, †, —)."""
+    latex = table.to_latex(index=False, escape=True, column_format="l" * len(table.columns))
+    tex = f"% {note}\n% needs \\usepackage{{booktabs}}\n{latex}"
+    return tex.replace("±", r"$\pm$").replace(EDGE, r"$^\dagger$").replace(MISSING, "--")
 
 
 def write_tables(df: pd.DataFrame, out: Path) -> dict[str, Path]:
@@ -168,11 +213,8 @@ def write_tables(df: pd.DataFrame, out: Path) -> dict[str, Path]:
             table = build_table(experiment, cells)
         note = footer(runs)
         markdown = f"## {experiment}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
-        latex = table.to_latex(index=False, escape=True, column_format="l" * len(table.columns))
         (out / f"{experiment}.md").write_text(markdown)
-        tex = f"% {note}\n% needs \\usepackage{{booktabs}}\n{latex}"
-        tex = tex.replace("±", r"$\pm$").replace(EDGE, r"$^\dagger$").replace(MISSING, "--")  # pdflatex-safe
-        (out / f"{experiment}.tex").write_text(tex)
+        (out / f"{experiment}.tex").write_text(to_latex(table, note))
         print(markdown)
         written[experiment] = out / f"{experiment}.md"
     return written
@@ -180,7 +222,7 @@ def write_tables(df: pd.DataFrame, out: Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="outputs", help="where the runs are")
+    parser.add_argument("--root", default="outputs", help="where the runs are (default: outputs)")
     parser.add_argument("--out", default=None, help="tables folder (default: <root>/tables)")
     parser.add_argument("--plots", default=None, help="plots folder (default: <root>/plots)")
     args = parser.parse_args(argv)
@@ -189,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print(f"no results under {root}/")
         return 0
-    write_tables(df, Path(args.out) if args.out else root / "tables")
-    from spafit_exp.plots import write_plots
+    out = Path(args.out) if args.out else root / "tables"
+    for path in write_tables(df, out).values():
+        print(f"table: {path} (+ .tex)")
+    from spafit_exp.plots import write_plots  # matplotlib only once there is something to draw
 
     for path in write_plots(df, Path(args.plots) if args.plots else root / "plots"):
         print(f"plot: {path}")
