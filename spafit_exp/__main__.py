@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from spafit_exp import CONF_DIR
-from spafit_exp.config import ConfigError, check_group_overrides, check_overrides_compose
+from spafit_exp.config import ConfigError, check_group_overrides, check_overrides_compose, quote_path_values
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -17,6 +17,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = quote_path_values(sys.argv[1:])
     try:
         check_group_overrides(sys.argv[1:], CONF_DIR)
         check_overrides_compose(sys.argv[1:])

@@ -18,6 +18,18 @@ class ConfigError(ValueError):
     """A bad config value or a missing file; the message is one line naming the key or path."""
 
 
+def quote_path_values(argv: list[str]) -> list[str]:
+    """Quote override values that contain `=`, such as run directories (`study.run=outputs/.../lr=5e-05/seed=1`):
+    Hydra's grammar rejects a bare `=` in a value, and these paths come straight from our own run layout."""
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not arg.startswith("-") and sep and "=" in value and value[:1] not in "'\"" and "'" not in value:
+            arg = f"{key}='{value}'"
+        quoted.append(arg)
+    return quoted
+
+
 def check_group_overrides(argv: list[str], conf_dir: Path) -> None:
     """Reject `group=option` overrides naming an option that has no YAML file, before Hydra prints a page."""
     for arg in argv:
@@ -149,4 +161,4 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from spafit_exp import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=quote_path_values(list(overrides)))

@@ -103,3 +103,14 @@ def test_data_dir_glue_layout(tmp_path: Path):
     for split in ("train.tsv", "dev.tsv"):
         shutil.copy(CONF_DIR.parent / "data/glue/rte" / split, tmp_path / "RTE" / split)
     validate(compose([f"data.dir={tmp_path}"]))
+
+
+def test_run_directory_values_need_no_quotes():
+    from spafit_exp.config import quote_path_values
+
+    argv = ["-m", "study.run=outputs/default/sst2/full_ft/minilm/lr=5e-05/seed=1", "trainer.lr=1e-3,2e-3",
+            "study.run='already/lr=1'"]
+    assert quote_path_values(argv) == ["-m", "study.run='outputs/default/sst2/full_ft/minilm/lr=5e-05/seed=1'",
+                                       "trainer.lr=1e-3,2e-3", "study.run='already/lr=1'"]
+    cfg = compose(["study=mlm_probe", "study.run=outputs/x/lr=5e-05/seed=1"])
+    assert cfg.study.run == "outputs/x/lr=5e-05/seed=1"

@@ -56,7 +56,7 @@ def test_mlm_probe_freezes_encoder(tmp_path):
 def test_mlm_probe_study_writes_record(tmp_path):
     primary = run(compose([*TINY_RUN, f"run.root={tmp_path}"]))
     source = results.run_dir(compose([*TINY_RUN, f"run.root={tmp_path}"]))
-    records = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=mlm_probe", f"study.run='{source}'",
+    records = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=mlm_probe", f"study.run={source}",
                            "study.train_lines=24", "study.test_lines=8", "study.epochs=1"]))
     assert records[0]["experiment"] == "mlm_probe" and records[0]["method_tag"] == primary["method_tag"]
     written = results.read(tmp_path / "mlm_probe/rte/full_ft/tiny_bert/lr=0.001/seed=1")
