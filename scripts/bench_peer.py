@@ -3,7 +3,8 @@
 Same model, SST-2 rows, method (full FT and LoRA-II r=64 alpha=128), batch size, max length, learning rate, seed
 and number of steps. The reference is written the way the transformers examples do it: `datasets.map`
 tokenization, `DataCollatorWithPadding`, default `TrainingArguments` (AdamW, linear schedule, no warm-up, no
-weight decay, clipping at 1.0) and peft's `get_peft_model`. Every configuration runs in a fresh child process so
+weight decay, clipping at 1.0), peft's `get_peft_model`, and a final `trainer.evaluate` on the same dev rows our
+loop scores (examples/s counts training time only, for both). Every configuration runs in a fresh child process so
 its peak RSS is its own. Reports examples/s, step time p50/p90, peak RSS (and peak GPU memory), final loss.
 `--quality` adds the dev-accuracy cost of bf16 on SST-2 (4,000 rows, 1 epoch) next to its speed.
 
@@ -101,10 +102,13 @@ def trainer_peft(spec: dict) -> dict:
     set_seed(spec["seed"])
     source = weights_source(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    raw = read_split(cfg, "train", spec["rows"])
-    ds = Dataset.from_dict({"sentence": raw.texts[0], "label": raw.labels})
-    ds = ds.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=spec["max_len"]), batched=True,
-                remove_columns=["sentence"])
+    def tokenized(split: str, rows: int) -> Dataset:
+        raw = read_split(cfg, split, rows)
+        ds = Dataset.from_dict({"sentence": raw.texts[0], "label": raw.labels})
+        return ds.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=spec["max_len"]), batched=True,
+                      remove_columns=["sentence"])
+
+    ds, dev = tokenized("train", spec["rows"]), tokenized("dev", spec["eval_rows"])
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
     if spec["method"] == "lora_ii":
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=64, lora_alpha=128, lora_dropout=0.0,
@@ -119,6 +123,11 @@ def trainer_peft(spec: dict) -> dict:
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.start)
 
+    def accuracy(prediction) -> dict:
+        from spafit_exp.metrics import compute  # sklearn: evaluate.load("glue") needs the hub
+
+        return compute(["accuracy"], prediction.predictions.argmax(-1), prediction.label_ids)
+
     timer = StepTimes()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=spec["batch"], learning_rate=spec["lr"],
@@ -126,14 +135,15 @@ def trainer_peft(spec: dict) -> dict:
                                  save_strategy="no", disable_tqdm=True, bf16=spec["precision"] == "bf16",
                                  use_cpu=not torch.cuda.is_available())
         trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tokenizer),
-                          callbacks=[timer])
+                          callbacks=[timer], compute_metrics=accuracy)
         start = time.perf_counter()
         out = trainer.train()
+        scores = trainer.evaluate(dev)  # run_glue evaluates at the end, as our loop does
         wall = time.perf_counter() - start
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {"examples_per_s": spec["rows"] / out.metrics["train_runtime"], **_percentiles(timer.times),
-            "final_loss": losses[-1] if losses else out.training_loss, "train_s": out.metrics["train_runtime"], "wall_s": wall,
-            "steps": trainer.state.global_step}
+            "final_loss": losses[-1] if losses else out.training_loss, "dev": {"accuracy": scores["eval_accuracy"]},
+            "train_s": out.metrics["train_runtime"], "wall_s": wall, "steps": trainer.state.global_step}
 
 
 def _child(fn_name: str, spec: dict, queue) -> None:
@@ -183,7 +193,7 @@ def main() -> None:
     lr = {"full_ft": 5e-5, "lora_ii": 5e-4}
     rows = []
     for method in args.methods.split(","):
-        spec = {"model": args.model, "method": method, "rows": args.rows, "eval_rows": 32, "batch": args.batch,
+        spec = {"model": args.model, "method": method, "rows": args.rows, "eval_rows": 200, "batch": args.batch,
                 "max_len": args.max_len, "seed": args.seed, "lr": lr[method], "precision": "fp32"}
         runs = {"trainer_peft": [], "ours": []}
         for _ in range(args.repeats):  # interleaved, so slow phases of a noisy machine hit both stacks
@@ -221,13 +231,13 @@ def main() -> None:
     lines = [f"# Our loop vs Trainer + peft ({args.model}, SST-2 {args.rows} rows, batch {args.batch}, "
              f"max_len {args.max_len}, seed {args.seed})", "",
              "| method | stack | precision | examples/s | × Trainer | step p50 (ms) | step p90 (ms) | peak RSS (MB) "
-             "| final loss |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| final loss | dev acc (200) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["examples_per_s"] / base[r["method"]]["examples_per_s"]
         lines.append(f"| {r['method']} | {r['stack']} | {r['precision']} | {r['examples_per_s']:.1f} | {ratio:.2f} | "
                      f"{r['step_s_p50'] * 1000:.0f} | {r['step_s_p90'] * 1000:.0f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['final_loss']:.4f} |")
+                     f"{r['final_loss']:.4f} | {r['dev']['accuracy']:.3f} |")
     if quality:
         lines += ["", "## bf16 cost (full FT, SST-2 4,000 rows, 1 epoch, dev 872 rows)", "",
                   "| precision | examples/s | dev accuracy |", "|---|---:|---:|"]
