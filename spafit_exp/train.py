@@ -153,6 +153,8 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
         result, position = saved["result"], saved["position"]
         running += saved["running"][0]
         running_n = saved["running"][1]
+        if prepared.method_state is not None and saved.get("method") is not None:
+            prepared.method_state.load_state_dict(saved["method"])
         torch.set_rng_state(saved["rng"]["torch"])
         if on_gpu and saved["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
@@ -165,6 +167,7 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
             "trainable": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "result": result, "position": Position(epoch, batch, epoch_generator),
             "running": (running.item(), running_n),
+            "method": prepared.method_state.state_dict() if prepared.method_state is not None else None,
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if on_gpu else None},
         })
 

@@ -22,15 +22,19 @@ def tiny(root, *extra):
                     "trainer.checkpoint_every=3", "trainer.log_every=2", "model.arch.hidden_size=32", *extra])
 
 
-def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path):
-    """Stop after step 5 (what SIGTERM does), then rerun: same losses and metrics as one uninterrupted run."""
+@pytest.mark.parametrize("method", [[], ["method=stoc_tuning", "method.k=500"],
+                                    ["method=dps_mix", "method.k=500", "method.reselect_every=2"]],
+                         ids=["full_ft", "stoc_tuning", "dps_mix"])
+def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
+    """Stop after step 5 (what SIGTERM does), then rerun: same losses and metrics as one uninterrupted run.
+    For the per-step samplers the checkpoint carries the generator and the selection state too."""
     from accelerate import Accelerator
 
     from spafit_exp.checkpoint import build_prepared
     from spafit_exp.train import StopRequested, train
 
-    reference = run(tiny(tmp_path / "ref"))
-    cfg = tiny(tmp_path / "cut")
+    reference = run(tiny(tmp_path / "ref", *method))
+    cfg = tiny(tmp_path / "cut", *method)
     directory = results.run_dir(cfg)
     data = load_task_data(cfg, build_tokenizer(cfg.model))
     calls = {"n": 0}

@@ -28,6 +28,9 @@ class Prepared:
     evaluate_only: bool = False  # the method's result is the model as prepared (e.g. diff pruning without retraining)
     # What to save of a trained model (default: every trainable tensor); sparse for fixed subsets.
     export_state: Callable[[nn.Module], dict] | None = None
+    # Method-owned state that a resume checkpoint must carry (e.g. a sampler's generator): an object with
+    # state_dict() / load_state_dict(state), saved next to the optimizer's.
+    method_state: object | None = None
 
 
 @dataclass(frozen=True)

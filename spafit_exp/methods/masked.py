@@ -124,6 +124,16 @@ class MaskedStep:
                       if cfg.get("mu", "activation") == "activation" else None)
         self.generator = torch.Generator(device=self.flat.params[0].device).manual_seed(int(cfg.get("seed", 0)))
         self._scores: torch.Tensor | None = None
+        self.extra: dict = {}  # selection state that outlives a step (dps_mix's Fisher window)
+
+    def state_dict(self) -> dict:
+        """What an exact resume needs: the sampler's generator, the step count and the selection state."""
+        return {"steps": self.steps, "generator": self.generator.get_state(), "extra": dict(self.extra)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = state["steps"]
+        self.generator.set_state(state["generator"])
+        self.extra.update(state["extra"])
 
     def make_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         if self.update == "masked_step":
@@ -174,7 +184,7 @@ def _prepared(model, cfg, select, name) -> Prepared:
     hook = MaskedStep(model, cfg, select)
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
             "mu": cfg.get("mu", "activation"), "selection": name}
-    return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer)
+    return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook)
 
 
 @register("stoc_tuning", validate=validate_masked)
@@ -199,15 +209,14 @@ def dps_mix(model, cfg) -> Prepared:
     window = int(cfg.get("reselect_every", 10))
     if window < 1:
         raise ConfigError(f"method.reselect_every={window}: must be >= 1")
-    state: dict = {"fisher": None, "mask": None}
-
     def select(hook: MaskedStep, step: int):
-        if state["fisher"] is None:
+        state = hook.extra
+        if state.get("fisher") is None:
             state["fisher"] = torch.zeros(hook.flat.n, device=hook.flat.params[0].device)
         for view, p in zip(hook.flat.views(state["fisher"]), hook.flat.params):
             if p.grad is not None:
                 view.addcmul_(p.grad, p.grad)
-        current = state["mask"]  # chosen at the end of the previous window; None in the first (dense) window
+        current = state.get("mask")  # chosen at the end of the previous window; None in the first (dense) window
         if (step + 1) % window == 0:
             state["mask"] = topk_indices(state["fisher"], hook.k)
             state["fisher"].zero_()
