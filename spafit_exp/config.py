@@ -7,6 +7,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from spafit_exp import DATA_DIR
+from spafit_exp.schema import register as register_schemas
+
+register_schemas()
 
 GROUPS = ("model", "task", "method", "selector", "lr_grid", "trainer", "tracking", "launcher", "experiment", "study")
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -114,3 +114,20 @@ def test_run_directory_values_need_no_quotes():
                                        "trainer.lr=1e-3,2e-3", "study.run='already/lr=1'"]
     cfg = compose(["study=mlm_probe", "study.run=outputs/x/lr=5e-05/seed=1"])
     assert cfg.study.run == "outputs/x/lr=5e-05/seed=1"
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("trainer.epochs=three", "could not be converted to Integer"),
+    ("trainer.lrr=1e-3", "Key 'lrr' not in 'TrainerConfig'"),
+    ("data.num_workers=x", "could not be converted to Integer"),
+    ("trainer.dry_run=maybe", "trainer.dry_run=maybe"),
+])
+def test_typed_schema_rejects_at_compose(override, needle):
+    """The trainer and data schema (spafit_exp/schema.py): wrong types and misspelt keys fail while composing,
+    as one line naming the override."""
+    from spafit_exp.config import check_overrides_compose
+
+    with pytest.raises(ConfigError) as err:
+        check_overrides_compose([override])
+    message = str(err.value)
+    assert needle in message and override.split("=")[0] in message and "\n" not in message
