@@ -62,7 +62,7 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module) -> tuple[dict[str, to
     requires = {n: p.requires_grad for n, p in model.named_parameters()}
     freeze_all(model)
     unfreeze(model, is_head)
-    train(tuned_cfg, Prepared(model), data, Accelerator(gradient_accumulation_steps=1))
+    result = train(tuned_cfg, Prepared(model), data, Accelerator(gradient_accumulation_steps=1))
     head = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)}
     with torch.no_grad():  # leave the model as we found it; the caller loads the head explicitly
         for n, p in model.named_parameters():
@@ -72,7 +72,17 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module) -> tuple[dict[str, to
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in head.items()}, str(tmp))
     os.replace(tmp, path)
+    # The decoder-only dev score: the frozen-encoder baseline every subset run of this task/seed starts from.
+    scores = path.with_suffix(".json")
+    scores.with_name(f".{scores.name}.{os.getpid()}.tmp").write_text(json.dumps(result.best.get("dev", {})))
+    os.replace(scores.with_name(f".{scores.name}.{os.getpid()}.tmp"), scores)
     return head, str(path)
+
+
+def decoder_scores(path: str) -> dict:
+    """Dev metrics of a cached pre-tuned decoder ({} for a cache written before scores were kept)."""
+    scores = Path(path).with_suffix(".json")
+    return json.loads(scores.read_text()) if scores.is_file() else {}
 
 
 def load_head(model: torch.nn.Module, head: dict[str, torch.Tensor]) -> None:

@@ -71,6 +71,7 @@ def test_downstream_selection_is_topk_of_statistic(tmp_path):
 
     cfg = run_cfg(tmp_path, "downstream_sqgrad", "selector.k=50")
     prepared = build_prepared(cfg)
+    assert 0.0 <= prepared.info["decoder_dev"]["accuracy"] <= 1.0  # the decoder-only score is kept
     flat = FlatParams(candidate_params(prepared.model, cfg.method))
     stats = selectors.downstream_stats(cfg, prepared.model, flat, prepared.info["decoder"])  # from the cache
     optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)

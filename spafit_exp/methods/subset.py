@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from spafit_exp import selectors
-from spafit_exp.decoder import load_head, pretuned_head
+from spafit_exp.decoder import decoder_scores, load_head, pretuned_head
 from spafit_exp.masking import FlatParams, candidate_params, masked_adamw
 from spafit_exp.methods import Prepared, register
 from spafit_exp.params import freeze_all, is_head, unfreeze
@@ -50,6 +50,7 @@ def subset(model, cfg, run_cfg) -> Prepared:
         head, decoder_key = pretuned_head(run_cfg, model)
         load_head(model, head)
         info["decoder"] = decoder_key
+        info["decoder_dev"] = decoder_scores(decoder_key)
     index, selected = selectors.select(run_cfg, model, flat, decoder_key)
     info.update(selected, trainable=selected["k"] + head_size)
     local = flat.split(index)
