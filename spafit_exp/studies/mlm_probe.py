@@ -64,15 +64,17 @@ def probe(cfg: DictConfig, encoder: nn.Module, tokenizer) -> dict:
     torch.manual_seed(cfg.trainer.seed)
     head = ProbeHead(encoder.config.hidden_size, len(tokenizer))
     optimizer = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=-100)
+    loss_fn = nn.CrossEntropyLoss()
     test = mlm_batches(test_lines, tokenizer, s, cfg.trainer.max_len, seed=12345, batch_size=s.batch_size)
     last_loss = float("nan")
     for epoch in range(s.epochs):
         for batch in mlm_batches(train_lines, tokenizer, s, cfg.trainer.max_len, cfg.trainer.seed + epoch, s.batch_size):
             with torch.no_grad():
                 states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            logits = head(states)
-            loss = loss_fn(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1))
+            masked = batch["labels"] != -100  # the head is per position: score only the masked ones (~15%)
+            if not masked.any():  # a batch of very short lines can draw no mask: nothing to learn from
+                continue
+            loss = loss_fn(head(states[masked]), batch["labels"][masked])
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -82,7 +84,7 @@ def probe(cfg: DictConfig, encoder: nn.Module, tokenizer) -> dict:
         for batch in test:
             states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             masked = batch["labels"] != -100
-            hits += int((head(states).argmax(-1)[masked] == batch["labels"][masked]).sum())
+            hits += int((head(states[masked]).argmax(-1) == batch["labels"][masked]).sum())
             total += int(masked.sum())
     return {"p_at_1": hits / max(total, 1), "masked_tokens": total, "final_loss": last_loss,
             "head_params": sum(p.numel() for p in head.parameters())}
