@@ -54,6 +54,7 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module) -> tuple[dict[str, to
     from spafit_exp.methods import Prepared
     from spafit_exp.modeling import build_tokenizer
     from spafit_exp.params import freeze_all, unfreeze
+    from spafit_exp.results import write_json_atomic
     from spafit_exp.train import train
 
     tuned_cfg = _decoder_cfg(cfg)
@@ -73,9 +74,7 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module) -> tuple[dict[str, to
     save_file({k: v.contiguous() for k, v in head.items()}, str(tmp))
     os.replace(tmp, path)
     # The decoder-only dev score: the frozen-encoder baseline every subset run of this task/seed starts from.
-    scores = path.with_suffix(".json")
-    scores.with_name(f".{scores.name}.{os.getpid()}.tmp").write_text(json.dumps(result.best.get("dev", {})))
-    os.replace(scores.with_name(f".{scores.name}.{os.getpid()}.tmp"), scores)
+    write_json_atomic(path.with_suffix(".json"), result.best.get("dev", {}))
     return head, str(path)
 
 

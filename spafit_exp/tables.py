@@ -168,7 +168,7 @@ def build_ablation(experiment: str, cells: pd.DataFrame) -> pd.DataFrame | None:
     """subset_sizes: rows (task, selector) x columns subset size; lora_ranks: rows rank x columns task."""
     if experiment not in ABLATIONS:
         return None
-    index, varying = ABLATIONS[experiment]
+    keys, varying = ABLATIONS[experiment]
     cells = cells.assign(score=[fmt(c, c["main_metric"]) for _, c in cells.iterrows()])
     if varying == "size":  # columns in size order, whatever order the labels sort in
         cells = cells.assign(column=cells["size"].fillna(MISSING), order=cells.fraction.fillna(np.inf))
@@ -176,9 +176,8 @@ def build_ablation(experiment: str, cells: pd.DataFrame) -> pd.DataFrame | None:
         cells = cells.assign(column=cells.task.map(lambda t: TASK_NAMES.get(t, t)), order=cells.task)
     cells = cells.assign(Rank=cells["rank"].map(_num), Task=cells.task.map(lambda t: TASK_NAMES.get(t, t)),
                          Selector=cells.selector.fillna(MISSING))
-    index = [name.capitalize() for name in index]
-    row_order = ["rank"] if index == ["Rank"] else ["task", "selector"]
-    cells = cells.sort_values(row_order + ["order"], na_position="last")
+    index = [key.capitalize() for key in keys]
+    cells = cells.sort_values(keys + ["order"], na_position="last")
     columns = list(dict.fromkeys(cells.sort_values("order").column))
     table = cells.pivot_table(index=index, columns="column", values="score", aggfunc="first", sort=False)
     table = table.reindex(columns=columns).fillna(MISSING)
