@@ -28,6 +28,9 @@ class TrainerConfig:
     max_grad_norm: Optional[float] = MISSING
     grad_accum: int = MISSING
     precision: str = MISSING
+    unpad: bool = MISSING
+    group_by_length: bool = MISSING
+    compile: bool = MISSING
     seed: int = MISSING
     eval_every_epoch: bool = MISSING
     max_train_samples: Optional[int] = MISSING

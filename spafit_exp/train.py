@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from spafit_exp import metrics
+from spafit_exp import metrics, unpad
 from spafit_exp.data import TaskData
 from spafit_exp.masking import optimizer_state_bytes
 from spafit_exp.methods import Prepared
@@ -117,14 +118,26 @@ class Position:
 def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
           checkpoint_dir=None, stop=lambda: False) -> TrainResult:
     """Train and evaluate. With `checkpoint_dir`, a resume checkpoint is written every `trainer.checkpoint_every`
-    optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from."""
+    optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from.
+    With `trainer.unpad` the encoder skips padding tokens (same maths, see spafit_exp/unpad.py)."""
+    with unpad.applied(prepared.model, cfg.trainer.unpad):
+        return _train(cfg, prepared, data, accelerator, checkpoint_dir, stop)
+
+
+def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
+           checkpoint_dir, stop) -> TrainResult:
     from spafit_exp.checkpoint import load_resume, save_resume
 
     t, task = cfg.trainer, cfg.task
     generator = torch.Generator().manual_seed(t.seed)
     on_gpu = accelerator.device.type == "cuda"
     loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers, "pin_memory": on_gpu}
-    train_loader = DataLoader(data.train, batch_size=t.batch_size, shuffle=True, generator=generator, **loader_kwargs)
+    # Length-grouped batches (HF's sampler: shuffled mega-batches sorted by length) pad less but change which rows
+    # share a batch, so it is off by default.
+    sampler = (LengthGroupedSampler(t.batch_size, lengths=[len(row["input_ids"]) for row in data.train],
+                                    generator=generator) if t.group_by_length else None)
+    train_loader = DataLoader(data.train, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=generator, **loader_kwargs)
     eval_loaders = {s: DataLoader(ds, batch_size=t.eval_batch_size, **loader_kwargs) for s, ds in data.evals.items()}
     # The first rows of the training set, scored like dev: the train/test gap of the generality study.
     train_rows = data.train[: t.eval_train_samples] if t.get("eval_train_samples") else []
@@ -134,6 +147,8 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
     # steps once per process).
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
     optimizer = (prepared.make_optimizer or make_optimizer)(prepared.model, t)
+    if t.compile:  # in place: parameter names, hooks and saved state stay those of the eager model
+        prepared.model.compile(dynamic=True)
     scheduler = make_scheduler(optimizer, t, steps_per_epoch * t.epochs)
     model, optimizer, train_loader, scheduler = accelerator.prepare(prepared.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}

@@ -1,0 +1,131 @@
+"""Unpadded encoder: same outputs and gradients as the padded model, while the dense layers see real tokens only."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+)
+
+from spafit_exp import unpad
+from spafit_exp.config import ConfigError
+from tests.conftest import TINY_RUN, compose
+
+LENGTHS = [12, 5, 9, 3]
+HEADS = {("bert", "seq"): (BertConfig, BertForSequenceClassification),
+         ("roberta", "seq"): (RobertaConfig, RobertaForSequenceClassification),
+         ("bert", "token"): (BertConfig, BertForTokenClassification),
+         ("roberta", "token"): (RobertaConfig, RobertaForTokenClassification)}
+
+
+def _model(family: str, head: str, problem: str, lora: bool):
+    config_cls, model_cls = HEADS[family, head]
+    torch.manual_seed(0)
+    num_labels = 1 if problem == "regression" else 3
+    config = config_cls(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=num_labels, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, pad_token_id=1, max_position_embeddings=40)
+    model = model_cls(config)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["query", "value"],
+                                                 task_type="TOKEN_CLS" if head == "token" else "SEQ_CLS"))
+    return model
+
+
+def _batch(head: str, problem: str) -> dict:
+    g = torch.Generator().manual_seed(1)
+    mask = (torch.arange(max(LENGTHS))[None] < torch.tensor(LENGTHS)[:, None]).long()
+    batch = {"input_ids": torch.where(mask.bool(), torch.randint(5, 100, mask.shape, generator=g), 1),
+             "attention_mask": mask}
+    if head == "token":
+        batch["labels"] = torch.where(mask.bool(), torch.randint(0, 3, mask.shape, generator=g), -100)
+    elif problem == "regression":
+        batch["labels"] = torch.randn(len(LENGTHS), generator=g)
+    else:
+        batch["labels"] = torch.randint(0, 3, (len(LENGTHS),), generator=g)
+    return batch
+
+
+def _forward_backward(model, batch):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("head,problem", [("seq", "classification"), ("seq", "regression"), ("token", "classification")])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_same_outputs_and_gradients_dense_layers_see_real_tokens_only(family, head, problem, lora):
+    model = _model(family, head, problem, lora)
+    batch = _batch(head, problem)
+    padded, padded_grads = _forward_backward(model, batch)
+
+    seen = []
+    dense = next(m for n, m in model.named_modules() if n.endswith("layer.0.intermediate.dense"))
+    hook = dense.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1]))
+    with unpad.applied(model):
+        packed, packed_grads = _forward_backward(model, batch)
+    hook.remove()
+
+    assert seen == [torch.Size([1, sum(LENGTHS)])]  # 29 real tokens, not 4 x 12 slots
+    real = batch["attention_mask"].bool()
+    logits, reference = (packed.logits[real], padded.logits[real]) if head == "token" else (packed.logits, padded.logits)
+    torch.testing.assert_close(logits, reference)
+    torch.testing.assert_close(packed.loss, padded.loss)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, msg=name)
+
+
+def test_restores_attention_and_hooks_even_after_an_error():
+    model = _model("bert", "seq", "classification", lora=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        with unpad.applied(model):
+            assert model.config._attn_implementation == unpad.NAME
+            raise RuntimeError("boom")
+    assert model.config._attn_implementation == "sdpa"
+    assert not model.bert.encoder._forward_pre_hooks and not model.bert.encoder._forward_hooks
+
+
+def test_disabled_and_unpadded_batches_are_untouched():
+    model = _model("bert", "seq", "classification", lora=False)
+    with unpad.applied(model, enabled=False):
+        assert model.config._attn_implementation == "sdpa"
+    batch = {"input_ids": torch.randint(5, 100, (2, 6)), "labels": torch.tensor([0, 1])}  # no padding mask at all
+    reference = model(**batch).logits
+    with unpad.applied(model):
+        torch.testing.assert_close(model(**batch).logits, reference)
+
+
+def test_non_encoder_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="trainer.unpad"):
+        with unpad.applied(torch.nn.Linear(2, 2)):
+            pass
+
+
+def test_training_loop_matches_padded_loop():
+    """Dropout off: the loop's losses and dev scores are the same with and without unpadding."""
+    from accelerate import Accelerator
+
+    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.data import load_task_data
+    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.train import train
+
+    outcomes = []
+    for enabled in (True, False):
+        cfg = compose([*TINY_RUN, "task=sst2", f"trainer.unpad={enabled}", "trainer.log_every=1",
+                       "+model.arch.hidden_dropout_prob=0.0", "+model.arch.attention_probs_dropout_prob=0.0"])
+        prepared = build_prepared(cfg)
+        outcomes.append(train(cfg, prepared, load_task_data(cfg, build_tokenizer(cfg.model)), Accelerator()))
+        assert prepared.model.config._attn_implementation == "sdpa"
+    unpadded, padded = outcomes
+    assert [s for s, _ in unpadded.losses] == [s for s, _ in padded.losses]
+    assert [v for _, v in unpadded.losses] == pytest.approx([v for _, v in padded.losses], rel=1e-4)
+    assert unpadded.best["dev"] == pytest.approx(padded.best["dev"])
