@@ -108,6 +108,34 @@ def test_importance_uses_activation_means():
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-12)
 
 
+def test_activation_means_same_unpadded_and_when_hidden_equals_length():
+    """mu over real tokens is the same whether the encoder runs padded or unpadded (packed [1, tokens, hidden]),
+    and the pooler's [batch, hidden] input is not taken for [batch, seq] when hidden equals the batch's length."""
+    from spafit_exp import unpad
+
+    model = tiny_model()  # hidden 16
+    prepared = apply_method(model, masked_cfg("top_tuning", k=10))
+    prepared.model.eval()  # no dropout: both passes compute the same function
+    ids = torch.randint(3, 100, (2, 16), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, 10:] = 0
+    scores = []
+    for enabled in (False, True):
+        prepared.model.zero_grad(set_to_none=True)
+        prepared.before_step.means.reset()
+        with unpad.applied(prepared.model, enabled):
+            prepared.model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+        scores.append(prepared.before_step.importance_sq().clone())
+    assert scores[0].max() > 0
+    torch.testing.assert_close(scores[1], scores[0], rtol=1e-4, atol=1e-14)
+    pooler = prepared.model.bert.pooler.dense
+    index = prepared.before_step.flat.names.index("bert.pooler.dense.weight")
+    with torch.no_grad():  # the pooler's input: the [CLS] states of both rows
+        mu = prepared.model.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].mean(0)
+    expected = (mu * pooler.weight * pooler.weight.grad) ** 2
+    torch.testing.assert_close(prepared.before_step.flat.views(scores[1])[index], expected, rtol=1e-4, atol=1e-14)
+
+
 def test_default_k_is_bitfit_size():
     model = tiny_model("roberta")
     prepared = apply_method(model, masked_cfg("stoc_tuning", k=None))

@@ -56,13 +56,18 @@ class ActivationMeans:
         mask = kwargs.get("attention_mask")
         self.mask = mask.bool() if mask is not None else None
 
-    def _valid(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows of x at non-padding token positions (x is [batch, seq, ...] or broadcastable to the mask)."""
-        if self.mask is not None and x.shape[:2] == self.mask.shape:
-            return x[self.mask]
-        if self.mask is not None and x.dim() >= 2 and x.shape[0] == 1 and x.shape[1] == self.mask.shape[1]:
-            return x.expand(self.mask.shape[0], *x.shape[1:])[self.mask]
-        return x.reshape(-1, *x.shape[2:]) if x.dim() > 2 else x.reshape(-1)
+    def _valid(self, x: torch.Tensor, feature_dims: int) -> torch.Tensor:
+        """Rows of x at real tokens. Token tensors are [batch, seq, *features] in the padded layout, or [1, seq]
+        position ids broadcast over the batch; anything else (pooled [batch, hidden], the unpadded encoder's packed
+        [1, tokens, hidden]) holds no padding. Deciding by rank keeps a pooled [batch, hidden] from being read as
+        [batch, seq] when hidden happens to equal the batch's length."""
+        mask = self.mask
+        if mask is not None and x.dim() == 2 + feature_dims:
+            if x.shape[:2] == mask.shape:
+                return x[mask]
+            if feature_dims == 0 and x.shape[0] == 1 and x.shape[1] == mask.shape[1]:
+                return x.expand(mask.shape[0], -1)[mask]
+        return x.reshape(-1, *x.shape[x.dim() - feature_dims:])
 
     def _add(self, weight: torch.Tensor, total: torch.Tensor, count: int) -> None:
         key = id(weight)
@@ -71,18 +76,18 @@ class ActivationMeans:
 
     @torch.no_grad()
     def _linear(self, module, inputs, output):
-        x = self._valid(inputs[0].detach()).reshape(-1, module.in_features).float()
+        x = self._valid(inputs[0].detach(), 1).reshape(-1, module.in_features).float()
         self._add(module.weight, x.sum(0), x.shape[0])
 
     @torch.no_grad()
     def _layernorm(self, module, inputs, output):
-        x = self._valid(inputs[0].detach()).float()
+        x = self._valid(inputs[0].detach(), len(module.normalized_shape)).float()
         normed = F.layer_norm(x, module.normalized_shape, eps=module.eps).reshape(-1, module.normalized_shape[-1])
         self._add(module.weight, normed.sum(0), normed.shape[0])
 
     @torch.no_grad()
     def _embedding(self, module, inputs, output):
-        ids = self._valid(inputs[0].detach()).reshape(-1)
+        ids = self._valid(inputs[0].detach(), 0).reshape(-1)
         counts = torch.bincount(ids, minlength=module.num_embeddings).float()
         self._add(module.weight, counts.unsqueeze(1), ids.numel())
 

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from spafit_exp import DATA_DIR, results
+from spafit_exp import DATA_DIR, results, unpad
 from spafit_exp.studies import merged_encoder_state, source_runs
 
 
@@ -97,7 +97,8 @@ def probe_runs(cfg: DictConfig) -> list[dict]:
     for source in source_runs(cfg):
         started = time.time()
         encoder, model_cfg, src = encoder_from(cfg, source)
-        outcome = probe(cfg, encoder, build_tokenizer(model_cfg))
+        with unpad.applied(encoder, cfg.trainer.unpad):  # frozen encoder passes skip the padding
+            outcome = probe(cfg, encoder, build_tokenizer(model_cfg))
         src = src or {"task": "none", "method_tag": "pretrained", "lr": 0.0, "seed": cfg.trainer.seed}
         record = results.base_record(cfg)
         record.update(status="completed", experiment="mlm_probe", task=src["task"], method_tag=src["method_tag"],
