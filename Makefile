@@ -27,6 +27,7 @@ tables:
 	$(PY) -m spafit_exp.tables
 
 bench:
+	$(PY) scripts/bench_peer.py --repeats 3 --padded --bf16 --subset
 	$(PY) scripts/bench_methods.py
 	$(PY) scripts/bench_sampling.py --sizes 22.7e6,125e6
 

@@ -4,8 +4,9 @@ Same model, SST-2 rows, method (full FT and LoRA-II r=64 alpha=128), batch size,
 and number of steps. The reference is written the way the transformers examples do it: `datasets.map`
 tokenization, `DataCollatorWithPadding`, default `TrainingArguments` (AdamW, linear schedule, no warm-up, no
 weight decay, clipping at 1.0), peft's `get_peft_model`, and a final `trainer.evaluate` on the same dev rows our
-loop scores (examples/s counts training time only, for both). Every configuration runs in a fresh child process so
-its peak RSS is its own. Reports examples/s, step time p50/p90, peak RSS (and peak GPU memory), final loss.
+loop scores (examples/s counts training time only, for both). Our loop runs with its defaults (unpadded encoder,
+see spafit_exp/unpad.py); `--padded` adds it with `trainer.unpad=false`. Every configuration runs in a fresh child
+process so its peak RSS is its own. Reports examples/s, step time p50/p90, peak RSS (and peak GPU memory), final loss.
 `--quality` adds the dev-accuracy cost of bf16 on SST-2 (4,000 rows, 1 epoch) next to its speed.
 
     python scripts/bench_peer.py --rows 800 --batch 16
@@ -63,7 +64,7 @@ def ours(spec: dict) -> dict:
                  "trainer.eval_train_samples=0"]  # the reference does not evaluate: keep ours' eval negligible
     if spec["model"] != "minilm":
         overrides.append("model.init=random")
-    overrides += spec.get("extra", [])
+    overrides += spec.get("extra", []) + (["trainer.unpad=false"] if spec.get("padded") else [])
     cfg = compose(overrides)
     set_seed(cfg.trainer.seed)
     data = load_task_data(cfg, build_tokenizer(cfg.model))
@@ -163,7 +164,8 @@ def run_isolated(fn_name: str, spec: dict) -> dict:
     proc.start()
     row = queue.get()
     proc.join()
-    return {"stack": "ours" if fn_name == "ours" else "trainer+peft", **spec, **row}
+    stack = "trainer+peft" if fn_name == "trainer_peft" else "ours" + (" (padded)" if spec.get("padded") else "")
+    return {"stack": stack, **spec, **row}
 
 
 def _median_row(runs: list[dict]) -> dict:
@@ -184,6 +186,7 @@ def main() -> None:
     parser.add_argument("--methods", default="full_ft,lora_ii")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; medians are reported")
     parser.add_argument("--bf16", action="store_true", help="also time our loop under bf16 autocast")
+    parser.add_argument("--padded", action="store_true", help="also time our loop with trainer.unpad=false")
     parser.add_argument("--quality", action="store_true", help="dev accuracy of fp32 vs bf16 on 4,000 SST-2 rows")
     parser.add_argument("--subset", action="store_true",
                         help="optimizer-state bytes and peak RSS of a 0.1%% random subset run vs full FT (ours)")
@@ -201,6 +204,9 @@ def main() -> None:
                 runs[fn].append(run_isolated(fn, spec))
                 print(json.dumps(runs[fn][-1]), flush=True)
         rows += [_median_row(r) for r in runs.values()]
+        if args.padded:  # the same loop with the plain padded HF forward: what unpadding alone buys
+            rows.append(run_isolated("ours", {**spec, "padded": True}))
+            print(json.dumps(rows[-1]), flush=True)
         if args.bf16:
             rows.append(run_isolated("ours", {**spec, "precision": "bf16"}))
             print(json.dumps(rows[-1]), flush=True)
