@@ -5,7 +5,6 @@ saved tensors: the result is the run's best-epoch model."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -29,10 +28,8 @@ def build_prepared(cfg) -> Prepared:
 
 def save_trainable(state: dict, directory: Path) -> str:
     """Atomic (temp + rename), like results.json, so a crash never leaves half a file."""
-    path = Path(directory) / TRAINABLE_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
+    with results.replace_atomically(Path(directory) / TRAINABLE_FILE) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     return TRAINABLE_FILE
 
 
@@ -69,11 +66,8 @@ def save_resume(directory: Path, state: dict) -> None:
     """Everything needed to continue bit-exactly: trainable tensors, optimizer, scheduler, RNG, data position."""
     import torch
 
-    path = Path(directory) / RESUME_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with results.replace_atomically(Path(directory) / RESUME_FILE) as tmp:
+        torch.save(state, tmp)
 
 
 def load_resume(directory: Path) -> dict | None:

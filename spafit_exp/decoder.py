@@ -54,7 +54,7 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module) -> tuple[dict[str, to
     from spafit_exp.methods import Prepared
     from spafit_exp.modeling import build_tokenizer
     from spafit_exp.params import freeze_all, unfreeze
-    from spafit_exp.results import write_json_atomic
+    from spafit_exp.results import replace_atomically, write_json_atomic
     from spafit_exp.train import train
 
     tuned_cfg = _decoder_cfg(cfg)
@@ -69,10 +69,8 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module) -> tuple[dict[str, to
         for n, p in model.named_parameters():
             p.copy_(initial[n])
             p.requires_grad_(requires[n])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in head.items()}, str(tmp))
-    os.replace(tmp, path)
+    with replace_atomically(path) as tmp:
+        save_file({k: v.contiguous() for k, v in head.items()}, str(tmp))
     # The decoder-only dev score: the frozen-encoder baseline every subset run of this task/seed starts from.
     write_json_atomic(path.with_suffix(".json"), result.best.get("dev", {}))
     return head, str(path)

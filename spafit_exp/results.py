@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def read(directory: Path) -> dict | None:
 def is_completed(directory: Path) -> bool:
     record = read(directory)
     return record is not None and record.get("status") == "completed"
+
+
+@contextmanager
+def replace_atomically(path: Path):
+    """Yield a temp path beside `path` (one per process) to write to; it is renamed onto `path` when the block
+    succeeds and removed when it fails, so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, obj) -> None:

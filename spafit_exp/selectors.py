@@ -22,6 +22,7 @@ from spafit_exp.config import ConfigError
 from spafit_exp.decoder import cache_root, run_key
 from spafit_exp.masking import FlatParams
 from spafit_exp.params import is_bitfit_param
+from spafit_exp.results import replace_atomically
 from spafit_exp.sampling import topk_indices, uniform_indices
 
 NORMALISATIONS = ("none", "mean")
@@ -63,10 +64,8 @@ def _cached(cfg: DictConfig, kind: str, extra, compute) -> torch.Tensor:
     if path.is_file():
         return torch.load(path, map_location="cpu")
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(value.cpu(), tmp)
-    tmp.replace(path)
+    with replace_atomically(path) as tmp:
+        torch.save(value.cpu(), tmp)
     return value
 
 
@@ -238,9 +237,8 @@ def diff_pruning_indices(cfg: DictConfig, model: torch.nn.Module, flat: FlatPara
                 if n in head0:
                     p.copy_(head0[n])
         saved = {"delta": delta, "head": head}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(saved, path.with_name(path.name + ".tmp"))
-        path.with_name(path.name + ".tmp").replace(path)
+        with replace_atomically(path) as tmp:
+            torch.save(saved, tmp)
     index = topk_indices(saved["delta"].abs(), k)
     if not s.retrain:  # the pruned model itself: theta0 + the k kept differences, and the tuned head
         with torch.no_grad():

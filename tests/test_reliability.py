@@ -120,3 +120,17 @@ def test_concurrent_sweeps_run_each_job_once(tmp_path):
     for path in records:
         assert json.loads(path.read_text())["status"] == "completed"
     assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    """The one temp-and-rename used for checkpoints, trainable tensors, decoder heads and gradient statistics."""
+    path = tmp_path / "state.pt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError):
+        with results.replace_atomically(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+    with results.replace_atomically(path) as tmp:
+        tmp.write_text("new")
+    assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
