@@ -1,4 +1,5 @@
-"""Unpadded encoder: same outputs and gradients as the padded model, while the dense layers see real tokens only."""
+"""Unpadded encoder: same outputs and gradients as the padded model, while the dense layers see real tokens only.
+The whole loop with and without it: tests/test_loop_options.py."""
 
 import pytest
 import torch
@@ -14,7 +15,6 @@ from transformers import (
 
 from spafit_exp import unpad
 from spafit_exp.config import ConfigError
-from tests.conftest import TINY_RUN, compose
 
 LENGTHS = [12, 5, 9, 3]
 HEADS = {("bert", "seq"): (BertConfig, BertForSequenceClassification),
@@ -108,24 +108,3 @@ def test_non_encoder_model_is_a_config_error():
         with unpad.applied(torch.nn.Linear(2, 2)):
             pass
 
-
-def test_training_loop_matches_padded_loop():
-    """Dropout off: the loop's losses and dev scores are the same with and without unpadding."""
-    from accelerate import Accelerator
-
-    from spafit_exp.checkpoint import build_prepared
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.train import train
-
-    outcomes = []
-    for enabled in (True, False):
-        cfg = compose([*TINY_RUN, "task=sst2", f"trainer.unpad={enabled}", "trainer.log_every=1",
-                       "+model.arch.hidden_dropout_prob=0.0", "+model.arch.attention_probs_dropout_prob=0.0"])
-        prepared = build_prepared(cfg)
-        outcomes.append(train(cfg, prepared, load_task_data(cfg, build_tokenizer(cfg.model)), Accelerator()))
-        assert prepared.model.config._attn_implementation == "sdpa"
-    unpadded, padded = outcomes
-    assert [s for s, _ in unpadded.losses] == [s for s, _ in padded.losses]
-    assert [v for _, v in unpadded.losses] == pytest.approx([v for _, v in padded.losses], rel=1e-4)
-    assert unpadded.best["dev"] == pytest.approx(padded.best["dev"])
