@@ -195,6 +195,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
                 "train_samples_per_s": outcome.train_samples / max(outcome.train_seconds, 1e-9),
                 "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},
         device=str(accelerator.device),
+        memory=peak_memory(accelerator.device),
     )
     if main_process:
         if cfg.trainer.save_trainable and outcome.best_state:
@@ -202,6 +203,38 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
         results.write(directory, record)
         drop_resume(directory)
     accelerator.end_training()
-    best = " ".join(f"{k}={v:.4f}" for k, v in outcome.best.get("dev", {}).items())
-    print(f"done: {directory} best epoch {outcome.best.get('epoch')} {best} ({wall:.1f}s)")
+    if main_process:
+        print(summary(record, directory))
     return record
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process (what a CPU run needs), plus the CUDA allocator's peaks on a GPU."""
+    import resource
+
+    memory = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
+    if device.type == "cuda":
+        memory.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(device),
+                      cuda_max_reserved_bytes=torch.cuda.max_memory_reserved(device))
+    return memory
+
+
+def summary(record: dict, directory: Path) -> str:
+    """End-of-run lines: best dev scores, the loss trend, throughput, memory, time; a warning if the loss is flat."""
+    from spafit_exp.metrics import loss_falls
+
+    best = record["metrics"]["best"]
+    scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items())
+    losses = record["train"]["losses"]
+    trend = f"train loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if losses else "no train loss logged"
+    lines = [f"done: best epoch {best.get('epoch')} {scores} | {trend} | "
+             f"{record['timing']['train_samples_per_s']:.1f} samples/s | "
+             f"peak {record['memory']['peak_bytes'] / 2**30:.2f} GiB | {record['timing']['wall_s']:.1f}s",
+             f"record: {directory / results.RESULTS}"]
+    if len(losses) >= 2 and not loss_falls(losses):
+        cfg = record["config"]
+        selector = f" selector={cfg['selector']['name']}" if cfg["selector"]["name"] != "none" else ""
+        lines.append(f"warning: the training loss did not fall ({losses[0][1]:.4f} -> {losses[-1][1]:.4f}) at "
+                     f"trainer.lr={cfg['trainer']['lr']:g}; sweep the rate: python -m spafit_exp -m "
+                     f"method={cfg['method']['name']}{selector} task={cfg['task']['name']} lr_grid=logspaced")
+    return "\n".join(lines)

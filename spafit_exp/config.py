@@ -114,6 +114,9 @@ def check_data_files(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Cross-field checks on the composed config. Raises ConfigError on the first violation."""
     t = cfg.trainer
+    if t.lr is None:  # trainer.lr defaults to method.lr; method=subset takes it from its selector
+        raise ConfigError(f"trainer.lr: not set and method={cfg.method.name} selector={cfg.selector.name} recommends "
+                          "no rate (method.lr); choose a selector or set trainer.lr=...")
     _require(isinstance(t.lr, (int, float)) and t.lr > 0, "trainer.lr", t.lr, "a number > 0")
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every"):
         value = t[key]

@@ -83,3 +83,13 @@ def evaluate_split(task, logits: list[np.ndarray], labels: list[np.ndarray]) -> 
         return compute(task.metrics, pred_tags, gold_tags)
     pred = logits_to_predictions(np.concatenate(logits), task.type)
     return compute(task.metrics, pred, np.concatenate(labels))
+
+
+def loss_falls(losses: list) -> bool:
+    """Whether a logged training-loss curve [(step, loss), ...] falls: the mean of its last third is below the mean
+    of its first third (robust to one noisy logging window). Fewer than two points cannot show a trend."""
+    values = [float(v) for _, v in losses]
+    if len(values) < 2:
+        return False
+    third = max(1, len(values) // 3)
+    return sum(values[-third:]) / third < sum(values[:third]) / third

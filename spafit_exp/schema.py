@@ -15,7 +15,7 @@ from omegaconf import MISSING
 
 @dataclass
 class TrainerConfig:
-    lr: float = MISSING
+    lr: Optional[float] = MISSING  # null only when the method recommends none (validate says so)
     epochs: int = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING

@@ -210,7 +210,10 @@ def diff_pruning_indices(cfg: DictConfig, model: torch.nn.Module, flat: FlatPara
     """Fine-tune fully with an L1 penalty on theta - theta0 (our loop, method full_ft_l1, the run's recipe), keep
     the k largest |theta - theta0|. Cached: the fine-tuned deltas of the candidates and the head."""
     s = cfg.selector
-    key = run_key(cfg, "diff_pruning", float(s.l1), OmegaConf.to_container(cfg.trainer, resolve=True), flat.names)
+    # The L1 fine-tune has its own rate (selector.prune_lr): one mask per (model, task, seed, recipe), shared by
+    # every retraining LR of a grid, as the paper prunes once.
+    recipe = OmegaConf.to_container(cfg.trainer, resolve=True) | {"lr": float(s.prune_lr)}
+    key = run_key(cfg, "diff_pruning", float(s.l1), recipe, flat.names)
     path = cache_root(cfg) / "stats" / f"{cfg.task.name}-diffprune-{key}.pt"
     if path.is_file():
         saved = torch.load(path, map_location="cpu")
@@ -225,7 +228,7 @@ def diff_pruning_indices(cfg: DictConfig, model: torch.nn.Module, flat: FlatPara
         theta0 = [p.detach().clone() for p in flat.params]
         head0 = {n: p.detach().clone() for n, p in model.named_parameters() if "classifier" in n}
         tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-        tuned.trainer.checkpoint_every = 0
+        tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr))
         prepared = full_ft_l1(model, OmegaConf.create({"name": "full_ft_l1", "coefficient": float(s.l1)}))
         train(tuned, prepared, load_task_data(tuned, build_tokenizer(cfg.model)), Accelerator())
         delta = torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(flat.params, theta0)])
