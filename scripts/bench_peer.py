@@ -50,7 +50,7 @@ def ours(spec: dict) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.app import prepare as build_prepared
     from spafit_exp.config import compose
     from spafit_exp.data import load_task_data
     from spafit_exp.modeling import build_tokenizer

@@ -6,14 +6,19 @@ import hydra
 from omegaconf import DictConfig
 
 from spafit_exp import CONF_DIR
-from spafit_exp.config import ConfigError, check_group_overrides, check_overrides_compose, quote_path_values
+from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
+from spafit_exp.errors import ConfigError
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    from spafit_exp.app import run
+    from spafit_exp.app import run  # torch & co. load only once the command line is known to be good
 
-    run(cfg)
+    try:
+        run(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -12,11 +13,25 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import results
-from spafit_exp.config import ConfigError, validate
+from spafit_exp.checkpoint import save_trainable, seeded_model
+from spafit_exp.checkpointer import drop_resume
+from spafit_exp.data import load_task_data
+from spafit_exp.errors import ConfigError
+from spafit_exp.methods import apply_method, get_method
+from spafit_exp.metrics import loss_falls
+from spafit_exp.modeling import build_tokenizer
+from spafit_exp.params import count_params, report
+from spafit_exp.selection import run_selection
+from spafit_exp.studies import run_study
+from spafit_exp.train import StopRequested, train
+from spafit_exp.validation import validate
 
 log = logging.getLogger("spafit_exp")
 
@@ -24,7 +39,8 @@ _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
 def run(cfg: DictConfig) -> dict | None:
-    """Hydra task function body. Returns the results record (None for dry runs and jobs owned elsewhere)."""
+    """Hydra task function body. Returns the results record (None for dry runs and jobs owned elsewhere).
+    Bad input raises ConfigError (one line) with nothing of the run left behind; `__main__` makes it exit 2."""
     directory = results.run_dir(cfg)
     try:
         validate(cfg)
@@ -35,8 +51,6 @@ def run(cfg: DictConfig) -> dict | None:
             results.remove_empty_dirs(directory, Path(cfg.run.root))
             return None
         if cfg.study.name != "none":  # studies read finished runs and write their own records
-            from spafit_exp.studies import run_study
-
             results.remove_empty_dirs(directory, Path(cfg.run.root))
             return run_study(cfg)
     except ConfigError as err:
@@ -63,9 +77,8 @@ def run(cfg: DictConfig) -> dict | None:
 
 
 def _config_error(err: ConfigError, cfg: DictConfig, directory: Path) -> None:
-    print(f"error: {err}", file=sys.stderr)
     results.remove_empty_dirs(directory, Path(cfg.run.root))
-    sys.exit(2)
+    raise err
 
 
 class _StopFlag:
@@ -96,14 +109,16 @@ def _graceful_stop():
             signal.signal(sig, handler)
 
 
+def prepare(cfg: DictConfig, device: str = "cpu"):
+    """Seeded model -> (selection stage, for fixed-subset methods) -> method."""
+    model = seeded_model(cfg, device=device)
+    selection = run_selection(cfg, model) if get_method(cfg.method.name).needs_selection else None
+    return apply_method(model, cfg.method, selection)
+
+
 def dry_run(cfg: DictConfig) -> None:
     """Architecture on the meta device (no weights, works offline), method applied, parameter report."""
-    from spafit_exp.methods import apply_method
-    from spafit_exp.modeling import build_model
-    from spafit_exp.params import report
-
-    model = build_model(cfg.model, cfg.task, device="meta")
-    prepared = apply_method(model, cfg.method, cfg)
+    prepared = prepare(cfg, device="meta")
     print(f"model={cfg.model.name} task={cfg.task.name} method={cfg.method.tag}")
     text = report(prepared.model)
     if "trainable" in prepared.info:  # element-level subsets: the table shows tensors, the total counts elements
@@ -115,8 +130,6 @@ def dry_run(cfg: DictConfig) -> None:
 
 
 def _accelerator(cfg: DictConfig):
-    from accelerate import Accelerator
-
     log_with = None if cfg.tracking.mode == "disabled" else "wandb"
     return Accelerator(mixed_precision=_PRECISION[cfg.trainer.precision], gradient_accumulation_steps=cfg.trainer.grad_accum,
                        log_with=log_with)
@@ -136,26 +149,16 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
 def step_percentiles(seconds: list[float]) -> dict:
     if not seconds:
         return {}
-    import numpy as np
-
     return {"step_s_p50": float(np.percentile(seconds, 50)), "step_s_p90": float(np.percentile(seconds, 90))}
 
 
 def train_and_record(cfg: DictConfig, directory: Path) -> dict:
-    from accelerate.utils import set_seed
-
-    from spafit_exp.checkpoint import build_prepared, drop_resume, save_trainable
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.params import count_params
-    from spafit_exp.train import StopRequested, train
-
     started = time.time()
     set_seed(cfg.trainer.seed)
     tokenizer = build_tokenizer(cfg.model)
     data = load_task_data(cfg, tokenizer)  # bad data raises ConfigError here, before anything is written
-    prepared = build_prepared(cfg)  # seeded again: the head's init must not depend on what data loading consumed
-    accelerator = _accelerator(cfg)  # after the method: subset selection may run its own short trainings
+    prepared = prepare(cfg)  # seeded again: the head's init must not depend on what data loading consumed
+    accelerator = _accelerator(cfg)  # after the selection stage, which runs its own short trainings
     trainable, total = count_params(prepared.model)
     trainable = prepared.info.get("trainable", trainable)  # element-level methods count elements, not tensors
     if cfg.run.force or not cfg.run.resume:
@@ -210,8 +213,6 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
 
 def peak_memory(device: torch.device) -> dict:
     """Peak resident memory of this process (what a CPU run needs), plus the CUDA allocator's peaks on a GPU."""
-    import resource
-
     memory = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
     if device.type == "cuda":
         memory.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(device),
@@ -221,8 +222,6 @@ def peak_memory(device: torch.device) -> dict:
 
 def summary(record: dict, directory: Path) -> str:
     """End-of-run lines: best dev scores, the loss trend, throughput, memory, time; a warning if the loss is flat."""
-    from spafit_exp.metrics import loss_falls
-
     best = record["metrics"]["best"]
     scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items())
     losses = record["train"]["losses"]

@@ -1,14 +1,12 @@
-"""Task data: readers for the vendored files (GLUE TSV layout) and the hub, tokenization with a disk cache,
-and a dynamic-padding collator. Knows nothing about methods."""
+"""Task data: tokenization with a disk cache (the project's one cache root), the dynamic-padding collator, and
+WikiText MLM batches. Reading the files is readers.py's job. Knows nothing about methods."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,152 +14,27 @@ import datasets
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp.config import ConfigError, missing_data_message, task_file
-
-csv.field_size_limit(sys.maxsize)
-
-
-@dataclass
-class RawSplit:
-    texts: list[list[str]]  # one list per text field
-    labels: list  # int class ids, floats (regression) or per-token tag lists
-    source: str  # file path or hub id: names the data in errors and cache keys
-
-
-# ---------------------------------------------------------------- readers
-
-
-def _glue_label(value: str, task: DictConfig, where: str):
-    if task.type == "regression":
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: label {value!r} is not a number") from None
-    if task.labels is not None:
-        names = list(task.labels)
-        if value not in names:
-            raise ConfigError(f"{where}: label {value!r} not in {names}")
-        return names.index(value)
-    try:
-        label = int(value)
-    except ValueError:
-        raise ConfigError(f"{where}: label {value!r} is not an integer") from None
-    if not 0 <= label < task.num_labels:
-        raise ConfigError(f"{where}: label {label} outside 0..{task.num_labels - 1}")
-    return label
-
-
-def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
-    """GLUE download-script layout. QUOTE_NONE because of stray quotes; utf-8-sig strips MRPC's BOM.
-    Unlabelled test files always have a header (even CoLA's); their labels come back as None."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        has_header = task.header or not labelled
-        header = next(reader, None) if has_header else list(task.columns)
-        if header is None:
-            raise ConfigError(f"{path}: empty file")
-        wanted = list(task.text_fields) + ([task.label_field] if labelled else [])
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise ConfigError(f"{path}: columns {missing} not in header {header}")
-        idx = [header.index(c) for c in wanted]
-        texts: list[list[str]] = [[] for _ in task.text_fields]
-        labels = []
-        for line_no, row in enumerate(reader, start=2 if has_header else 1):
-            if limit is not None and len(labels) >= limit:
-                break
-            if len(row) <= max(idx):
-                raise ConfigError(f"{path}:{line_no}: expected at least {max(idx) + 1} tab-separated fields, got {len(row)}")
-            for field, i in zip(texts, idx):
-                field.append(row[i])
-            labels.append(_glue_label(row[idx[-1]], task, f"{path}:{line_no}") if labelled else None)
-    if not labels:
-        raise ConfigError(f"{path}: no data rows")
-    return RawSplit(texts, labels, str(path))
-
-
-def read_trec(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
-    """UIUC question classification: `COARSE:fine question words`; latin-1 (one 0xF0 byte in the train file)."""
-    names = list(task.labels)
-    texts, labels = [], []
-    with open(path, encoding="latin-1") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if limit is not None and len(labels) >= limit:
-                break
-            if not line.strip():
-                continue
-            tag, _, question = line.rstrip("\n").partition(" ")
-            coarse = tag.split(":", 1)[0]
-            if coarse not in names or not question:
-                raise ConfigError(f"{path}:{line_no}: expected 'COARSE:fine question', coarse label in {names}")
-            texts.append(question)
-            labels.append(names.index(coarse))
-    if not labels:
-        raise ConfigError(f"{path}: no data rows")
-    return RawSplit([texts], labels, str(path))
-
-
-def read_conll(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
-    """CoNLL-2003: one `token POS chunk NER` line per token, blank lines between sentences; NER tags in IOB2."""
-    names = list(task.labels)
-    sentences: list[list[str]] = []
-    tags: list[list[int]] = []
-    words: list[str] = []
-    word_tags: list[int] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(words)
-                    tags.append(word_tags)
-                    words, word_tags = [], []
-                    if limit is not None and len(sentences) >= limit:
-                        break
-                continue
-            if len(fields) != 4 or fields[-1] not in names:
-                raise ConfigError(f"{path}:{line_no}: expected 'token POS chunk NER' with NER in {names}")
-            words.append(fields[0])
-            word_tags.append(names.index(fields[-1]))
-    if words and (limit is None or len(sentences) < limit):
-        sentences.append(words)
-        tags.append(word_tags)
-    if not sentences:
-        raise ConfigError(f"{path}: no sentences")
-    return RawSplit([sentences], tags, str(path))
-
-
-READERS = {"glue_tsv": read_glue_tsv, "trec": read_trec, "conll": read_conll}
-
-
-def read_local(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
-    path = task_file(cfg, split)
-    if not path.is_file():
-        raise ConfigError(missing_data_message(path, cfg.task.name))
-    return READERS[cfg.task.reader](path, cfg.task, limit, labelled=not split.startswith("test"))
-
-
-def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
-    hub = cfg.task.hub
-    hub_split = hub.splits[split]
-    if limit is not None:
-        hub_split = f"{hub_split}[:{limit}]"
-    ds = datasets.load_dataset(hub.path, hub.name, split=hub_split)
-    texts = [list(ds[f]) for f in hub.text_fields]
-    return RawSplit(texts, list(ds[hub.label_field]), f"hub:{hub.path}/{hub.name}/{hub_split}")
-
-
-def read_split(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
-    return (read_hub if cfg.data.source == "hub" else read_local)(cfg, split, limit)
-
+from spafit_exp import DATA_DIR
+from spafit_exp.errors import ConfigError
+from spafit_exp.readers import RawSplit, read_split, task_file
 
 # ---------------------------------------------------------------- tokenization + cache
 
 
-def _cache_root(cfg: DictConfig) -> Path:
+def cache_root(cfg: DictConfig) -> Path:
+    """Where tokenized splits, pre-tuned decoders and selection statistics are cached: data.cache_dir, else
+    $SPAFIT_CACHE, else ~/.cache/spafit_exp."""
     if cfg.data.cache_dir:
         return Path(cfg.data.cache_dir).expanduser()
     return Path(os.environ.get("SPAFIT_CACHE", Path.home() / ".cache" / "spafit_exp"))
+
+
+def run_key(cfg: DictConfig, *extra) -> str:
+    """What a cached decoder or statistic depends on: model, task data slice, seed, max_len, and `extra`."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    blob = json.dumps([model, cfg.task.name, cfg.data.source, str(cfg.data.dir), cfg.trainer.seed,
+                       cfg.trainer.max_train_samples, cfg.trainer.max_len, *extra], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def _cache_key(cfg: DictConfig, split: str, limit: int | None, tokenizer) -> str:
@@ -205,7 +78,7 @@ def _tokenize_tokens(raw: RawSplit, tokenizer, max_len: int) -> datasets.Dataset
 
 def load_split(cfg: DictConfig, split: str, tokenizer, limit: int | None = None) -> datasets.Dataset:
     """Tokenized split, cached on disk under a key of file identity, task, tokenizer and max_len."""
-    cache = _cache_root(cfg) / "tokenized" / f"{cfg.task.name}-{split}-{_cache_key(cfg, split, limit, tokenizer)}"
+    cache = cache_root(cfg) / "tokenized" / f"{cfg.task.name}-{split}-{_cache_key(cfg, split, limit, tokenizer)}"
     if cache.is_dir():
         return datasets.load_from_disk(str(cache))
     ds = tokenize(read_split(cfg, split, limit), cfg.task, tokenizer, cfg.trainer.max_len)
@@ -254,3 +127,27 @@ def load_task_data(cfg: DictConfig, tokenizer) -> TaskData:
              for split in cfg.task.files if split.startswith("dev")}
     collate = PadCollator(tokenizer.pad_token_id or 0, regression=cfg.task.type == "regression")
     return TaskData(train.to_list(), {k: v.to_list() for k, v in evals.items()}, collate)
+
+
+# ---------------------------------------------------------------- WikiText MLM batches
+
+
+def wikitext_paragraphs(path: Path | None = None) -> list[str]:
+    """One text per paragraph line of a raw WikiText file (headings skipped); default: the vendored WikiText-2."""
+    path = Path(path) if path else DATA_DIR / "wikitext2" / "wiki.test.raw"
+    if not path.is_file():
+        raise ConfigError(f"wikitext file {path}: not found")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("=")]
+
+
+def mlm_batches(texts: list[str], tokenizer, max_len: int, batch_size: int, seed: int,
+                mask_probability: float = 0.15) -> list[dict[str, torch.Tensor]]:
+    """BERT-style masked batches (80% [MASK] / 10% random / 10% kept), reproducible from `seed`."""
+    from transformers import DataCollatorForLanguageModeling
+
+    encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    torch.manual_seed(seed)  # the collator's masking draws from the global generator
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_probability, return_tensors="pt")
+    return [collator([{"input_ids": ids} for ids in encoded[i:i + batch_size]])
+            for i in range(0, len(encoded), batch_size)]

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import (
     AutoConfig,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -17,7 +18,7 @@ from transformers import (
     RobertaConfig,
 )
 
-from spafit_exp.config import ConfigError
+from spafit_exp.errors import ConfigError
 
 _FAMILY_CONFIG = {"bert": BertConfig, "roberta": RobertaConfig}
 
@@ -85,3 +86,15 @@ def build_tokenizer(mcfg: DictConfig):
         return AutoTokenizer.from_pretrained(source)
     except OSError as err:
         raise ConfigError(f"model={mcfg.name}: cannot load the tokenizer from {source}; set model.tokenizer=/local/dir") from err
+
+
+def mlm_model_like(mcfg: DictConfig, model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """An MLM model whose encoder is `model`'s encoder as it is now; its LM head comes from the checkpoint when it
+    has one, else is freshly initialised (seeded) — the embedded MiniLM ships without one."""
+    torch.manual_seed(seed)
+    if mcfg.init == "pretrained":
+        mlm = AutoModelForMaskedLM.from_pretrained(weights_source(mcfg))
+    else:
+        mlm = AutoModelForMaskedLM.from_config(model.config)
+    mlm.base_model.load_state_dict(model.base_model.state_dict(), strict=False)
+    return mlm.to(next(model.parameters()).device)

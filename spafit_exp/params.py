@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
 
 from torch import nn
 
@@ -107,3 +110,17 @@ def report(model: nn.Module) -> str:
 def _group_order(group: str) -> tuple[int, str]:
     order = {"embeddings": 0, "pooler": 2, "head": 3, "other": 4}
     return (order.get(group, 1), group)
+
+
+@contextmanager
+def restored(model: nn.Module):
+    """Run a side training (decoder pre-tuning, diff pruning's fine-tune) and leave the model as it was: every
+    tensor and every requires_grad flag come back on exit; the caller keeps what it copied out inside."""
+    saved = {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(saved[n][0])
+                p.requires_grad_(saved[n][1])

@@ -1,4 +1,4 @@
-"""Figures from the results frame (tables.collect), PNG + PDF each, under <plots>/<experiment>/:
+"""Figures from computed cells (cells.select_lr) and their runs, PNG + PDF each, under <plots>/<experiment>/:
 score vs trainable parameters with the Pareto front (which methods buy their score cheapest), per-method LR
 curves (is the chosen LR a peak or a grid edge?), and the selected LR vs subset size (subset paper, Figure 2)."""
 
@@ -11,8 +11,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-
-from spafit_exp.tables import select_lr  # noqa: E402
 
 MARKERS = "osD^v<>pPX*h"
 
@@ -90,10 +88,10 @@ def plot_lr_vs_size(experiment: str, cells: pd.DataFrame, out: Path) -> list[Pat
     return _save(fig, out / experiment / "lr_vs_subset_size")
 
 
-def write_plots(df: pd.DataFrame, out: Path) -> list[Path]:
+def write_plots(computed: list[tuple[str, pd.DataFrame, pd.DataFrame]], out: Path) -> list[Path]:
+    """`computed`: (experiment, its runs, its cells) triples, as `make tables` selected them."""
     written = []
-    for experiment, runs in df.groupby("experiment"):
-        cells = select_lr(runs)
+    for experiment, runs, cells in computed:
         if "lr" not in cells:  # no completed run anywhere in this experiment
             continue
         for task, group in cells[cells.lr.notna()].groupby("task"):

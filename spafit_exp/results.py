@@ -25,6 +25,12 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run.dir)
 
 
+def layout_dir(root, experiment: str, task: str, method_tag: str, model: str, lr, seed) -> Path:
+    """The run-directory layout of conf/config.yaml's run.dir, for records written outside a composed run
+    (the studies): <root>/<experiment>/<task>/<method tag>/<model>/lr=<lr>/seed=<seed>."""
+    return Path(root) / experiment / task / method_tag / model / f"lr={lr}" / f"seed={seed}"
+
+
 def read(directory: Path) -> dict | None:
     path = Path(directory) / RESULTS
     if not path.is_file():

@@ -12,17 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from accelerate import Accelerator
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spafit_exp import metrics, unpad
+from spafit_exp.checkpointer import Checkpointer, Position, trainable_state
 from spafit_exp.data import TaskData
-from spafit_exp.masking import optimizer_state_bytes
 from spafit_exp.methods import Prepared
-from spafit_exp.params import no_decay
+from spafit_exp.optim import make_optimizer, make_scheduler, optimizer_state_bytes
 
 
 class NonFiniteLoss(RuntimeError):
@@ -42,30 +41,6 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step (host clock)
     optimizer_state_bytes: int = 0
-
-
-def make_optimizer(model: torch.nn.Module, t: DictConfig) -> torch.optim.Optimizer:
-    """AdamW over trainable tensors only; biases and LayerNorm weights get no weight decay (as in run_glue)."""
-    decay, plain = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (plain if no_decay(name) else decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0})
-              if g["params"]]
-    if not groups:
-        raise RuntimeError("the method left no trainable parameters")
-    kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps)
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, foreach=True, **kwargs)
-
-
-def make_scheduler(optimizer, t: DictConfig, total_steps: int):
-    warmup = int(t.warmup_ratio * total_steps)
-    if t.schedule == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup)
-    return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
 def _metric_key(split: str, name: str) -> str:
@@ -94,25 +69,12 @@ def evaluate(model, loaders: dict[str, DataLoader], task: DictConfig, accelerato
     return scores
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
 class StopRequested(RuntimeError):
     """SIGINT/SIGTERM arrived: a checkpoint was written at the last optimizer step."""
 
     def __init__(self, step: int):
         super().__init__(f"interrupted at optimizer step {step}")
         self.step = step
-
-
-@dataclass
-class Position:
-    """Where the loop is: `batch` batches of `epoch` are done; `epoch_generator` replays the epoch's shuffle."""
-
-    epoch: int
-    batch: int
-    epoch_generator: torch.Tensor
 
 
 def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
@@ -126,12 +88,10 @@ def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acce
 
 def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
            checkpoint_dir, stop) -> TrainResult:
-    from spafit_exp.checkpoint import load_resume, save_resume
-
     t, task = cfg.trainer, cfg.task
     generator = torch.Generator().manual_seed(t.seed)
-    on_gpu = accelerator.device.type == "cuda"
-    loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers, "pin_memory": on_gpu}
+    loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers,
+                     "pin_memory": accelerator.device.type == "cuda"}
     # Length-grouped batches (HF's sampler: shuffled mega-batches sorted by length) pad less but change which rows
     # share a batch, so it is off by default.
     sampler = (LengthGroupedSampler(t.batch_size, lengths=[len(row["input_ids"]) for row in data.train],
@@ -158,33 +118,16 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
     result = TrainResult()
     position = Position(1, 0, generator.get_state())
     running, running_n = torch.zeros((), device=accelerator.device), 0
-    saved = load_resume(checkpoint_dir) if checkpoint_dir is not None and cfg.run.resume else None
-    if saved is not None:
-        own = dict(accelerator.unwrap_model(model).named_parameters())
-        for name, tensor in saved["trainable"].items():
-            own[name].data.copy_(tensor)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        result, position = saved["result"], saved["position"]
-        running += saved["running"][0]
-        running_n = saved["running"][1]
-        if prepared.method_state is not None and saved.get("method") is not None:
-            prepared.method_state.load_state_dict(saved["method"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        if on_gpu and saved["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    checkpointer = Checkpointer(checkpoint_dir, accelerator, resume=OmegaConf.select(cfg, "run.resume", default=True))
+    restored = checkpointer.restore(model, optimizer, scheduler, prepared.method_state)
+    if restored is not None:
+        result, position, (loss_sum, running_n) = restored
+        running += loss_sum
         accelerator.print(f"resumed at epoch {position.epoch}, batch {position.batch}, step {result.steps}")
 
     def checkpoint(epoch: int, batch: int, epoch_generator: torch.Tensor) -> None:
-        if checkpoint_dir is None or not accelerator.is_main_process:
-            return
-        save_resume(checkpoint_dir, {
-            "trainable": trainable_state(accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "result": result, "position": Position(epoch, batch, epoch_generator),
-            "running": (running.item(), running_n),
-            "method": prepared.method_state.state_dict() if prepared.method_state is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if on_gpu else None},
-        })
+        checkpointer.save(model, optimizer, scheduler, prepared.method_state, result,
+                          Position(epoch, batch, epoch_generator), (running.item(), running_n))
 
     main = task.main_metric
     if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)

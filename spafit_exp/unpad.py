@@ -25,7 +25,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface
 
-from spafit_exp.config import ConfigError
+from spafit_exp.errors import ConfigError
 
 NAME = "spafit_unpadded"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from spafit_exp import DATA_DIR
-from spafit_exp.config import ConfigError
+from spafit_exp.errors import ConfigError
 from spafit_exp.data import PadCollator, load_split, read_glue_tsv, read_split, tokenize
 from tests.conftest import compose
 

@@ -3,7 +3,7 @@
 import pytest
 from accelerate import Accelerator
 
-from spafit_exp.checkpoint import build_prepared
+from spafit_exp.app import prepare as build_prepared
 from spafit_exp.data import load_task_data
 from spafit_exp.modeling import build_tokenizer
 from spafit_exp.train import train

@@ -7,8 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp.masking import FlatParams, MaskedAdamW
+from spafit_exp.masking import FlatParams
 from spafit_exp.methods import apply_method
+from spafit_exp.optim import MaskedAdamW
 from spafit_exp.params import is_bitfit_param
 from tests.helpers import changed, snapshot, tiny_model, train_steps
 
@@ -16,8 +17,10 @@ TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9,
 
 
 def masked_cfg(name, **kw):
-    base = {"name": name, "tag": name, "k": 50, "fraction": None, "candidates": "encoder", "update": "masked_step",
-            "mu": "activation", "seed": 0, "reselect_every": 2}
+    base = {"name": name, "tag": name, "lr": 1e-2, "k": 50, "fraction": None, "candidates": "encoder",
+            "update": "masked_step", "mu": "activation", "seed": 0}
+    if name == "dps_mix":
+        base["reselect_every"] = 2
     return OmegaConf.create({**base, **kw})
 
 
@@ -158,13 +161,13 @@ def test_dps_mix_dense_first_window_then_fisher_topk():
 def test_frozen_and_multi_head():
     model = tiny_model()
     before = snapshot(model)
-    prepared = apply_method(model, OmegaConf.create({"name": "frozen", "tag": "frozen"}))
+    prepared = apply_method(model, OmegaConf.create({"name": "frozen", "tag": "frozen", "lr": 1e-3}))
     train_steps(prepared)
     assert changed(before, snapshot(prepared.model)) == {n for n in before if "classifier" in n}
 
     model = tiny_model("roberta")
     before = snapshot(model)
-    prepared = apply_method(model, OmegaConf.create({"name": "multi_head", "tag": "mh", "include_layernorm": False}))
+    prepared = apply_method(model, OmegaConf.create({"name": "multi_head", "tag": "mh", "lr": 1e-4, "include_layernorm": False}))
     train_steps(prepared)
     attention = re.compile(r"\.attention\.(self\.(query|key|value)|output\.dense)\.")
     assert changed(before, snapshot(prepared.model)) == {n for n in before if "classifier" in n or attention.search(n)}

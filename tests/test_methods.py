@@ -20,7 +20,7 @@ def method_cfg(name: str, **kw):
     base = {"full_ft": {}, "full_bitfit": {},
             "lora": {"lora_type": "II", "r": 4, "alpha": 8, "dropout": 0.0},
             "spafit": {"n1": 0, "n2": 1, "lora_type": "II", "r": 4, "alpha": 8, "dropout": 0.0}}[name]
-    return OmegaConf.create({"name": name, "tag": name, **base, **kw})
+    return OmegaConf.create({"name": name, "tag": name, "lr": 1e-3, **base, **kw})
 
 
 def layer(name):
@@ -98,7 +98,7 @@ def test_spafit_no_backward_through_frozen_group():
 
 
 def test_spafit_rejects_bad_groups():
-    from spafit_exp.config import ConfigError
+    from spafit_exp.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"need -1 <= n1 < n2 < 4"):
         apply_method(tiny_model("bert"), method_cfg("spafit", n1=2, n2=4))

@@ -8,8 +8,8 @@ from spafit_exp.app import summary
 from spafit_exp.metrics import loss_falls
 from tests.conftest import compose
 
-METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml") if p.stem != "subset")
-SELECTORS = sorted(p.stem for p in (CONF_DIR / "selector").glob("*.yaml") if p.stem != "none")
+METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml") if p.stem != "subset" and not p.stem.startswith("_"))
+SELECTORS = sorted(p.stem for p in (CONF_DIR / "selector").glob("*.yaml") if p.stem != "none" and not p.stem.startswith("_"))
 FULL_FT_RATES = (1e-5, 2e-5, 3e-5, 5e-5, 6e-5, 1e-4)  # the papers' full fine-tuning range
 
 

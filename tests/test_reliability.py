@@ -11,7 +11,7 @@ import pytest
 
 from spafit_exp import results
 from spafit_exp.app import run
-from spafit_exp.checkpoint import RESUME_FILE, load_resume
+from spafit_exp.checkpointer import RESUME_FILE, read_resume
 from spafit_exp.data import load_task_data
 from spafit_exp.modeling import build_tokenizer
 from tests.conftest import TINY_RUN, compose, run_cli
@@ -30,7 +30,7 @@ def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
     For the per-step samplers the checkpoint carries the generator and the selection state too."""
     from accelerate import Accelerator
 
-    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.app import prepare as build_prepared
     from spafit_exp.train import StopRequested, train
 
     reference = run(tiny(tmp_path / "ref", *method))
@@ -45,7 +45,7 @@ def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
 
     with pytest.raises(StopRequested):
         train(cfg, build_prepared(cfg), data, Accelerator(), checkpoint_dir=directory, stop=stop)
-    saved = load_resume(directory)
+    saved = read_resume(directory)
     assert saved["position"].epoch == 1 and saved["position"].batch == saved["result"].steps == 5  # mid-epoch
     resumed = run(cfg)
     assert resumed["metrics"] == reference["metrics"]

@@ -5,39 +5,44 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp import results, selectors
+from spafit_exp import results
 from spafit_exp.app import run
-from spafit_exp.masking import FlatParams, candidate_params, masked_adamw, optimizer_state_bytes
+from spafit_exp.selectors import Context, selector_options
+from spafit_exp.selectors.sqgrad import combine, downstream_stats, sq_grad_sum
+from spafit_exp.masking import FlatParams, bitfit_indices, candidate_params
+from spafit_exp.optim import masked_adamw, optimizer_state_bytes
 from spafit_exp.params import is_head
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 
-FAST = ["selector.decoder.epochs=1", "selector.pretrain_samples=16", "selector.stat_batch_size=4",
-        "selector.stat_samples=32"]
+FAST = {"decoder.epochs": 1, "pretrain_samples": 16, "stat_batch_size": 4, "stat_samples": 32}
 
 
 def run_cfg(tmp_path, selector, *extra):
-    return compose([*TINY_RUN, f"run.root={tmp_path}/out", f"data.cache_dir={tmp_path}/cache", "method=subset",
-                    f"selector={selector}", *FAST, *extra])
+    base = [*TINY_RUN, f"run.root={tmp_path}/out", f"data.cache_dir={tmp_path}/cache", "method=subset",
+            f"selector={selector}"]
+    options = compose(base).selector
+    fast = [f"selector.{k}={v}" for k, v in FAST.items() if k.split(".")[0] in options]  # the selector's own keys
+    return compose([*base, *fast, *extra])
 
 
 def test_combined_matches_eq3():
     down = torch.tensor([4.0, 1.0, 9.0, 0.0])
     pre = torch.tensor([1.0, 0.0, 8.0, 2.0])
-    assert torch.allclose(selectors.combine(down, pre, "none"), torch.tensor([2.0, 1.0, 1.0, 0.0]))
+    assert torch.allclose(combine(down, pre, "none"), torch.tensor([2.0, 1.0, 1.0, 0.0]))
     # mean-normalised: down/3.5, pre/2.75, then eq. 3
     expected = (down / 3.5) / (1 + pre / 2.75)
-    assert torch.allclose(selectors.combine(down, pre, "mean"), expected)
-    assert int(torch.topk(selectors.combine(down, pre, "mean"), 1).indices) == 0  # 9/(1+8) loses to 4/(1+1)
+    assert torch.allclose(combine(down, pre, "mean"), expected)
+    assert int(torch.topk(combine(down, pre, "mean"), 1).indices) == 0  # 9/(1+8) loses to 4/(1+1)
 
 
 def test_sq_grad_sum_matches_brute_force():
     model = tiny_model()
-    flat = FlatParams(candidate_params(model, OmegaConf.create({})))
+    flat = FlatParams(candidate_params(model))
     g = torch.Generator().manual_seed(0)
     batches = [{"input_ids": torch.randint(3, 100, (1, 7), generator=g), "labels": torch.tensor([i % 2])}
                for i in range(5)]
-    stats = selectors.sq_grad_sum(model, flat, batches)
+    stats = sq_grad_sum(model, flat, batches)
     expected = torch.zeros(flat.n)
     model.eval()
     for batch in batches:  # one example at a time, by hand
@@ -53,7 +58,7 @@ def test_sq_grad_sum_matches_brute_force():
                                       "diff_pruning"])
 def test_selector_returns_exactly_k(tmp_path, selector):
     cfg = run_cfg(tmp_path, selector, "selector.k=123")
-    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.app import prepare as build_prepared
 
     prepared = build_prepared(cfg)
     info = prepared.info
@@ -62,18 +67,19 @@ def test_selector_returns_exactly_k(tmp_path, selector):
     optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
     assert sum(idx.numel() for idx in optimizer.fixed.values()) == expected_k
     if selector == "bitfit":
-        flat = FlatParams(candidate_params(prepared.model, cfg.method))
-        assert expected_k == int(selectors.bitfit_indices(flat).numel())
+        flat = FlatParams(candidate_params(prepared.model, cfg.method.candidates))
+        assert expected_k == int(bitfit_indices(flat).numel())
 
 
 def test_downstream_selection_is_topk_of_statistic(tmp_path):
-    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.app import prepare as build_prepared
 
     cfg = run_cfg(tmp_path, "downstream_sqgrad", "selector.k=50")
     prepared = build_prepared(cfg)
     assert 0.0 <= prepared.info["decoder_dev"]["accuracy"] <= 1.0  # the decoder-only score is kept
-    flat = FlatParams(candidate_params(prepared.model, cfg.method))
-    stats = selectors.downstream_stats(cfg, prepared.model, flat, prepared.info["decoder"])  # from the cache
+    flat = FlatParams(candidate_params(prepared.model, cfg.method.candidates))
+    context = Context(cfg, selector_options(cfg.selector), prepared.model, flat, 50, prepared.info["decoder"])
+    stats = downstream_stats(context)  # from the cache
     optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
     offset = {id(p): start for p, start in zip(flat.params, flat.offsets)}
     chosen = {int(i) + offset[id(p)] for p, idx in optimizer.fixed.items() for i in idx}
@@ -83,7 +89,8 @@ def test_downstream_selection_is_topk_of_statistic(tmp_path):
 def test_subset_run_changes_only_masked_elements(tmp_path):
     cfg = run_cfg(tmp_path, "random", "selector.k=200", "trainer.epochs=2")
     record = run(cfg)
-    from spafit_exp.checkpoint import build_prepared, load_run
+    from spafit_exp.app import prepare as build_prepared
+    from spafit_exp.checkpoint import load_run
 
     head = sum(p.numel() for n, p in tiny_model_from(cfg).named_parameters() if is_head(n))
     assert record["status"] == "completed" and record["params"]["trainable"] == 200 + head
@@ -99,7 +106,7 @@ def test_subset_run_changes_only_masked_elements(tmp_path):
 
 
 def test_diff_pruning_without_retraining_keeps_k_differences(tmp_path):
-    from spafit_exp.checkpoint import build_prepared
+    from spafit_exp.app import prepare as build_prepared
 
     cfg = run_cfg(tmp_path, "diff_pruning_noretrain", "selector.k=77", "trainer.lr=1e-2")
     theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
@@ -122,7 +129,7 @@ def tiny_model_from(cfg):
 
 def test_fixed_mask_optimizer_state_is_o_k():
     model = tiny_model()
-    flat = FlatParams(candidate_params(model, OmegaConf.create({})))
+    flat = FlatParams(candidate_params(model))
     fixed = {p: torch.arange(min(3, p.numel())) for p in flat.params}
     trainer = OmegaConf.create({"lr": 1e-3, "weight_decay": 0.0, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
     sparse = masked_adamw(model, trainer, fixed=fixed)

@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from spafit_exp import unpad
-from spafit_exp.config import ConfigError
+from spafit_exp.errors import ConfigError
 
 LENGTHS = [12, 5, 9, 3]
 HEADS = {("bert", "seq"): (BertConfig, BertForSequenceClassification),

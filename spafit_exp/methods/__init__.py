@@ -1,18 +1,54 @@
-"""Method registry. A method decides which parameters train and may add a hook run between
-`backward()` and `optimizer.step()`. Adding one = a module in this package + a YAML in conf/method/."""
+"""Method registry. A method decides which parameters train and may add a hook run between `backward()` and
+`optimizer.step()`. Adding one = a module in this package (`@register(name, options=...)`) + a YAML in
+conf/method/ + a test; its typed options are checked before any weights load.
+
+A fixed-subset method does not choose its subset: the selection stage (spafit_exp/selection.py) runs first and
+hands it a `Selection` (indices, head tensors); the method only consumes it."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import MISSING
 from torch import nn
 
-from spafit_exp.config import ConfigError
+from spafit_exp.masking import FlatParams, candidate_params
+from spafit_exp.registry import Registry, discover, typed_options
+
+
+@dataclass
+class MethodOptions:
+    """Keys every method YAML has; a method with options subclasses this (types only: values live in the YAML)."""
+
+    name: str = MISSING
+    tag: str = MISSING
+    lr: Optional[float] = MISSING  # the recommended rate: trainer.lr's default
+
+
+@dataclass
+class Selection:
+    """What the selection stage hands a fixed-subset method: which candidate elements train, and the tensors
+    the model starts from. `index` is None on the meta device (dry runs: sizes only)."""
+
+    index: torch.Tensor | None  # flat indices over masking.candidate_params(model, candidates)
+    k: int
+    n: int
+    head: dict[str, torch.Tensor] = field(default_factory=dict)  # loaded into the head (pre-tuned decoder)
+    delta: torch.Tensor | None = None  # values added at `index` before training (diff pruning, no retraining)
+    evaluate_only: bool = False  # the prepared model is the result
+    info: dict = field(default_factory=dict)  # facts for results.json
+
+    @classmethod
+    def from_sparse_state(cls, model: nn.Module, candidates: str, state: dict[str, torch.Tensor]) -> "Selection":
+        """The Selection a saved sparse state (`<name>.__idx` / `.__val`, see methods/subset.py) was trained on:
+        a finished run reloads from its own artefacts, never by selecting again."""
+        flat = FlatParams(candidate_params(model, candidates))
+        start = dict(zip(flat.names, flat.offsets[:-1]))
+        parts = [idx.long() + start[name[: -len(".__idx")]] for name, idx in state.items() if name.endswith(".__idx")]
+        index = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+        return cls(index=index, k=int(index.numel()), n=flat.n, info={"reloaded": True})
 
 
 @dataclass
@@ -24,7 +60,7 @@ class Prepared:
     info: dict = field(default_factory=dict)  # extra facts for results.json (e.g. k, n, fraction)
     # Builds the optimizer from (model, trainer cfg) when plain AdamW over the trainable tensors is not the
     # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
-    make_optimizer: Callable[[nn.Module, DictConfig], "torch.optim.Optimizer"] | None = None
+    make_optimizer: Callable[[nn.Module, Any], "torch.optim.Optimizer"] | None = None
     evaluate_only: bool = False  # the method's result is the model as prepared (e.g. diff pruning without retraining)
     # What to save of a trained model (default: every trainable tensor); sparse for fixed subsets.
     export_state: Callable[[nn.Module], dict] | None = None
@@ -37,45 +73,51 @@ class Prepared:
 class MethodSpec:
     name: str
     apply: Callable[..., Prepared]
-    validate: Callable[[DictConfig, int], None] | None = None  # (method cfg, number of layers), before weights load
-    needs_run: bool = False  # apply(model, method_cfg, run_cfg): methods that need data (subset selection)
+    options: type = MethodOptions
+    validate: Callable[[Any, int], None] | None = None  # (typed options, number of layers), before weights load
+    needs_selection: bool = False  # apply(model, options, selection): fixed-subset methods
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register(name: str, validate: Callable[[DictConfig, int], None] | None = None, needs_run: bool = False):
+def register(name: str, options: type = MethodOptions, validate: Callable[[Any, int], None] | None = None,
+             needs_selection: bool = False):
     def decorate(fn: Callable[..., Prepared]):
-        if name in _REGISTRY:
-            raise RuntimeError(f"method {name!r} registered twice")
-        _REGISTRY[name] = MethodSpec(name, fn, validate, needs_run)
+        METHODS.add(name, MethodSpec(name, fn, options, validate, needs_selection))
         return fn
 
     return decorate
 
 
-def _discover() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in _REGISTRY:
-        raise ConfigError(f"method.name={name}: unknown method; registered: {', '.join(available())}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
-def apply_method(model: nn.Module, method_cfg: DictConfig, run_cfg: DictConfig | None = None) -> Prepared:
+def method_options(method_cfg) -> Any:
+    """The method's config node as its typed options (ConfigError naming the key on a bad one)."""
+    return typed_options(get_method(method_cfg.name).options, method_cfg, "method")
+
+
+def validate_method(method_cfg, num_layers: int) -> None:
     spec = get_method(method_cfg.name)
-    if not spec.needs_run:
-        return spec.apply(model, method_cfg)
-    if run_cfg is None:
-        raise ValueError(f"method {spec.name} needs the run config (data, selector, seed)")
-    return spec.apply(model, method_cfg, run_cfg)
+    options = typed_options(spec.options, method_cfg, "method")
+    if spec.validate is not None:
+        spec.validate(options, num_layers)
 
 
-_discover()
+def apply_method(model: nn.Module, method_cfg, selection: Selection | None = None) -> Prepared:
+    spec = get_method(method_cfg.name)
+    options = typed_options(spec.options, method_cfg, "method")
+    if not spec.needs_selection:
+        return spec.apply(model, options)
+    if selection is None:
+        raise ValueError(f"method {spec.name} trains a fixed subset: run the selection stage first")
+    return spec.apply(model, options, selection)
+
+
+discover(__name__, __path__)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 
-from omegaconf import DictConfig
+from dataclasses import dataclass
+
+from omegaconf import MISSING
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from spafit_exp.config import ConfigError
-from spafit_exp.methods import Prepared, register
+from spafit_exp.errors import ConfigError
+from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.params import freeze_all, is_head, unfreeze
 
 LORA_MODULES = {
@@ -37,16 +39,24 @@ def lora_pattern(model: nn.Module, lora_type: str, layers: list[int]) -> str:
     return rf"{re.escape(prefix)}encoder\.layer\.({layer_alt})\.({module_alt})"
 
 
-def inject_lora(model: nn.Module, cfg: DictConfig, layers: list[int]) -> nn.Module:
+@dataclass
+class LoraOptions(MethodOptions):
+    lora_type: str = MISSING
+    r: int = MISSING
+    alpha: float = MISSING
+    dropout: float = MISSING
+
+
+def inject_lora(model: nn.Module, cfg: LoraOptions, layers: list[int]) -> nn.Module:
     config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
                         target_modules=lora_pattern(model, cfg.lora_type, layers))
     return inject_adapter_in_model(config, model)
 
 
-def validate_lora(cfg: DictConfig, num_layers: int) -> None:
+def validate_lora(cfg: LoraOptions, num_layers: int) -> None:
     if cfg.lora_type not in LORA_MODULES:
         raise ConfigError(f"method.lora_type={cfg.lora_type}: must be one of {', '.join(LORA_MODULES)}")
-    if not (isinstance(cfg.r, int) and cfg.r >= 1):
+    if not cfg.r >= 1:
         raise ConfigError(f"method.r={cfg.r}: must be an integer >= 1")
     if not cfg.alpha > 0:
         raise ConfigError(f"method.alpha={cfg.alpha}: must be > 0")
@@ -54,8 +64,8 @@ def validate_lora(cfg: DictConfig, num_layers: int) -> None:
         raise ConfigError(f"method.dropout={cfg.dropout}: must be in [0, 1)")
 
 
-@register("lora", validate=validate_lora)
-def lora(model, cfg) -> Prepared:
+@register("lora", options=LoraOptions, validate=validate_lora)
+def lora(model, cfg: LoraOptions) -> Prepared:
     num_layers = model.config.num_hidden_layers
     model = inject_lora(model, cfg, list(range(num_layers)))
     freeze_all(model)

@@ -19,18 +19,37 @@ frequency among the batch's non-padding tokens; 1 for biases. `method.mu=ones` u
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import MISSING
 from torch import nn
 
-from spafit_exp.config import ConfigError
-from spafit_exp.masking import FlatParams, candidate_params, masked_adamw, subnetwork_size
-from spafit_exp.methods import Prepared, register
+from spafit_exp.errors import ConfigError
+from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, subnetwork_size
+from spafit_exp.methods import MethodOptions, Prepared, register
+from spafit_exp.optim import make_optimizer, masked_adamw
 from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
 
 UPDATES = ("masked_step", "masked_grad")
 MUS = ("activation", "ones")
+
+
+@dataclass
+class MaskedOptions(MethodOptions):
+    k: Optional[int] = MISSING  # sub-network size; null = fraction, or the model's BitFit size
+    fraction: Optional[float] = MISSING
+    candidates: str = MISSING  # encoder | no_embeddings
+    update: str = MISSING  # masked_step | masked_grad
+    mu: str = MISSING  # activation | ones
+    seed: int = MISSING  # the sampler's generator
+
+
+@dataclass
+class DpsOptions(MaskedOptions):
+    reselect_every: int = MISSING
 
 
 class ActivationMeans:
@@ -102,32 +121,31 @@ class ActivationMeans:
         self.counts.clear()
 
 
-def validate_masked(cfg: DictConfig, num_layers: int) -> None:
-    if cfg.get("update", "masked_step") not in UPDATES:
+def validate_masked(cfg: MaskedOptions, num_layers: int) -> None:
+    if cfg.update not in UPDATES:
         raise ConfigError(f"method.update={cfg.update}: must be one of {', '.join(UPDATES)}")
-    if cfg.get("mu", "activation") not in MUS:
+    if cfg.mu not in MUS:
         raise ConfigError(f"method.mu={cfg.mu}: must be one of {', '.join(MUS)}")
-    if cfg.get("k") is not None and not (isinstance(cfg.k, int) and cfg.k >= 1):
-        raise ConfigError(f"method.k={cfg.k}: must be an integer >= 1")
-    if cfg.get("fraction") is not None and not 0 < cfg.fraction <= 1:
-        raise ConfigError(f"method.fraction={cfg.fraction}: must be in (0, 1]")
+    check_size_options(cfg.k, cfg.fraction, "method")
+    if isinstance(cfg, DpsOptions) and cfg.reselect_every < 1:
+        raise ConfigError(f"method.reselect_every={cfg.reselect_every}: must be >= 1")
 
 
 class MaskedStep:
     """The before_step hook: score the candidates, pick k elements, restrict the coming update to them."""
 
-    def __init__(self, model: nn.Module, cfg: DictConfig, select):
+    def __init__(self, model: nn.Module, cfg: MaskedOptions, select):
         for p in model.parameters():
             p.requires_grad_(True)
-        self.flat = FlatParams(candidate_params(model, cfg))
-        self.k = subnetwork_size(model, cfg, self.flat.n)
-        self.update = cfg.get("update", "masked_step")
+        self.flat = FlatParams(candidate_params(model, cfg.candidates))
+        self.k = subnetwork_size(cfg.k, cfg.fraction, self.flat.n, bitfit_size(model), "method")
+        self.update = cfg.update
         self.select = select  # (hook, step) -> flat indices of the sub-network, or None for a dense step
         self.optimizer = None
         self.steps = 0
         self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})
-                      if cfg.get("mu", "activation") == "activation" else None)
-        self.generator = torch.Generator(device=self.flat.params[0].device).manual_seed(int(cfg.get("seed", 0)))
+                      if cfg.mu == "activation" else None)
+        self.generator = torch.Generator(device=self.flat.params[0].device).manual_seed(int(cfg.seed))
         self._scores: torch.Tensor | None = None
         self.extra: dict = {}  # selection state that outlives a step (dps_mix's Fisher window)
 
@@ -144,8 +162,6 @@ class MaskedStep:
         if self.update == "masked_step":
             self.optimizer = masked_adamw(model, trainer_cfg)
             return self.optimizer
-        from spafit_exp.train import make_optimizer
-
         return make_optimizer(model, trainer_cfg)
 
     @torch.no_grad()
@@ -188,32 +204,30 @@ class MaskedStep:
 def _prepared(model, cfg, select, name) -> Prepared:
     hook = MaskedStep(model, cfg, select)
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
-            "mu": cfg.get("mu", "activation"), "selection": name}
+            "mu": cfg.mu, "selection": name}
     return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook)
 
 
-@register("stoc_tuning", validate=validate_masked)
-def stoc_tuning(model, cfg) -> Prepared:
+@register("stoc_tuning", options=MaskedOptions, validate=validate_masked)
+def stoc_tuning(model, cfg: MaskedOptions) -> Prepared:
     return _prepared(model, cfg, lambda h, step: sample_without_replacement(h.importance_sq(), h.k, h.generator),
                      "stochastic")
 
 
-@register("top_tuning", validate=validate_masked)
-def top_tuning(model, cfg) -> Prepared:
+@register("top_tuning", options=MaskedOptions, validate=validate_masked)
+def top_tuning(model, cfg: MaskedOptions) -> Prepared:
     return _prepared(model, cfg, lambda h, step: topk_indices(h.importance_sq(), h.k), "top")
 
 
-@register("random_tuning", validate=validate_masked)
-def random_tuning(model, cfg) -> Prepared:
+@register("random_tuning", options=MaskedOptions, validate=validate_masked)
+def random_tuning(model, cfg: MaskedOptions) -> Prepared:
     return _prepared(model, cfg, lambda h, step: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
                      "uniform")
 
 
-@register("dps_mix", validate=validate_masked)
-def dps_mix(model, cfg) -> Prepared:
-    window = int(cfg.get("reselect_every", 10))
-    if window < 1:
-        raise ConfigError(f"method.reselect_every={window}: must be >= 1")
+@register("dps_mix", options=DpsOptions, validate=validate_masked)
+def dps_mix(model, cfg: DpsOptions) -> Prepared:
+    window = cfg.reselect_every
     def select(hook: MaskedStep, step: int):
         state = hook.extra
         if state.get("fisher") is None:
@@ -227,8 +241,7 @@ def dps_mix(model, cfg) -> Prepared:
             state["fisher"].zero_()
         return current
 
-    cfg_mu_free = cfg.copy()
-    cfg_mu_free.mu = "ones"  # DPS scores by Fisher alone: no activation hooks needed
-    prepared = _prepared(model, cfg_mu_free, select, "dps_mix")
+    # DPS scores by Fisher alone: no activation hooks needed
+    prepared = _prepared(model, replace(cfg, mu="ones"), select, "dps_mix")
     prepared.info.update(reselect_every=window)
     return prepared

@@ -2,8 +2,11 @@
 the attention modules of every layer (query, key, value and the attention output projection) plus the head."""
 
 import re
+from dataclasses import dataclass
 
-from spafit_exp.methods import Prepared, register
+from omegaconf import MISSING
+
+from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.params import freeze_all, is_head, unfreeze
 
 _ATTENTION = re.compile(r"\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)\.")
@@ -17,11 +20,16 @@ def frozen(model, cfg) -> Prepared:
     return Prepared(model)
 
 
-@register("multi_head")
-def multi_head(model, cfg) -> Prepared:
+@dataclass
+class MultiHeadOptions(MethodOptions):
+    include_layernorm: bool = MISSING
+
+
+@register("multi_head", options=MultiHeadOptions)
+def multi_head(model, cfg: MultiHeadOptions) -> Prepared:
     """`method.include_layernorm=true` also trains the attention block's LayerNorm (off by default: the
     multi-head attention module proper is the four projections)."""
     freeze_all(model)
-    with_ln = bool(cfg.get("include_layernorm", False))
+    with_ln = cfg.include_layernorm
     unfreeze(model, lambda n: is_head(n) or bool(_ATTENTION.search(n)) or (with_ln and bool(_ATTENTION_LN.search(n))))
     return Prepared(model)

@@ -7,11 +7,13 @@ gradient in the method hook, i.e. after clipping: clipping bounds the task gradi
 
 from __future__ import annotations
 
-import torch
-from omegaconf import DictConfig
+from dataclasses import dataclass
 
-from spafit_exp.config import ConfigError
-from spafit_exp.methods import Prepared, register
+import torch
+from omegaconf import MISSING
+
+from spafit_exp.errors import ConfigError
+from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.params import is_head
 
 
@@ -35,7 +37,12 @@ class DistancePenalty:
             p.grad.add_(torch.sign(delta) if self.kind == "l1" else delta, alpha=self.coefficient)
 
 
-def validate_penalty(cfg: DictConfig, num_layers: int) -> None:
+@dataclass
+class PenaltyOptions(MethodOptions):
+    coefficient: float = MISSING
+
+
+def validate_penalty(cfg: PenaltyOptions, num_layers: int) -> None:
     if not cfg.coefficient >= 0:
         raise ConfigError(f"method.coefficient={cfg.coefficient}: must be >= 0")
 
@@ -47,11 +54,11 @@ def _penalised(model, cfg, kind: str) -> Prepared:
     return Prepared(model, before_step=penalty, info={"penalty": kind, "coefficient": float(cfg.coefficient)})
 
 
-@register("full_ft_l1", validate=validate_penalty)
+@register("full_ft_l1", options=PenaltyOptions, validate=validate_penalty)
 def full_ft_l1(model, cfg) -> Prepared:
     return _penalised(model, cfg, "l1")
 
 
-@register("full_ft_l2", validate=validate_penalty)
+@register("full_ft_l2", options=PenaltyOptions, validate=validate_penalty)
 def full_ft_l2(model, cfg) -> Prepared:
     return _penalised(model, cfg, "l2")

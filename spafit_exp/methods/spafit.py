@@ -9,31 +9,39 @@ from __future__ import annotations
 
 import re
 
-from omegaconf import DictConfig
+from dataclasses import dataclass
 
-from spafit_exp.config import ConfigError
+from omegaconf import MISSING
+
+from spafit_exp.errors import ConfigError
 from spafit_exp.methods import Prepared, register
-from spafit_exp.methods.lora import inject_lora, validate_lora
+from spafit_exp.methods.lora import LoraOptions, inject_lora, validate_lora
 from spafit_exp.params import freeze_all, is_bias, is_head, layer_of, unfreeze
 
 # Layer-relative names of the group-3 biases; `.base_layer` is peft's wrapper and is ignored when matching.
 _GROUP3_BIAS = re.compile(r"\.layer\.\d+\.(intermediate\.dense|output\.dense|output\.LayerNorm)\.bias$")
 
 
+@dataclass
+class SpafitOptions(LoraOptions):
+    n1: int = MISSING  # last frozen layer (0-based; -1: none frozen)
+    n2: int = MISSING  # last BitFit layer
+
+
 def layer_groups(n1: int, n2: int, num_layers: int) -> tuple[list[int], list[int], list[int]]:
     return list(range(0, n1 + 1)), list(range(n1 + 1, n2 + 1)), list(range(n2 + 1, num_layers))
 
 
-def validate_spafit(cfg: DictConfig, num_layers: int) -> None:
+def validate_spafit(cfg: SpafitOptions, num_layers: int) -> None:
     n1, n2 = cfg.n1, cfg.n2
-    if not (isinstance(n1, int) and isinstance(n2, int) and -1 <= n1 < n2 < num_layers):
+    if not -1 <= n1 < n2 < num_layers:
         raise ConfigError(f"method.n1={n1} method.n2={n2}: need -1 <= n1 < n2 < {num_layers} "
                           f"(the model has {num_layers} layers, 0-based)")
     validate_lora(cfg, num_layers)
 
 
-@register("spafit", validate=validate_spafit)
-def spafit(model, cfg) -> Prepared:
+@register("spafit", options=SpafitOptions, validate=validate_spafit)
+def spafit(model, cfg: SpafitOptions) -> Prepared:
     num_layers = model.config.num_hidden_layers
     validate_spafit(cfg, num_layers)
     frozen, bitfit, lora_layers = layer_groups(cfg.n1, cfg.n2, num_layers)

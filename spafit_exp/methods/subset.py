@@ -1,19 +1,25 @@
-"""Fixed-subset tuning (subset paper): the selector (`selector=...`) picks k elements of the encoder once; only
-they train (plus the head), through the same masked update as the per-step methods, with optimizer state kept
-for the k elements only. The saved artefact is sparse: indices and values of the trained elements, and the head.
-
-With `selector.pretune_decoder=true` (default) the head first gets the paper's decoder pre-tuning (cached)."""
+"""Fixed-subset tuning (subset paper): the selection stage (spafit_exp/selection.py, `selector=...`) has already
+picked k elements of the encoder; only they train (plus the head), through the same masked update as the per-step
+methods, with optimizer state kept for the k elements only. The saved artefact is sparse: indices and values of
+the trained elements, and the head — enough to rebuild the run's model without selecting again."""
 
 from __future__ import annotations
 
-import torch
-from omegaconf import DictConfig
+from dataclasses import dataclass
 
-from spafit_exp import selectors
-from spafit_exp.decoder import decoder_scores, load_head, pretuned_head
-from spafit_exp.masking import FlatParams, candidate_params, masked_adamw
-from spafit_exp.methods import Prepared, register
+import torch
+from omegaconf import MISSING
+
+from spafit_exp.errors import ConfigError
+from spafit_exp.masking import CANDIDATES, FlatParams, candidate_params
+from spafit_exp.methods import MethodOptions, Prepared, Selection, register
+from spafit_exp.optim import masked_adamw
 from spafit_exp.params import freeze_all, is_head, unfreeze
+
+
+@dataclass
+class SubsetOptions(MethodOptions):
+    candidates: str = MISSING  # encoder | no_embeddings
 
 
 def sparse_state(model: torch.nn.Module, flat: FlatParams, local: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -26,40 +32,33 @@ def sparse_state(model: torch.nn.Module, flat: FlatParams, local: list[torch.Ten
     return state
 
 
-def validate_subset(cfg: DictConfig, num_layers: int) -> None:
-    return None  # the selector's options are checked by config.validate (selectors.validate_selector)
+def validate_subset(cfg: SubsetOptions, num_layers: int) -> None:
+    if cfg.candidates not in CANDIDATES:
+        raise ConfigError(f"method.candidates={cfg.candidates}: must be one of {', '.join(CANDIDATES)}")
 
 
-@register("subset", validate=validate_subset, needs_run=True)
-def subset(model, cfg, run_cfg) -> Prepared:
-    if run_cfg.selector.name == "none":
-        from spafit_exp.config import ConfigError
-
-        raise ConfigError("method=subset needs a selector: selector=random|bitfit|downstream_sqgrad|pretrain_sqgrad|"
-                          "combined|diff_pruning")
-    info = {}
-    decoder_key = "none"
-    flat = FlatParams(candidate_params(model, cfg))
+@register("subset", options=SubsetOptions, validate=validate_subset, needs_selection=True)
+def subset(model, cfg: SubsetOptions, selection: Selection) -> Prepared:
+    flat = FlatParams(candidate_params(model, cfg.candidates))
     head_size = sum(p.numel() for n, p in model.named_parameters() if is_head(n))
     freeze_all(model)
     unfreeze(model, is_head)
-    if next(model.parameters()).device.type == "meta":  # dry run: no weights to select from, only the size
-        k = selectors.target_size(run_cfg, flat)
-        return Prepared(model, info={"selector": run_cfg.selector.name, "k": k, "n": flat.n, "trainable": k + head_size})
-    if run_cfg.selector.pretune_decoder:
-        head, decoder_key = pretuned_head(run_cfg, model)
-        load_head(model, head)
-        info["decoder"] = decoder_key
-        info["decoder_dev"] = decoder_scores(decoder_key)
-    index, selected = selectors.select(run_cfg, model, flat, decoder_key)
-    info.update(selected, trainable=selected["k"] + head_size)
-    local = flat.split(index)
+    info = {**selection.info, "k": selection.k, "n": flat.n, "trainable": selection.k + head_size}
+    if selection.index is None:  # dry run on the meta device: sizes only
+        return Prepared(model, info=info)
+    own = dict(model.named_parameters())
+    local = flat.split(selection.index)
+    with torch.no_grad():
+        for name, tensor in selection.head.items():
+            own[name].copy_(tensor)
+        if selection.delta is not None:  # the pruned model: theta0 + the kept differences
+            for p, idx, d in zip(flat.params, local, flat.split_values(selection.index, selection.delta)):
+                p.view(-1)[idx.to(p.device)] += d.to(p.device, p.dtype)
     fixed = {}
     for p, idx in zip(flat.params, local):
         if idx.numel():
             p.requires_grad_(True)
             fixed[p] = idx.to(p.device)
-    evaluate_only = run_cfg.selector.name == "diff_pruning" and not run_cfg.selector.retrain
-    return Prepared(model, info=info, evaluate_only=evaluate_only,
+    return Prepared(model, info=info, evaluate_only=selection.evaluate_only,
                     make_optimizer=lambda m, t: masked_adamw(m, t, fixed=fixed),
                     export_state=lambda m: sparse_state(m, flat, local))

@@ -1,15 +1,31 @@
 """Generality studies (subset paper, section 4): jobs composed like runs (`study=...`) that read finished runs
-and write the same results contract under `<run.root>/<study>/...`, so `make tables` tabulates them."""
+and write the same results contract under `<run.root>/<study>/...`, so `make tables` tabulates them.
+
+Adding a study = a module in this package with `@register(name)` on a function (cfg) -> list of records, + a
+YAML in conf/study/ + a test."""
 
 from __future__ import annotations
 
 import glob
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig
+from peft.tuners.lora import LoraLayer
 
-from spafit_exp.config import ConfigError
+from spafit_exp.errors import ConfigError
+from spafit_exp.registry import Registry, discover
+
+STUDIES: Registry[Callable[[DictConfig], list[dict]]] = Registry("study")
+
+
+def register(name: str):
+    def decorate(fn):
+        STUDIES.add(name, fn)
+        return fn
+
+    return decorate
 
 
 def source_runs(cfg: DictConfig) -> list[Path | None]:
@@ -25,8 +41,6 @@ def source_runs(cfg: DictConfig) -> list[Path | None]:
 
 def merged_encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's effective weights: LoRA factors merged into their base layers, peft names removed."""
-    from peft.tuners.lora import LoraLayer
-
     for module in model.modules():
         if isinstance(module, LoraLayer):
             module.merge()
@@ -35,12 +49,7 @@ def merged_encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def run_study(cfg: DictConfig) -> list[dict]:
-    if cfg.study.name == "mlm_probe":
-        from spafit_exp.studies.mlm_probe import probe_runs
+    return STUDIES.get(cfg.study.name)(cfg)
 
-        return probe_runs(cfg)
-    if cfg.study.name == "transfer":
-        from spafit_exp.studies.transfer import transfer_runs
 
-        return transfer_runs(cfg)
-    raise ConfigError(f"study.name={cfg.study.name}: unknown study (mlm_probe, transfer)")
+discover(__name__, __path__)

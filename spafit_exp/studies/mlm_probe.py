@@ -8,11 +8,15 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from spafit_exp import DATA_DIR, results, unpad
-from spafit_exp.studies import merged_encoder_state, source_runs
+from spafit_exp import results, unpad
+from spafit_exp.checkpoint import load_run
+from spafit_exp.data import mlm_batches, wikitext_paragraphs
+from spafit_exp.modeling import build_model, build_tokenizer
+from spafit_exp.studies import merged_encoder_state, register, source_runs
 
 
 class ProbeHead(nn.Module):
@@ -26,11 +30,6 @@ class ProbeHead(nn.Module):
 
 def encoder_from(cfg: DictConfig, source: Path | None):
     """(encoder, model cfg, source record or None): a run's fine-tuned encoder (LoRA merged), or the pretrained."""
-    from accelerate.utils import set_seed
-
-    from spafit_exp.checkpoint import load_run
-    from spafit_exp.modeling import build_model
-
     if source is None:
         set_seed(cfg.trainer.seed)
         return build_model(cfg.model, cfg.task).base_model, cfg.model, None
@@ -43,20 +42,9 @@ def encoder_from(cfg: DictConfig, source: Path | None):
     return plain.base_model, run_cfg.model, record
 
 
-def mlm_batches(texts: list[str], tokenizer, s: DictConfig, max_len: int, seed: int, batch_size: int):
-    from transformers import DataCollatorForLanguageModeling
-
-    encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
-    torch.manual_seed(seed)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=s.mask_probability, return_tensors="pt")
-    return [collator([{"input_ids": ids} for ids in encoded[i:i + batch_size]])
-            for i in range(0, len(encoded), batch_size)]
-
-
 def probe(cfg: DictConfig, encoder: nn.Module, tokenizer) -> dict:
     s = cfg.study
-    lines = [x.strip() for x in (DATA_DIR / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8").splitlines()]
-    lines = [x for x in lines if x and not x.startswith("=")]
+    lines = wikitext_paragraphs()
     train_lines, test_lines = lines[: s.train_lines], lines[s.train_lines: s.train_lines + s.test_lines]
     encoder.eval()
     for p in encoder.parameters():
@@ -65,10 +53,12 @@ def probe(cfg: DictConfig, encoder: nn.Module, tokenizer) -> dict:
     head = ProbeHead(encoder.config.hidden_size, len(tokenizer))
     optimizer = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    test = mlm_batches(test_lines, tokenizer, s, cfg.trainer.max_len, seed=12345, batch_size=s.batch_size)
+    test = mlm_batches(test_lines, tokenizer, cfg.trainer.max_len, s.batch_size, seed=12345,
+                       mask_probability=s.mask_probability)
     last_loss = float("nan")
     for epoch in range(s.epochs):
-        for batch in mlm_batches(train_lines, tokenizer, s, cfg.trainer.max_len, cfg.trainer.seed + epoch, s.batch_size):
+        for batch in mlm_batches(train_lines, tokenizer, cfg.trainer.max_len, s.batch_size, cfg.trainer.seed + epoch,
+                                 mask_probability=s.mask_probability):
             with torch.no_grad():
                 states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             masked = batch["labels"] != -100  # the head is per position: score only the masked ones (~15%)
@@ -90,9 +80,8 @@ def probe(cfg: DictConfig, encoder: nn.Module, tokenizer) -> dict:
             "head_params": sum(p.numel() for p in head.parameters())}
 
 
+@register("mlm_probe")
 def probe_runs(cfg: DictConfig) -> list[dict]:
-    from spafit_exp.modeling import build_tokenizer
-
     records = []
     for source in source_runs(cfg):
         started = time.time()
@@ -107,8 +96,8 @@ def probe_runs(cfg: DictConfig) -> list[dict]:
                       params={"trainable": outcome["head_params"]},
                       metrics={"best": {"epoch": cfg.study.epochs, "dev": {"p_at_1": outcome["p_at_1"]}}},
                       probe=outcome, timing={"wall_s": time.time() - started})
-        directory = (Path(cfg.run.root) / "mlm_probe" / record["task"] / record["method_tag"] / model_cfg.name
-                     / f"lr={record['lr']}" / f"seed={record['seed']}")
+        directory = results.layout_dir(cfg.run.root, "mlm_probe", record["task"], record["method_tag"],
+                                       model_cfg.name, record["lr"], record["seed"])
         results.write(directory, record)
         print(f"mlm probe: {source or 'pretrained'} P@1={outcome['p_at_1']:.4f} ({outcome['masked_tokens']} tokens)")
         records.append(record)

@@ -7,23 +7,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import results
-from spafit_exp.studies import merged_encoder_state, source_runs
+from spafit_exp.checkpoint import load_run
+from spafit_exp.data import load_task_data
+from spafit_exp.decoder import train_head
+from spafit_exp.methods import Prepared
+from spafit_exp.modeling import build_model, build_tokenizer
+from spafit_exp.studies import merged_encoder_state, register, source_runs
+from spafit_exp.train import train
 
 
 def transfer_one(cfg: DictConfig, source: Path | None) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from spafit_exp.checkpoint import load_run
-    from spafit_exp.data import load_task_data
-    from spafit_exp.methods import Prepared
-    from spafit_exp.modeling import build_model, build_tokenizer
-    from spafit_exp.params import freeze_all, is_head, unfreeze
-    from spafit_exp.train import train
-
     started = time.time()
     src, encoder_state, model_cfg = None, None, cfg.model
     if source is not None:
@@ -38,13 +36,7 @@ def transfer_one(cfg: DictConfig, source: Path | None) -> dict:
         model.base_model.load_state_dict(encoder_state, strict=False)
     data = load_task_data(run_cfg, build_tokenizer(model_cfg))
 
-    d = cfg.study.decoder
-    decoder_cfg = OmegaConf.create(OmegaConf.to_container(run_cfg, resolve=True))
-    decoder_cfg.trainer.update(epochs=d.epochs, lr=d.lr, batch_size=d.batch_size, max_grad_norm=d.max_grad_norm,
-                               warmup_ratio=d.warmup_ratio, weight_decay=0.0, checkpoint_every=0, grad_accum=1)
-    freeze_all(model)
-    unfreeze(model, is_head)
-    decoder = train(decoder_cfg, Prepared(model), data, Accelerator())
+    decoder = train_head(run_cfg, cfg.study.decoder, model, data)
     for p in model.parameters():
         p.requires_grad_(True)
     run_cfg.trainer.checkpoint_every = 0
@@ -57,8 +49,8 @@ def transfer_one(cfg: DictConfig, source: Path | None) -> dict:
                   metrics={"best": {"epoch": full.best["epoch"], "dev": full.best["dev"]},
                            "decoder": decoder.best, "epochs": full.epochs},
                   timing={"wall_s": time.time() - started})
-    directory = (Path(cfg.run.root) / "transfer" / cfg.task.name / record["method_tag"] / model_cfg.name
-                 / f"lr={cfg.trainer.lr}" / f"seed={cfg.trainer.seed}")
+    directory = results.layout_dir(cfg.run.root, "transfer", cfg.task.name, record["method_tag"], model_cfg.name,
+                                   cfg.trainer.lr, cfg.trainer.seed)
     results.write(directory, record)
     main = cfg.task.main_metric
     print(f"transfer {record['method_tag']} -> {cfg.task.name}: decoder-only {decoder.best['dev'][main]:.4f}, "
@@ -66,5 +58,6 @@ def transfer_one(cfg: DictConfig, source: Path | None) -> dict:
     return record
 
 
+@register("transfer")
 def transfer_runs(cfg: DictConfig) -> list[dict]:
     return [transfer_one(cfg, source) for source in source_runs(cfg)]

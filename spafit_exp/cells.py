@@ -1,0 +1,115 @@
+"""Records -> cells: every results.json under a root as one row per run (`collect`), then one cell per
+(experiment, task, method tag, model) at the learning rate with the best mean dev main metric over seeds
+(`select_lr`), and the cell's printed form (`fmt`). Tables and plots both start from these cells."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from spafit_exp.results import RESULTS
+
+KEYS = ["experiment", "task", "method_tag", "model"]
+EDGE = "†"
+MISSING = "—"
+
+
+def num(value) -> str:
+    """Compact numbers for labels: 6e-05, 16, 0.001 (no trailing .0 from pandas' float columns)."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return MISSING
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def _row(path: Path, record: dict) -> dict:
+    best = (record.get("metrics") or {}).get("best") or {}
+    config = record.get("config") or {}
+    selector, info = config.get("selector") or {}, record.get("method_info") or {}
+    row = {key: record.get(key) for key in KEYS + ["method", "selector", "lr", "seed", "status", "main_metric"]}
+    task = config.get("task") or {}
+    row["task_label"] = task.get("display") or str(record.get("task") or "unknown").upper()
+    row.update(path=str(path), trainable=(record.get("params") or {}).get("trainable"),
+               git_sha=(record.get("provenance") or {}).get("git_sha"), best_epoch=best.get("epoch"),
+               rank=(config.get("method") or {}).get("r"),
+               # subset size as configured (the ablation's column), and as realised (to place it on an axis)
+               size=(num(selector["fraction"]) if selector.get("fraction") is not None
+                     else f"k={selector['k']}" if selector.get("k") is not None else None),
+               fraction=selector.get("fraction") if selector.get("fraction") is not None else info.get("fraction"))
+    for split in ["dev", "train"]:  # dev metrics select and report; train ones feed the Gap column
+        for name, value in (best.get(split) or {}).items():
+            row[f"{split}.{name}"] = value
+    return row
+
+
+def collect(root: Path) -> pd.DataFrame:
+    """One row per run. Unreadable or malformed files are reported and skipped: one bad file must not hide the
+    others (records are written atomically, but disks fill up and people edit files by hand)."""
+    rows = []
+    for path in sorted(Path(root).rglob(RESULTS)):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            rows.append(_row(path, record))
+        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:  # ValueError: bad JSON/UTF-8
+            print(f"warning: skipping {path}: {type(err).__name__}: {err}", file=sys.stderr)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df[KEYS] = df[KEYS].fillna("unknown")
+    df["status"] = df["status"].fillna("unknown")
+    numeric = ["lr", "seed", "trainable", "rank", "fraction"] + [c for c in df if c.startswith(("dev.", "train."))]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def select_lr(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: chosen LR, edge flag, seeds, failures, and mean/std of every metric at that LR."""
+    metric_cols = [c for c in df.columns if c.startswith(("dev.", "train."))]
+    seeds_per_experiment = df.groupby("experiment").seed.nunique()
+    cells = []
+    for key, group in df.groupby(KEYS, sort=True):
+        mains = group.main_metric.dropna()
+        cell = dict(zip(KEYS, key), runs=len(group), failed=int((group.status != "completed").sum()),
+                    main_metric=mains.iloc[0] if len(mains) else None, selector=group.selector.iloc[0],
+                    task_label=group.task_label.iloc[0],
+                    rank=group["rank"].iloc[0], size=group["size"].iloc[0], fraction=group.fraction.max(),
+                    seeds_expected=int(seeds_per_experiment[key[0]]), seeds=0)
+        main = f"dev.{cell['main_metric']}"
+        done = group[group.status == "completed"]
+        scored = done[done[main].notna() & done.lr.notna()] if main in done else done.iloc[0:0]
+        if scored.empty:  # nothing to choose from: the cell prints as missing, its failures still count
+            cells.append(cell)
+            continue
+        by_lr = scored.groupby("lr")[main].mean()
+        lr = float(by_lr.idxmax())
+        chosen = scored[scored.lr == lr]
+        cell.update(lr=lr, edge=len(by_lr) > 1 and lr in (by_lr.index.min(), by_lr.index.max()),
+                    lrs_tried=len(by_lr), seeds=len(chosen), trainable=chosen.trainable.iloc[0])
+        for col in metric_cols:
+            values = chosen[col].dropna()
+            name = col[4:] if col.startswith("dev.") else col  # dev metrics by bare name, train ones as train.<m>
+            if len(values):
+                cell[f"mean.{name}"] = float(values.mean())
+                cell[f"std.{name}"] = float(values.std(ddof=1))  # NaN for one seed: printed without ± then
+        cells.append(cell)
+    return pd.DataFrame(cells)
+
+
+def fmt(cell: pd.Series | dict | None, metric: str | None, with_lr: bool = True) -> str:
+    """`71.2 ± 1.0 @6e-05†`; `(n=2)` when the chosen LR has fewer seeds than the experiment ran."""
+    mean = np.nan if cell is None or metric is None else cell.get(f"mean.{metric}", np.nan)
+    if pd.isna(mean):
+        return MISSING
+    text = f"{100 * mean:.1f}"
+    if pd.notna(cell.get(f"std.{metric}", np.nan)):
+        text += f" ± {100 * cell[f'std.{metric}']:.1f}"
+    if with_lr:
+        text += f" @{num(cell['lr'])}" + (EDGE if cell["edge"] else "")
+        if cell["seeds"] < cell["seeds_expected"]:
+            text += f" (n={cell['seeds']})"
+    return text

@@ -1,0 +1,78 @@
+"""Resume checkpoints (`resume.pt` in the run directory): everything the loop needs to continue bit-exactly —
+trainable tensors, optimizer, scheduler, the loop's position and partial results, RNG state, and a method's own
+state (a sampler's generator, DPS's Fisher window). Written atomically; the loop only calls save/restore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spafit_exp.results import replace_atomically
+
+RESUME_FILE = "resume.pt"
+
+
+@dataclass
+class Position:
+    """Where the loop is: `batch` batches of `epoch` are done; `epoch_generator` replays the epoch's shuffle."""
+
+    epoch: int
+    batch: int
+    epoch_generator: torch.Tensor
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def drop_resume(directory: Path) -> None:
+    (Path(directory) / RESUME_FILE).unlink(missing_ok=True)
+
+
+class Checkpointer:
+    """Save / restore the loop's state for one run directory (None: checkpointing off). Only the main process
+    writes; every process restores."""
+
+    def __init__(self, directory: Path | None, accelerator, resume: bool = True):
+        self.path = Path(directory) / RESUME_FILE if directory is not None else None
+        self.accelerator = accelerator
+        self.resume = resume
+        self.on_gpu = accelerator.device.type == "cuda"
+
+    def save(self, model, optimizer, scheduler, method_state, result, position: Position, running) -> None:
+        if self.path is None or not self.accelerator.is_main_process:
+            return
+        state = {
+            "trainable": trainable_state(self.accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "result": result, "position": position, "running": running,
+            "method": method_state.state_dict() if method_state is not None else None,
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if self.on_gpu else None},
+        }
+        with replace_atomically(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def restore(self, model, optimizer, scheduler, method_state):
+        """(result, position, running) of the saved loop, with tensors, optimizer, scheduler, method state and
+        RNG put back; None when there is nothing to resume."""
+        if self.path is None or not self.resume or not self.path.is_file():
+            return None
+        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        own = dict(self.accelerator.unwrap_model(model).named_parameters())
+        for name, tensor in saved["trainable"].items():
+            own[name].data.copy_(tensor)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if method_state is not None and saved.get("method") is not None:
+            method_state.load_state_dict(saved["method"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if self.on_gpu and saved["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        return saved["result"], saved["position"], saved["running"]
+
+
+def read_resume(directory: Path) -> dict | None:
+    """The raw resume checkpoint of a run directory (None if there is none): for inspection and tests."""
+    path = Path(directory) / RESUME_FILE
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None

@@ -1,0 +1,40 @@
+"""Table layouts: how `make tables` prints an experiment. An experiment without a layout gets one column per
+task (its main metric); a paper's experiment names its columns (task, metrics printed, label) as the paper does,
+and a Table-3-style sweep names its row keys and what varies along the columns.
+
+Adding a table = a module in this package with `register(experiment, Layout(...))` + the experiment's YAML in
+conf/experiment/ + a test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spafit_exp.registry import Registry, discover
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    metrics: tuple[str, ...]  # printed "a / b"; the first one is averaged and carries the LR
+    label: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    columns: tuple[Column, ...] = ()  # paper columns; empty = one per task
+    ablation: tuple[tuple[str, ...], str] | None = None  # (row keys, varying column: "size" | "task")
+    notes: tuple[str, ...] = field(default_factory=tuple)  # what the table prints, for its footer
+
+
+LAYOUTS: Registry[Layout] = Registry("table")
+
+
+def register(experiment: str, layout: Layout) -> None:
+    LAYOUTS.add(experiment, layout)
+
+
+def layout_of(experiment: str) -> Layout:
+    return LAYOUTS.entries.get(experiment, Layout())
+
+
+discover(__name__, __path__)

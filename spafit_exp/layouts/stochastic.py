@@ -1,0 +1,10 @@
+"""Stochastic Tuning paper, Table 1: RoBERTa on six GLUE tasks. MRPC F1 and STS-B Spearman: the convention of
+the masked-update papers this table compares against."""
+
+from spafit_exp.layouts import Column, Layout, register
+
+register("stoc_table1", Layout(columns=(
+    Column("cola", ("mcc",), "CoLA (MCC)"), Column("sst2", ("accuracy",), "SST-2"), Column("mrpc", ("f1",), "MRPC (F1)"),
+    Column("stsb", ("spearman",), "STS-B (Spearman)"), Column("qnli", ("accuracy",), "QNLI"),
+    Column("rte", ("accuracy",), "RTE"),
+)))

@@ -1,0 +1,107 @@
+"""The package's layers only point down: the import graph of spafit_exp/ — every `import` statement, the ones
+inside functions included — has no cycle, and no module is over 300 lines. Plugins (methods, selectors, studies,
+table layouts) import their registry; registries find plugins by package discovery, never by import."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "spafit_exp"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> modules of the package it imports (anywhere in its body); importing a.b.c also imports a.b."""
+    files = {module_name(p): p for p in package.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative import
+                    anchor = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join(anchor[: len(anchor) - node.level + 1] + ([base] if base else []))
+                targets |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+        resolved = set()
+        for target in targets:
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):  # the module and every package above it
+                candidate = ".".join(parts[:i])
+                if candidate in files and candidate != name and not name.startswith(candidate + "."):
+                    resolved.add(candidate)
+        graph[name] = resolved
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_detector_finds_a_cycle(tmp_path):
+    """The check itself can fail: a two-module cycle through a function-level import is reported."""
+    pkg = tmp_path / "spafit_exp"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from spafit_exp import b\n")
+    (pkg / "b.py").write_text("def f():\n    from spafit_exp.a import x\n")
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, pkg
+    try:
+        assert cycles(import_graph(pkg)) == [["spafit_exp.a", "spafit_exp.b"]]
+    finally:
+        PACKAGE = saved
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_size(path):
+    assert len(path.read_text().splitlines()) <= 300
+
+
+def test_lower_layers_never_import_upper_ones():
+    graph = import_graph()
+    bottom = {"spafit_exp.errors", "spafit_exp.registry", "spafit_exp.params", "spafit_exp.metrics",
+              "spafit_exp.sampling", "spafit_exp.schema"}
+    for module in bottom:
+        assert graph[module] <= bottom | {"spafit_exp"}, (module, graph[module] - bottom)
+    assert "spafit_exp.app" not in set().union(*(graph[m] for m in graph if m not in ("spafit_exp.__main__",
+                                                                                     "spafit_exp.lr_search")))
