@@ -25,8 +25,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from spafit_exp.config import compose  # noqa: E402
 from spafit_exp.methods import apply_method  # noqa: E402
 from spafit_exp.modeling import build_model  # noqa: E402
-from spafit_exp.params import count_params  # noqa: E402
 from spafit_exp.optim import make_optimizer  # noqa: E402
+from spafit_exp.params import count_params  # noqa: E402
 
 # Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
 METHODS = {

@@ -28,8 +28,8 @@ from spafit_exp import CONF_DIR  # noqa: E402
 from spafit_exp.app import run  # noqa: E402
 from spafit_exp.config import compose  # noqa: E402
 from spafit_exp.errors import ConfigError  # noqa: E402
-from spafit_exp.validation import validate  # noqa: E402
 from spafit_exp.metrics import loss_falls  # noqa: E402
+from spafit_exp.validation import validate  # noqa: E402
 
 MAJORITY = 0.509  # SST-2 dev: share of the larger class
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from spafit_exp.errors import ConfigError
-
 from spafit_exp.schema import register as register_schemas  # noqa: I001
 
 register_schemas()

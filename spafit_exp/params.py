@@ -7,7 +7,6 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 import torch
-
 from torch import nn
 
 _LAYER = re.compile(r"\.layer\.(\d+)\.")

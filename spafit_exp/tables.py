@@ -20,7 +20,6 @@ from spafit_exp.layouts import layout_of
 from spafit_exp.plots import write_plots
 
 
-
 def _params(cells: pd.DataFrame) -> str:
     values = cells.trainable.dropna() if "trainable" in cells else pd.Series(dtype=float)
     return f"{values.iloc[0] / 1e6:.4g}" if len(values) else MISSING

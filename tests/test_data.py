@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from spafit_exp import DATA_DIR
+from spafit_exp.data import PadCollator, load_split, tokenize
 from spafit_exp.errors import ConfigError
-from spafit_exp.data import PadCollator, load_split, read_glue_tsv, read_split, tokenize
+from spafit_exp.readers import read_glue_tsv, read_split
 from tests.conftest import compose
 
 MANIFEST = json.loads((DATA_DIR / "manifest.json").read_text())

@@ -7,11 +7,11 @@ from omegaconf import OmegaConf
 
 from spafit_exp import results
 from spafit_exp.app import run
-from spafit_exp.selectors import Context, selector_options
-from spafit_exp.selectors.sqgrad import combine, downstream_stats, sq_grad_sum
 from spafit_exp.masking import FlatParams, bitfit_indices, candidate_params
 from spafit_exp.optim import masked_adamw, optimizer_state_bytes
 from spafit_exp.params import is_head
+from spafit_exp.selectors import Context, selector_options
+from spafit_exp.selectors.sqgrad import combine, downstream_stats, sq_grad_sum
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 
@@ -138,3 +138,41 @@ def test_fixed_mask_optimizer_state_is_o_k():
     sparse.step()
     dense.step()
     assert optimizer_state_bytes(sparse) < 0.05 * optimizer_state_bytes(dense)
+
+
+@pytest.mark.parametrize("selector", ["downstream_sqgrad", "diff_pruning_noretrain"])
+def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeypatch):
+    """The statistics/decoder cache deleted and every selection path made to fail: load_run still rebuilds the
+    run's model from trainable.safetensors and reproduces its dev metric exactly."""
+    import shutil
+
+    from accelerate import Accelerator
+
+    from spafit_exp import decoder, selection
+    from spafit_exp.checkpoint import load_run
+    from spafit_exp.data import load_task_data
+    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.selectors import diff_pruning as pruning
+    from spafit_exp.selectors import sqgrad
+    from spafit_exp.train import evaluate
+
+    cfg = run_cfg(tmp_path, selector, "selector.k=150", "trainer.epochs=2", "trainer.lr=1e-2")
+    record = run(cfg)
+    shutil.rmtree(tmp_path / "cache" / "stats")
+    shutil.rmtree(tmp_path / "cache" / "decoders")
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("reloading a finished run must not select again")
+
+    from spafit_exp import app
+
+    for module, name in [(selection, "run_selection"), (app, "run_selection"), (decoder, "pretuned_head"),
+                         (selection, "pretuned_head"), (sqgrad, "sq_grad_sum"), (pruning, "pruning_finetune")]:
+        monkeypatch.setattr(module, name, recompute)
+    prepared, saved = load_run(results.run_dir(cfg))
+    data = load_task_data(cfg, build_tokenizer(cfg.model))
+    from torch.utils.data import DataLoader
+
+    dev = evaluate(prepared.model, {"dev": DataLoader(data.evals["dev"], batch_size=32, collate_fn=data.collate)},
+                   cfg.task, Accelerator())
+    assert dev["accuracy"] == record["metrics"]["best"]["dev"]["accuracy"]

@@ -6,7 +6,6 @@ Modules are selected with an exact regex over module names, so `attention.output
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 from omegaconf import MISSING

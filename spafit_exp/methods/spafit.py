@@ -8,7 +8,6 @@ Head trainable; pooler and embeddings frozen. Reproduces the Params column of SP
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 from omegaconf import MISSING
