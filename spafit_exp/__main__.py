@@ -3,11 +3,13 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from spafit_exp import CONF_DIR
 from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
-from spafit_exp.errors import ConfigError
+from spafit_exp.errors import ConfigError, RecipeMismatch
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -18,7 +20,13 @@ def _hydra_main(cfg: DictConfig) -> None:
         run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, RecipeMismatch) and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise JobRefused(str(err)) from None  # this job only: the sweep goes on, its exit code reports it
         sys.exit(2)
+
+
+class JobRefused(RuntimeError):
+    """A sweep job refused with a one-line ConfigError (e.g. its directory holds another recipe)."""
 
 
 def main() -> None:

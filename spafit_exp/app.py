@@ -19,11 +19,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp import results
+from spafit_exp import fingerprint, results
 from spafit_exp.checkpoint import save_trainable, seeded_model
-from spafit_exp.checkpointer import drop_resume
+from spafit_exp.checkpointer import RESUME_FILE, drop_resume
 from spafit_exp.data import load_task_data
-from spafit_exp.errors import ConfigError
+from spafit_exp.errors import ConfigError, RecipeMismatch
 from spafit_exp.methods import apply_method, get_method
 from spafit_exp.metrics import loss_falls
 from spafit_exp.modeling import build_tokenizer
@@ -55,25 +55,64 @@ def run(cfg: DictConfig) -> dict | None:
             return run_study(cfg)
     except ConfigError as err:
         _config_error(err, cfg, directory)
-    if results.is_completed(directory) and not cfg.run.force:
-        print(f"skip: {directory} is completed (run.force=true to rerun)")
-        return results.read(directory)
+    try:
+        previous = _previous(cfg, directory, locked=False)
+    except ConfigError as err:
+        _config_error(err, cfg, directory)
+    if previous is not None:
+        return previous
 
     single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    lock_existed = (directory / results.LOCK).exists()
     lock = results.acquire_lock(directory) if single_process else None
     if single_process and lock is None:
         print(f"skip: {directory} is being run by another process")
         return None
     try:
-        if results.is_completed(directory) and not cfg.run.force:  # finished while we waited for the lock
-            print(f"skip: {directory} is completed (run.force=true to rerun)")
-            return results.read(directory)
+        previous = _previous(cfg, directory, locked=True)  # the directory may have changed while we waited
+        if previous is not None:
+            return previous
         return train_and_record(cfg, directory)
-    except ConfigError as err:  # bad data found while loading: nothing of this run may stay behind
-        (directory / results.LOCK).unlink(missing_ok=True)
+    except ConfigError as err:  # bad data found while loading, or a changed recipe: leave nothing behind
+        if not lock_existed:
+            (directory / results.LOCK).unlink(missing_ok=True)
         _config_error(err, cfg, directory)
     finally:
         results.release_lock(lock)
+
+
+def _previous(cfg: DictConfig, directory: Path, locked: bool) -> dict | None:
+    """What the run directory already holds decides: a completed run of the same recipe is returned (skip); a
+    completed or resumable run of another recipe is refused in one line; anything else is (re)run. Records a run
+    replaces are moved aside, never deleted — only with the lock held."""
+    try:
+        record = results.read(directory)
+    except results.CorruptRecord as err:
+        if locked:
+            kept = results.set_aside(directory, "corrupt")
+            print(f"warning: {err}; kept as {kept.name}, the run is redone", file=sys.stderr)
+        return None
+    if record is None:
+        return None
+    if cfg.run.force:
+        if locked:
+            results.set_aside(directory, "replaced")
+        return None
+    old, new = record.get("fingerprint"), fingerprint.of(cfg)
+    if old and old.get("hash") != new["hash"]:
+        diffs = fingerprint.describe(fingerprint.differences(old.get("settings", {}), new["settings"]))
+        resumable = cfg.run.resume and (directory / RESUME_FILE).is_file()
+        if record.get("status") == "completed" or resumable:
+            held = "a completed run" if record.get("status") == "completed" else "an unfinished run (resume.pt)"
+            raise RecipeMismatch(f"{directory} holds {held} with a different recipe ({diffs}): use another "
+                              f"experiment_name, or run.force=true to replace it")
+        if locked:
+            results.set_aside(directory, "replaced")
+        return None
+    if record.get("status") == "completed":
+        print(f"skip: {directory} is completed (run.force=true to rerun)")
+        return record
+    return None
 
 
 def _config_error(err: ConfigError, cfg: DictConfig, directory: Path) -> None:

@@ -4,18 +4,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
+from spafit_exp import CONF_DIR, fingerprint
 from spafit_exp.results import RESULTS
 
 KEYS = ["experiment", "task", "method_tag", "model"]
 EDGE = "†"
 MISSING = "—"
+MIXED = "‡"  # the cell's runs carry different recipes (fingerprints)
 
 
 def num(value) -> str:
@@ -25,13 +29,19 @@ def num(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
+@functools.cache
+def task_label(task: str) -> str:
+    """A task's column label: `display:` of its YAML (records written before labels were kept), else its name."""
+    path = CONF_DIR / "task" / f"{task}.yaml"
+    return str(OmegaConf.load(path).get("display") or task) if path.is_file() else task
+
+
 def _row(path: Path, record: dict) -> dict:
     best = (record.get("metrics") or {}).get("best") or {}
     config = record.get("config") or {}
     selector, info = config.get("selector") or {}, record.get("method_info") or {}
     row = {key: record.get(key) for key in KEYS + ["method", "selector", "lr", "seed", "status", "main_metric"]}
-    task = config.get("task") or {}
-    row["task_label"] = task.get("display") or str(record.get("task") or "unknown").upper()
+    row["task_label"] = (config.get("task") or {}).get("display") or task_label(str(record.get("task")))
     row.update(path=str(path), trainable=(record.get("params") or {}).get("trainable"),
                git_sha=(record.get("provenance") or {}).get("git_sha"), best_epoch=best.get("epoch"),
                rank=(config.get("method") or {}).get("r"),
@@ -39,6 +49,9 @@ def _row(path: Path, record: dict) -> dict:
                size=(num(selector["fraction"]) if selector.get("fraction") is not None
                      else f"k={selector['k']}" if selector.get("k") is not None else None),
                fraction=selector.get("fraction") if selector.get("fraction") is not None else info.get("fraction"))
+    printed = (record.get("fingerprint") or {}).get("settings")
+    row["recipe_settings"] = fingerprint.recipe(printed) if printed else None  # None: written before fingerprints
+    row["recipe"] = fingerprint.digest(row["recipe_settings"]) if printed else None
     for split in ["dev", "train"]:  # dev metrics select and report; train ones feed the Gap column
         for name, value in (best.get(split) or {}).items():
             row[f"{split}.{name}"] = value
@@ -79,6 +92,12 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
                     task_label=group.task_label.iloc[0],
                     rank=group["rank"].iloc[0], size=group["size"].iloc[0], fraction=group.fraction.max(),
                     seeds_expected=int(seeds_per_experiment[key[0]]), seeds=0)
+        recipes = group.dropna(subset=["recipe"]).drop_duplicates("recipe")
+        cell.update(recipes=len(recipes), unknown_recipe=int(group.recipe.isna().sum()), mixed_keys=[])
+        if len(recipes) > 1:  # never averaged silently: marked, and the footer names what differs
+            first = recipes.recipe_settings.iloc[0]
+            cell["mixed_keys"] = sorted({k for other in recipes.recipe_settings.iloc[1:]
+                                         for k, _, _ in fingerprint.differences(first, other)})
         main = f"dev.{cell['main_metric']}"
         done = group[group.status == "completed"]
         scored = done[done[main].notna() & done.lr.notna()] if main in done else done.iloc[0:0]
@@ -110,6 +129,8 @@ def fmt(cell: pd.Series | dict | None, metric: str | None, with_lr: bool = True)
         text += f" ± {100 * cell[f'std.{metric}']:.1f}"
     if with_lr:
         text += f" @{num(cell['lr'])}" + (EDGE if cell["edge"] else "")
+        if cell.get("mixed_keys"):
+            text += MIXED
         if cell["seeds"] < cell["seeds_expected"]:
             text += f" (n={cell['seeds']})"
     return text

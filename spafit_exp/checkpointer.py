@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from spafit_exp.errors import RecipeMismatch
 from spafit_exp.results import replace_atomically
 
 RESUME_FILE = "resume.pt"
@@ -35,8 +36,9 @@ class Checkpointer:
     """Save / restore the loop's state for one run directory (None: checkpointing off). Only the main process
     writes; every process restores."""
 
-    def __init__(self, directory: Path | None, accelerator, resume: bool = True):
+    def __init__(self, directory: Path | None, accelerator, resume: bool = True, recipe: str | None = None):
         self.path = Path(directory) / RESUME_FILE if directory is not None else None
+        self.recipe = recipe  # the run's fingerprint hash: a checkpoint of another recipe is never continued
         self.accelerator = accelerator
         self.resume = resume
         self.on_gpu = accelerator.device.type == "cuda"
@@ -49,6 +51,7 @@ class Checkpointer:
             "scheduler": scheduler.state_dict(), "result": result, "position": position, "running": running,
             "method": method_state.state_dict() if method_state is not None else None,
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if self.on_gpu else None},
+            "fingerprint": self.recipe,
         }
         with replace_atomically(self.path) as tmp:
             torch.save(state, tmp)
@@ -59,6 +62,9 @@ class Checkpointer:
         if self.path is None or not self.resume or not self.path.is_file():
             return None
         saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        if self.recipe is not None and saved.get("fingerprint") not in (None, self.recipe):
+            raise RecipeMismatch(f"{self.path}: written by a run with a different recipe; run.resume=false or "
+                                 f"run.force=true to start over")
         own = dict(self.accelerator.unwrap_model(model).named_parameters())
         for name, tensor in saved["trainable"].items():
             own[name].data.copy_(tensor)

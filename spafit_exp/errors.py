@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """A bad config value or a missing file; the message is one line naming the key or path."""
+
+
+class RecipeMismatch(ConfigError):
+    """A run directory holds a run of another recipe: refused in one line; in a sweep, only that job is."""

@@ -7,13 +7,14 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp import REPO_ROOT
+from spafit_exp import REPO_ROOT, fingerprint
 
 RESULTS = "results.json"
 SCHEMA_VERSION = 1
@@ -31,17 +32,45 @@ def layout_dir(root, experiment: str, task: str, method_tag: str, model: str, lr
     return Path(root) / experiment / task / method_tag / model / f"lr={lr}" / f"seed={seed}"
 
 
+class CorruptRecord(ValueError):
+    """A results.json that is not a readable JSON object (a disk filled up, an editor, a copy cut short)."""
+
+
 def read(directory: Path) -> dict | None:
+    """The run's record, None if there is none; CorruptRecord (naming the file) if it cannot be read."""
     path = Path(directory) / RESULTS
     if not path.is_file():
         return None
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorruptRecord(f"{path}: unreadable record ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    if not isinstance(record, dict):
+        raise CorruptRecord(f"{path}: unreadable record (not a JSON object)")
+    return record
 
 
 def is_completed(directory: Path) -> bool:
-    record = read(directory)
+    try:
+        record = read(directory)
+    except CorruptRecord:
+        return False
     return record is not None and record.get("status") == "completed"
+
+
+def set_aside(directory: Path, why: str) -> Path | None:
+    """Move results.json to results.<why>-<UTC time>.json beside it (kept, never deleted); returns the new path."""
+    path = Path(directory) / RESULTS
+    if not path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"results.{why}-{stamp}.json")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"results.{why}-{stamp}-{n}.json")
+        n += 1
+    os.replace(path, target)
+    return target
 
 
 @contextmanager
@@ -124,6 +153,7 @@ def base_record(cfg: DictConfig) -> dict:
         "seed": cfg.trainer.seed,
         "main_metric": cfg.task.main_metric,
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "fingerprint": fingerprint.of(cfg),
         "provenance": provenance(),
     }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spafit_exp.cells import EDGE, MISSING, collect, fmt, num, select_lr  # noqa: F401 - the tables' vocabulary
+from spafit_exp.cells import EDGE, MISSING, MIXED, collect, fmt, num, select_lr  # noqa: F401 - the tables' vocabulary
 from spafit_exp.layouts import layout_of
 from spafit_exp.plots import write_plots
 
@@ -73,6 +73,26 @@ def build_ablation(experiment: str, cells: pd.DataFrame) -> pd.DataFrame | None:
     return table.reset_index().rename_axis(columns=None)
 
 
+class MixedRecipes(ValueError):
+    """`--strict`: a cell's runs were trained with different recipes."""
+
+
+def recipe_notes(cells: pd.DataFrame) -> list[str]:
+    """One line per cell whose runs carry different fingerprints (naming the keys), and a count of runs whose
+    records predate fingerprints."""
+    notes = []
+    for _, cell in cells.iterrows():
+        keys = cell.get("mixed_keys")
+        if isinstance(keys, list) and keys:
+            notes.append(f"{MIXED} {cell['task']} / {cell['method_tag']} / {cell['model']} mixes "
+                         f"{int(cell['recipes'])} recipes (differing: {', '.join(keys[:6])}"
+                         f"{', …' if len(keys) > 6 else ''}): not comparable, rerun under one experiment_name.")
+    unknown = int(cells.get("unknown_recipe", pd.Series(dtype=float)).fillna(0).sum())
+    if unknown:
+        notes.append(f"{unknown} runs have an unknown recipe (records written before config fingerprints).")
+    return notes
+
+
 def footer(runs: pd.DataFrame) -> str:
     shas = sorted({str(s) for s in runs.git_sha.dropna()}) or ["unknown"]
     completed = int((runs.status == "completed").sum())
@@ -90,7 +110,7 @@ def to_latex(table: pd.DataFrame, note: str) -> str:
     return tex.replace("±", r"$\pm$").replace(EDGE, r"$^\dagger$").replace(MISSING, "--")
 
 
-def write_tables(df: pd.DataFrame, out: Path) -> dict[str, Path]:
+def write_tables(df: pd.DataFrame, out: Path, strict: bool = False) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for experiment, runs in df.groupby("experiment", sort=True):
@@ -98,7 +118,10 @@ def write_tables(df: pd.DataFrame, out: Path) -> dict[str, Path]:
         table = build_ablation(experiment, cells)
         if table is None:
             table = build_table(experiment, cells)
-        note = footer(runs)
+        notes = recipe_notes(cells)
+        if strict and any(n.startswith(MIXED) for n in notes):
+            raise MixedRecipes(f"{experiment}: " + " ".join(n for n in notes if n.startswith(MIXED)))
+        note = " ".join([footer(runs), *notes])
         markdown = f"## {experiment}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
         (out / f"{experiment}.md").write_text(markdown)
         (out / f"{experiment}.tex").write_text(to_latex(table, note))
@@ -112,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="outputs", help="where the runs are (default: outputs)")
     parser.add_argument("--out", default=None, help="tables folder (default: <root>/tables)")
     parser.add_argument("--plots", default=None, help="plots folder (default: <root>/plots)")
+    parser.add_argument("--strict", action="store_true", help="fail when a cell mixes runs of different recipes")
     args = parser.parse_args(argv)
     root = Path(args.root)
     df = collect(root) if root.is_dir() else pd.DataFrame()
@@ -119,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results under {root}/")
         return 0
     out = Path(args.out) if args.out else root / "tables"
-    for path in write_tables(df, out).values():
+    try:
+        written = write_tables(df, out, strict=args.strict)
+    except MixedRecipes as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in written.values():
         print(f"table: {path} (+ .tex)")
     computed = [(experiment, runs, select_lr(runs)) for experiment, runs in df.groupby("experiment")]
     for path in write_plots(computed, Path(args.plots) if args.plots else root / "plots"):

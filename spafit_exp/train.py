@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from spafit_exp import metrics, unpad
+from spafit_exp import fingerprint, metrics, unpad
 from spafit_exp.checkpointer import Checkpointer, Position, trainable_state
 from spafit_exp.data import TaskData
 from spafit_exp.methods import Prepared
@@ -118,7 +118,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
     result = TrainResult()
     position = Position(1, 0, generator.get_state())
     running, running_n = torch.zeros((), device=accelerator.device), 0
-    checkpointer = Checkpointer(checkpoint_dir, accelerator, resume=OmegaConf.select(cfg, "run.resume", default=True))
+    checkpointer = Checkpointer(checkpoint_dir, accelerator, resume=OmegaConf.select(cfg, "run.resume", default=True),
+                                recipe=fingerprint.of(cfg)["hash"])
     restored = checkpointer.restore(model, optimizer, scheduler, prepared.method_state)
     if restored is not None:
         result, position, (loss_sum, running_n) = restored
