@@ -24,7 +24,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spafit_exp import sampling  # noqa: E402
+from spafit_exp import results, sampling  # noqa: E402
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
@@ -131,12 +130,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def cpu_name() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} CPUs"
+    return f"{results.cpu_name()}, {os.cpu_count()} CPUs"
 
 
 def main() -> None:

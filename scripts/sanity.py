@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from spafit_exp.app import run  # noqa: E402
 from spafit_exp.config import compose  # noqa: E402
 from spafit_exp.errors import ConfigError  # noqa: E402
 from spafit_exp.metrics import loss_falls  # noqa: E402
+from spafit_exp.results import cpu_name  # noqa: E402
 from spafit_exp.validation import validate  # noqa: E402
 
 MAJORITY = 0.509  # SST-2 dev: share of the larger class
@@ -91,13 +91,6 @@ def run_case(name: str, overrides: list[str], args, in_process: bool = False) ->
             "trainable": record["params"]["trainable"], "fraction": record["params"]["fraction"], "accuracy": acc,
             "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
             "loss_falls": ok_loss, "wall_s": wall, "train_s": record["timing"]["train_s"]}
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def markdown(rows: list[dict], args, header: str) -> str:

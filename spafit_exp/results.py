@@ -128,6 +128,15 @@ def git_sha() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_name() -> str:
+    """The CPU model (benchmarks and records compare only numbers measured on the same one)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def provenance() -> dict:
     versions = {}
     for name in _PACKAGES:
@@ -135,7 +144,8 @@ def provenance() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return {"git_sha": git_sha(), "versions": versions, "python": platform.python_version(), "host": platform.node()}
+    return {"git_sha": git_sha(), "versions": versions, "python": platform.python_version(), "host": platform.node(),
+            "cpu": cpu_name(), "cpus": os.cpu_count()}
 
 
 def base_record(cfg: DictConfig) -> dict:

@@ -9,6 +9,12 @@ tokens, so only it needs the padded layout. `applied(model)`:
   function, registered with transformers' AttentionInterface, SDPA with the key-padding mask),
 - scatters the encoder's output back to [B, L, H] (zeros at padding), so pooler, heads and losses run unchanged.
 
+The packed token count is rounded up to a bucket (BUCKETS_PER_OCTAVE sizes per power of two, at most 1/16
+extra rows): the extra rows repeat a real token, go through the dense layers and are never read back, so they
+reach no loss and add exactly zero to every gradient. Without buckets every step allocates activations of a new
+size, glibc's heap fragments under thousands of distinct sizes and the process's RSS grows with the number of
+steps; with ~16 sizes per octave the allocator reuses its blocks and memory stays flat (docs/benchmarks.md).
+
 The maths at every real token is the same as the padded model's (padding never reaches a loss: attention masks it
 as a key, and its own outputs are dropped), so gradients are equal up to float summation order; dropout draws
 different random numbers because there are fewer activations. The cost is one host sync per forward (the token
@@ -28,24 +34,37 @@ from transformers.masking_utils import AttentionMaskInterface
 from spafit_exp.errors import ConfigError
 
 NAME = "spafit_unpadded"
+BUCKETS_PER_OCTAVE = 16
+
+
+def bucket(tokens: int) -> int:
+    """The packed row count for `tokens` real tokens: the next of BUCKETS_PER_OCTAVE sizes per power of two
+    (exact below 2 * BUCKETS_PER_OCTAVE)."""
+    if tokens <= 2 * BUCKETS_PER_OCTAVE:
+        return tokens
+    step = (1 << (tokens.bit_length() - 1)) // BUCKETS_PER_OCTAVE
+    return -(-tokens // step) * step
 
 
 @dataclass
 class Packing:
-    """Where the real tokens of a padded [batch, length] layout are (flat indices into batch*length)."""
+    """Where the real tokens of a padded [batch, length] layout are (flat indices into batch*length), and the
+    rows of the packed layout: the real tokens, then filler rows up to the bucket size."""
 
-    indices: torch.Tensor
+    indices: torch.Tensor  # [real tokens]
+    rows: torch.Tensor  # [bucket]: `indices`, then copies of the first real token (filler, never read back)
     key_mask: torch.Tensor  # [batch, 1, 1, length], True at real tokens
     batch: int
     length: int
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, length, ...] -> [real tokens, ...]"""
-        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.indices)
+        """[batch, length, ...] -> [bucket rows, ...]"""
+        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.rows)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """[real tokens, ...] -> [batch, length, ...], zeros at padding."""
-        full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.indices, x)
+        """[bucket rows, ...] -> [batch, length, ...], zeros at padding; filler rows are dropped."""
+        real = x[: self.indices.numel()]
+        full = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.indices, real)
         return full.view(self.batch, self.length, *x.shape[1:])
 
 
@@ -53,8 +72,10 @@ def _packing(batch_size: int, q_length: int, kv_length: int, attention_mask=None
     """Our "mask": transformers calls this with the 2D padding mask where it would build a 4D attention mask."""
     if attention_mask is None:  # no padding mask given: every token is real, run the plain layout
         return None
-    return Packing(attention_mask.reshape(-1).nonzero().squeeze(1), attention_mask[:, None, None, :],
-                   batch_size, kv_length)
+    indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+    filler = bucket(indices.numel()) - indices.numel()
+    rows = torch.cat([indices, indices[:1].expand(filler)]) if filler else indices
+    return Packing(indices, rows, attention_mask[:, None, None, :], batch_size, kv_length)
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

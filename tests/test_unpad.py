@@ -37,17 +37,17 @@ def _model(family: str, head: str, problem: str, lora: bool):
     return model
 
 
-def _batch(head: str, problem: str) -> dict:
+def _batch(head: str, problem: str, lengths=LENGTHS) -> dict:
     g = torch.Generator().manual_seed(1)
-    mask = (torch.arange(max(LENGTHS))[None] < torch.tensor(LENGTHS)[:, None]).long()
+    mask = (torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]).long()
     batch = {"input_ids": torch.where(mask.bool(), torch.randint(5, 100, mask.shape, generator=g), 1),
              "attention_mask": mask}
     if head == "token":
         batch["labels"] = torch.where(mask.bool(), torch.randint(0, 3, mask.shape, generator=g), -100)
     elif problem == "regression":
-        batch["labels"] = torch.randn(len(LENGTHS), generator=g)
+        batch["labels"] = torch.randn(len(lengths), generator=g)
     else:
-        batch["labels"] = torch.randint(0, 3, (len(LENGTHS),), generator=g)
+        batch["labels"] = torch.randint(0, 3, (len(lengths),), generator=g)
     return batch
 
 
@@ -61,9 +61,11 @@ def _forward_backward(model, batch):
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 @pytest.mark.parametrize("head,problem", [("seq", "classification"), ("seq", "regression"), ("token", "classification")])
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_same_outputs_and_gradients_dense_layers_see_real_tokens_only(family, head, problem, lora):
+@pytest.mark.parametrize("lengths,rows", [(LENGTHS, 29), ([20, 17, 11, 3], 52)], ids=["exact", "bucketed"])
+def test_same_outputs_and_gradients_dense_layers_see_real_tokens_only(family, head, problem, lora, lengths, rows):
+    """29 real tokens run as 29 rows; 51 as a bucket of 52 (one filler row that must add nothing)."""
     model = _model(family, head, problem, lora)
-    batch = _batch(head, problem)
+    batch = _batch(head, problem, lengths)
     padded, padded_grads = _forward_backward(model, batch)
 
     seen = []
@@ -73,7 +75,7 @@ def test_same_outputs_and_gradients_dense_layers_see_real_tokens_only(family, he
         packed, packed_grads = _forward_backward(model, batch)
     hook.remove()
 
-    assert seen == [torch.Size([1, sum(LENGTHS)])]  # 29 real tokens, not 4 x 12 slots
+    assert seen == [torch.Size([1, rows])]  # the real tokens (up to the bucket), not 4 x max(lengths) slots
     real = batch["attention_mask"].bool()
     logits, reference = (packed.logits[real], padded.logits[real]) if head == "token" else (packed.logits, padded.logits)
     torch.testing.assert_close(logits, reference)
@@ -81,6 +83,12 @@ def test_same_outputs_and_gradients_dense_layers_see_real_tokens_only(family, he
     assert packed_grads.keys() == padded_grads.keys()
     for name, grad in padded_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, msg=name)
+
+
+def test_buckets_bound_the_filler_and_the_number_of_sizes():
+    sizes = {unpad.bucket(t) for t in range(1, 4097)}
+    assert all(t <= unpad.bucket(t) <= t * (1 + 1 / unpad.BUCKETS_PER_OCTAVE) for t in range(1, 4097))
+    assert len(sizes) <= 2 * unpad.BUCKETS_PER_OCTAVE + unpad.BUCKETS_PER_OCTAVE * 7  # not one size per count
 
 
 def test_restores_attention_and_hooks_even_after_an_error():
