@@ -1,6 +1,10 @@
-"""Entry point: `python -m spafit_exp [overrides]` or `spafit-exp [overrides]`."""
+"""Entry point: `python -m spafit_exp [overrides]` or `spafit-exp [overrides]`.
+
+Exit codes: 0 done (or skipped), 1 a run or a sweep job failed, 2 bad input (one line, nothing written),
+128 + signal number when SIGINT / SIGTERM stopped a run (130 / 143; its checkpoint is kept)."""
 
 import sys
+import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -9,24 +13,63 @@ from omegaconf import DictConfig
 
 from spafit_exp import CONF_DIR
 from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
-from spafit_exp.errors import ConfigError, RecipeMismatch
+from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
+from spafit_exp.results import SkippedRecord
+
+# Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message).
+SWEEP: list[tuple[str, str, float, str]] = []
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from spafit_exp.app import run  # torch & co. load only once the command line is known to be good
 
+    hydra_cfg = HydraConfig.get()
+    in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and "BasicLauncher" in hydra_cfg.launcher._target_
+    started = time.time()
     try:
-        run(cfg)
+        record = run(cfg)
+    except RunInterrupted as err:
+        print(str(err), file=sys.stderr)
+        sys.exit(128 + err.signum)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        if isinstance(err, RecipeMismatch) and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if not (isinstance(err, RecipeMismatch) and hydra_cfg.mode == RunMode.MULTIRUN):
+            sys.exit(2)
+        if not in_process_sweep:
             raise JobRefused(str(err)) from None  # this job only: the sweep goes on, its exit code reports it
-        sys.exit(2)
+        SWEEP.append((cfg.run.dir, "refused", time.time() - started, "different recipe"))
+        return
+    except Exception as err:  # noqa: BLE001 - recorded in results.json and logged; the sweep goes on
+        if not in_process_sweep:
+            raise
+        SWEEP.append((cfg.run.dir, "failed", time.time() - started, f"{type(err).__name__}: {err}"[:80]))
+        return
+    if in_process_sweep:
+        SWEEP.append((cfg.run.dir, *_outcome(record, started)))
+
+
+def _outcome(record: dict | None, started: float) -> tuple[str, float, str]:
+    if record is None:
+        return "skipped", time.time() - started, "run by another process"
+    status = "skipped" if isinstance(record, SkippedRecord) else "completed"
+    seconds = time.time() - started
+    main = record.get("main_metric")
+    score = ((record.get("metrics") or {}).get("best") or {}).get("dev", {}).get(main)
+    return status, seconds, f"{main}={score:.4f}" if isinstance(score, float) else ""
 
 
 class JobRefused(RuntimeError):
     """A sweep job refused with a one-line ConfigError (e.g. its directory holds another recipe)."""
+
+
+def sweep_summary(jobs: list[tuple[str, str, float, str]]) -> str:
+    counts = {k: sum(1 for j in jobs if j[1] == k) for k in ("completed", "skipped", "failed", "refused")}
+    lines = [f"sweep: {len(jobs)} jobs — " + ", ".join(f"{n} {k}" for k, n in counts.items())]
+    width = max(len(j[0]) for j in jobs)
+    lines += [f"  {status:<9} {seconds:7.1f}s  {directory:<{width}}  {detail}" for directory, status, seconds, detail
+              in jobs]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -38,6 +81,10 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     _hydra_main()
+    if SWEEP:
+        print(sweep_summary(SWEEP))
+        if any(status in ("failed", "refused") for _, status, _, _ in SWEEP):
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import signal
 import sys
-import threading
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from spafit_exp import fingerprint, results
 from spafit_exp.checkpoint import save_trainable, seeded_model
 from spafit_exp.checkpointer import RESUME_FILE, drop_resume
+from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, summary
 from spafit_exp.data import load_task_data
-from spafit_exp.errors import ConfigError, RecipeMismatch
+from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
 from spafit_exp.methods import apply_method, get_method
-from spafit_exp.metrics import loss_falls
 from spafit_exp.modeling import build_tokenizer
 from spafit_exp.params import count_params, report
 from spafit_exp.selection import run_selection
+from spafit_exp.stops import graceful_stop
 from spafit_exp.studies import run_study
 from spafit_exp.train import StopRequested, train
 from spafit_exp.validation import validate
@@ -63,7 +61,7 @@ def run(cfg: DictConfig) -> dict | None:
         return previous
 
     single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    lock_existed = (directory / results.LOCK).exists()
+    lock_existed, log_existed = (directory / results.LOCK).exists(), (directory / RUN_LOG).exists()
     lock = results.acquire_lock(directory) if single_process else None
     if single_process and lock is None:
         print(f"skip: {directory} is being run by another process")
@@ -72,10 +70,12 @@ def run(cfg: DictConfig) -> dict | None:
         previous = _previous(cfg, directory, locked=True)  # the directory may have changed while we waited
         if previous is not None:
             return previous
-        return train_and_record(cfg, directory)
+        with logged_to(directory / RUN_LOG, enabled=int(os.environ.get("RANK", "0")) == 0):
+            return train_and_record(cfg, directory)
     except ConfigError as err:  # bad data found while loading, or a changed recipe: leave nothing behind
-        if not lock_existed:
-            (directory / results.LOCK).unlink(missing_ok=True)
+        for name, existed in ((results.LOCK, lock_existed), (RUN_LOG, log_existed)):
+            if not existed:
+                (directory / name).unlink(missing_ok=True)
         _config_error(err, cfg, directory)
     finally:
         results.release_lock(lock)
@@ -111,41 +111,13 @@ def _previous(cfg: DictConfig, directory: Path, locked: bool) -> dict | None:
         return None
     if record.get("status") == "completed":
         print(f"skip: {directory} is completed (run.force=true to rerun)")
-        return record
+        return results.SkippedRecord(record)
     return None
 
 
 def _config_error(err: ConfigError, cfg: DictConfig, directory: Path) -> None:
     results.remove_empty_dirs(directory, Path(cfg.run.root))
     raise err
-
-
-class _StopFlag:
-    """First SIGINT/SIGTERM: finish the optimizer step, checkpoint, stop. Second one: stop now."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to stop now)", file=sys.stderr)
-
-
-@contextmanager
-def _graceful_stop():
-    flag = _StopFlag()
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, flag.handle) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    try:
-        yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def prepare(cfg: DictConfig, device: str = "cpu"):
@@ -202,38 +174,46 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     trainable = prepared.info.get("trainable", trainable)  # element-level methods count elements, not tensors
     if cfg.run.force or not cfg.run.resume:
         drop_resume(directory)
+    earlier = _earlier_sessions_s(directory) if (directory / RESUME_FILE).is_file() else 0.0
 
     record = results.base_record(cfg)
     record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total},
                   method_info=prepared.info, data={"train_rows": len(data.train),
-                                                   "eval_rows": {k: len(v) for k, v in data.evals.items()}})
+                                                   "eval_rows": {k: len(v) for k, v in data.evals.items()}},
+                  timing={"earlier_sessions_s": earlier})
     main_process = accelerator.is_main_process
     if main_process:
+        print(header(cfg, trainable, total, prepared.info, len(data.train), record["data"]["eval_rows"],
+                     accelerator.device, accelerator.num_processes, directory), flush=True)
         results.write(directory, record)
     _start_tracking(accelerator, cfg)
+    stop = None
     try:
-        with _graceful_stop() as stop:
+        with graceful_stop() as stop:
             outcome = train(cfg, prepared, data, accelerator, checkpoint_dir=directory, stop=stop)
     except (Exception, KeyboardInterrupt) as err:  # every failure becomes a record, then propagates
         interrupted = isinstance(err, (StopRequested, KeyboardInterrupt))
         record.update(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(limit=20), failed_step=getattr(err, "step", None),
-                      timing={"wall_s": time.time() - started})
+                      timing={"wall_s": earlier + time.time() - started, "earlier_sessions_s": earlier})
         if main_process:
             results.write(directory, record)
         accelerator.end_training()
         log.error("run %s: %s (%s)", record["status"], err, directory)
         if interrupted:  # stop the whole sweep, not just this job
-            raise KeyboardInterrupt from err
+            signum = stop.signum if stop is not None else signal.SIGINT
+            raise RunInterrupted(f"interrupted: {directory} (checkpoint kept: rerun the same command to resume)",
+                                 int(signum)) from None
         raise
 
-    wall = time.time() - started
+    wall = earlier + time.time() - started  # a resumed run's time includes its earlier sessions
     record.update(
         status="completed",
         metrics={"epochs": outcome.epochs, "best": outcome.best},
         train={"steps": outcome.steps, "samples": outcome.train_samples, "losses": outcome.losses,
                "optimizer_state_bytes": outcome.optimizer_state_bytes},
-        timing={"wall_s": wall, "train_s": outcome.train_seconds, **step_percentiles(outcome.step_seconds),
+        timing={"wall_s": wall, "earlier_sessions_s": earlier, "train_s": outcome.train_seconds,
+                **step_percentiles(outcome.step_seconds),
                 "train_samples_per_s": outcome.train_samples / max(outcome.train_seconds, 1e-9),
                 "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},
         device=str(accelerator.device),
@@ -250,29 +230,10 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     return record
 
 
-def peak_memory(device: torch.device) -> dict:
-    """Peak resident memory of this process (what a CPU run needs), plus the CUDA allocator's peaks on a GPU."""
-    memory = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
-    if device.type == "cuda":
-        memory.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(device),
-                      cuda_max_reserved_bytes=torch.cuda.max_memory_reserved(device))
-    return memory
-
-
-def summary(record: dict, directory: Path) -> str:
-    """End-of-run lines: best dev scores, the loss trend, throughput, memory, time; a warning if the loss is flat."""
-    best = record["metrics"]["best"]
-    scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items())
-    losses = record["train"]["losses"]
-    trend = f"train loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if losses else "no train loss logged"
-    lines = [f"done: best epoch {best.get('epoch')} {scores} | {trend} | "
-             f"{record['timing']['train_samples_per_s']:.1f} samples/s | "
-             f"peak {record['memory']['peak_bytes'] / 2**30:.2f} GiB | {record['timing']['wall_s']:.1f}s",
-             f"record: {directory / results.RESULTS}"]
-    if len(losses) >= 2 and not loss_falls(losses):
-        cfg = record["config"]
-        selector = f" selector={cfg['selector']['name']}" if cfg["selector"]["name"] != "none" else ""
-        lines.append(f"warning: the training loss did not fall ({losses[0][1]:.4f} -> {losses[-1][1]:.4f}) at "
-                     f"trainer.lr={cfg['trainer']['lr']:g}; sweep the rate: python -m spafit_exp -m "
-                     f"method={cfg['method']['name']}{selector} task={cfg['task']['name']} lr_grid=logspaced")
-    return "\n".join(lines)
+def _earlier_sessions_s(directory: Path) -> float:
+    """Wall time already spent on a run being resumed (its interrupted or failed record's total)."""
+    try:
+        timing = (results.read(directory) or {}).get("timing") or {}
+    except results.CorruptRecord:
+        return 0.0
+    return float(timing.get("wall_s", timing.get("earlier_sessions_s", 0.0)))

@@ -80,15 +80,27 @@ def load_split(cfg: DictConfig, split: str, tokenizer, limit: int | None = None)
     """Tokenized split, cached on disk under a key of file identity, task, tokenizer and max_len."""
     cache = cache_root(cfg) / "tokenized" / f"{cfg.task.name}-{split}-{_cache_key(cfg, split, limit, tokenizer)}"
     if cache.is_dir():
-        return datasets.load_from_disk(str(cache))
+        return _quiet(datasets.load_from_disk, str(cache))
     ds = tokenize(read_split(cfg, split, limit), cfg.task, tokenizer, cfg.trainer.max_len)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-    ds.save_to_disk(str(tmp))
+    _quiet(ds.save_to_disk, str(tmp))
     try:
         tmp.rename(cache)
     except OSError:  # another process won the race: theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
-    return datasets.load_from_disk(str(cache))
+    print(f"tokenized {cfg.task.name}/{split}: {len(ds)} rows (cached)")
+    return _quiet(datasets.load_from_disk, str(cache))
+
+
+def _quiet(fn, *args):
+    """datasets' progress bars off around a cache read/write (one line above says what happened)."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return fn(*args)
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
 
 
 # ---------------------------------------------------------------- batching

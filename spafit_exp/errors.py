@@ -7,3 +7,11 @@ class ConfigError(ValueError):
 
 class RecipeMismatch(ConfigError):
     """A run directory holds a run of another recipe: refused in one line; in a sweep, only that job is."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a run after checkpointing it; `signum` gives the exit code (128 + signum)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

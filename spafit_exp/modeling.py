@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,10 +20,40 @@ from transformers import (
     PretrainedConfig,
     RobertaConfig,
 )
+from transformers.utils import logging as hf_logging
 
 from spafit_exp.errors import ConfigError
 
 _FAMILY_CONFIG = {"bert": BertConfig, "roberta": RobertaConfig}
+# Keys a fine-tuning or statistics load is expected to leave new (a task head, the pooler of a checkpoint saved
+# without one, a pretraining head it does not use): transformers' load report for these is noise.
+EXPECTED_NEW = re.compile(r"(^|\.)(classifier|pooler|cls|lm_head)\.")
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers' load report and weight-loading bar off; restored afterwards."""
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_pretrained(auto, source: str, **kwargs) -> torch.nn.Module:
+    """from_pretrained without the expected-noise report; keys missing or unexpected beyond EXPECTED_NEW are
+    still reported, in one line."""
+    with _quiet_transformers():
+        model, info = auto.from_pretrained(source, output_loading_info=True, **kwargs)
+    surprising = [k for k in [*info["missing_keys"], *info["unexpected_keys"], *info.get("mismatched_keys", [])]
+                  if not EXPECTED_NEW.search(str(k))]
+    if surprising:
+        print(f"warning: {source}: {len(surprising)} weights not loaded as expected: {surprising[:5]}", file=sys.stderr)
+    return model
 
 
 def resolve_path(spec: str | None) -> str | None:
@@ -74,7 +107,7 @@ def build_model(mcfg: DictConfig, task: DictConfig, device: str = "cpu") -> torc
     source = weights_source(mcfg)
     try:
         config = AutoConfig.from_pretrained(source, **_task_kwargs(task))
-        return auto.from_pretrained(source, config=config)
+        return load_pretrained(auto, source, config=config)
     except OSError as err:
         raise ConfigError(f"model={mcfg.name}: cannot load weights from {source} ({str(err).splitlines()[0]}); "
                           f"set model.path=/local/checkpoint or enable the Hugging Face hub") from err
@@ -93,7 +126,7 @@ def mlm_model_like(mcfg: DictConfig, model: torch.nn.Module, seed: int) -> torch
     has one, else is freshly initialised (seeded) — the embedded MiniLM ships without one."""
     torch.manual_seed(seed)
     if mcfg.init == "pretrained":
-        mlm = AutoModelForMaskedLM.from_pretrained(weights_source(mcfg))
+        mlm = load_pretrained(AutoModelForMaskedLM, weights_source(mcfg))
     else:
         mlm = AutoModelForMaskedLM.from_config(model.config)
     mlm.base_model.load_state_dict(model.base_model.state_dict(), strict=False)

@@ -50,6 +50,10 @@ def read(directory: Path) -> dict | None:
     return record
 
 
+class SkippedRecord(dict):
+    """A finished run's record returned instead of running it again (skip-if-done)."""
+
+
 def is_completed(directory: Path) -> bool:
     try:
         record = read(directory)

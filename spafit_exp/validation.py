@@ -1,8 +1,12 @@
-"""Whole-run validation, before any weights or data load: trainer, model and data settings, then each
-registered method and selector checks its own typed options. Every violation is one line naming the key."""
+"""Whole-run validation, before any weights or data load: method and selector (each registered one checks its own
+typed options), trainer, task, model, data and output settings, and whether the Hugging Face hub is needed and
+reachable. Every violation is one line naming the key."""
 
 from __future__ import annotations
 
+import os
+import socket
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,6 +19,10 @@ from spafit_exp.selectors import SELECTORS, validate_selector
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "constant")
 TRACKING_MODES = ("disabled", "offline", "online")
+# The metrics each task type can compute (names as in metrics.METRICS); f1 is binary only.
+TASK_METRICS = {"classification": ("accuracy", "f1", "mcc"), "regression": ("pearson", "spearman"),
+                "token_classification": ("entity_f1",)}
+HUB_HOST = ("huggingface.co", 443)
 
 
 def _require(ok: bool, key: str, value, allowed: str) -> None:
@@ -24,7 +32,20 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Cross-field checks on the composed config. Raises ConfigError on the first violation."""
-    t = cfg.trainer
+    _check_method(cfg)
+    _check_trainer(cfg)
+    _check_task(cfg.task)
+    _check_model(cfg)
+    _require(cfg.data.source in ("local", "hub"), "data.source", cfg.data.source, "local or hub")
+    _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
+    _require(cfg.tracking.mode in TRACKING_MODES, "tracking.mode", cfg.tracking.mode, f"one of {', '.join(TRACKING_MODES)}")
+    if not trainer_is_dry(cfg):
+        check_data_files(cfg)
+        _check_outputs(cfg)
+        _check_hub(cfg)
+
+
+def _check_method(cfg: DictConfig) -> None:
     validate_method(cfg.method, cfg.model.arch.num_hidden_layers)  # unknown name, typed options, ranges
     needs_selection = get_method(cfg.method.name).needs_selection
     if needs_selection and cfg.selector.name == "none":
@@ -35,6 +56,10 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"selector={cfg.selector.tag}: only method=subset uses a selector; method="
                               f"{cfg.method.name} would ignore it (drop selector= or use method=subset)")
         validate_selector(cfg.selector)
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    t = cfg.trainer
     if t.lr is None:  # trainer.lr defaults to method.lr; method=subset takes it from its selector
         raise ConfigError(f"trainer.lr: not set and method={cfg.method.name} selector={cfg.selector.name} recommends "
                           "no rate (method.lr); choose a selector or set trainer.lr=...")
@@ -47,24 +72,90 @@ def validate(cfg: DictConfig) -> None:
     _require(0 <= t.warmup_ratio < 1, "trainer.warmup_ratio", t.warmup_ratio, "in [0, 1)")
     _require(t.weight_decay >= 0, "trainer.weight_decay", t.weight_decay, ">= 0")
     _require(t.adam_eps > 0, "trainer.adam_eps", t.adam_eps, "> 0")
+    betas = list(t.adam_betas)
+    _require(len(betas) == 2 and all(0 <= b < 1 for b in betas), "trainer.adam_betas", betas, "two numbers in [0, 1)")
     _require(t.max_grad_norm is None or t.max_grad_norm > 0, "trainer.max_grad_norm", t.max_grad_norm, "null or > 0")
     _require(t.precision in PRECISIONS, "trainer.precision", t.precision, f"one of {', '.join(PRECISIONS)}")
     _require(t.schedule in SCHEDULES, "trainer.schedule", t.schedule, f"one of {', '.join(SCHEDULES)}")
-    _require(isinstance(t.seed, int), "trainer.seed", t.seed, "an integer")
-    train_eval = t.get("eval_train_samples", 0)
-    _require(isinstance(train_eval, int) and train_eval >= 0, "trainer.eval_train_samples", train_eval, "an integer >= 0")
+    _require(t.eval_train_samples >= 0, "trainer.eval_train_samples", t.eval_train_samples, "an integer >= 0")
+    _require(t.checkpoint_every >= 0, "trainer.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0: epochs only)")
     for key in ("max_train_samples", "max_eval_samples"):
         value = t[key]
-        _require(value is None or (isinstance(value, int) and value >= 1), f"trainer.{key}", value, "null or an integer >= 1")
-    _require(cfg.model.family in ("bert", "roberta"), "model.family", cfg.model.family, "bert or roberta")
-    _require(cfg.model.init in ("pretrained", "random"), "model.init", cfg.model.init, "pretrained or random")
-    _require(cfg.data.source in ("local", "hub"), "data.source", cfg.data.source, "local or hub")
-    _require(cfg.tracking.mode in TRACKING_MODES, "tracking.mode", cfg.tracking.mode, f"one of {', '.join(TRACKING_MODES)}")
-    if cfg.model.path and not str(cfg.model.path).startswith("pkg:") and not trainer_is_dry(cfg):
-        _require(Path(cfg.model.path).expanduser().exists(), "model.path", cfg.model.path, "an existing directory")
+        _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")
 
-    if not trainer_is_dry(cfg):
-        check_data_files(cfg)
+
+def _check_task(task: DictConfig) -> None:
+    allowed = TASK_METRICS.get(task.type)
+    _require(allowed is not None, "task.type", task.type, f"one of {', '.join(TASK_METRICS)}")
+    if task.type == "regression":
+        _require(task.num_labels == 1, "task.num_labels", task.num_labels, "1 for a regression task")
+    else:
+        _require(isinstance(task.num_labels, int) and task.num_labels >= 2, "task.num_labels", task.num_labels,
+                 "an integer >= 2 for a classification task")
+        if task.labels is not None:
+            _require(len(task.labels) == task.num_labels, "task.num_labels", task.num_labels,
+                     f"the number of task.labels ({len(task.labels)})")
+    metrics = list(task.metrics)
+    for name in metrics:
+        _require(name in allowed, "task.metrics", metrics, f"among {', '.join(allowed)} for a {task.type} task")
+    if "f1" in metrics:
+        _require(task.num_labels == 2, "task.metrics", metrics, "without f1 unless the task is binary")
+    _require(task.main_metric in metrics, "task.main_metric", task.main_metric,
+             f"one of the metrics computed (task.metrics={metrics})")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    m, arch = cfg.model, cfg.model.arch
+    _require(m.family in ("bert", "roberta"), "model.family", m.family, "bert or roberta")
+    _require(m.init in ("pretrained", "random"), "model.init", m.init, "pretrained or random")
+    for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
+        _require(isinstance(arch[key], int) and arch[key] >= 1, f"model.arch.{key}", arch[key], "an integer >= 1")
+    _require(arch.hidden_size % arch.num_attention_heads == 0, "model.arch.hidden_size", arch.hidden_size,
+             f"a multiple of model.arch.num_attention_heads ({arch.num_attention_heads})")
+    if m.path and not str(m.path).startswith("pkg:") and not trainer_is_dry(cfg):
+        _require(Path(m.path).expanduser().exists(), "model.path", m.path, "an existing directory")
+
+
+def _check_outputs(cfg: DictConfig) -> None:
+    """run.root must be creatable and writable: probe with a temp folder in its first existing ancestor."""
+    root = Path(cfg.run.root).expanduser().absolute()
+    ancestor = next(p for p in [root, *root.parents] if p.exists())
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(str(ancestor))
+        os.rmdir(tempfile.mkdtemp(prefix=".spafit-probe-", dir=ancestor))
+    except OSError as err:
+        raise ConfigError(f"run.root={cfg.run.root}: cannot write there ({type(err).__name__}: "
+                          f"{err.strerror or err}); choose a writable folder") from None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection attempt, instead of the libraries' 30-50 s of retries when there is no network."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _model_cached(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+
+
+def _check_hub(cfg: DictConfig) -> None:
+    """Fail in one line, before anything loads, when a run needs the hub and the hub cannot be reached."""
+    needs = []
+    if cfg.model.init == "pretrained" and not cfg.model.path and not _model_cached(cfg.model.hub_id):
+        needs.append(f"model={cfg.model.name} (hub id {cfg.model.hub_id}; or model.path=/local/checkpoint)")
+    if cfg.data.source == "hub":
+        needs.append("data.source=hub (or data.source=local data.dir=/path/to/glue_data)")
+    if needs and not hub_reachable():
+        raise ConfigError(f"the Hugging Face hub is not reachable (offline?) and this run needs it for "
+                          f"{'; '.join(needs)}")
 
 
 def trainer_is_dry(cfg: DictConfig) -> bool:

@@ -4,7 +4,7 @@ rate; an explicit trainer.lr wins; the end-of-run summary warns when the loss st
 import pytest
 
 from spafit_exp import CONF_DIR
-from spafit_exp.app import summary
+from spafit_exp.console import summary
 from spafit_exp.metrics import loss_falls
 from tests.conftest import compose
 

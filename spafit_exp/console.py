@@ -1,0 +1,106 @@
+"""What a run shows a researcher: a short header (what trains, on what, with which recipe, where the record
+goes), quiet loading (no expected-noise reports from the libraries), an end-of-run summary, and a per-run log
+file (`run.log`) holding the same lines, so a Slurm job's output is readable next to its record."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from spafit_exp import results
+from spafit_exp.metrics import loss_falls
+
+RUN_LOG = "run.log"
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process (what a CPU run needs), plus the CUDA allocator's peaks on a GPU."""
+    memory = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
+    if device.type == "cuda":
+        memory.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(device),
+                      cuda_max_reserved_bytes=torch.cuda.max_memory_reserved(device))
+    return memory
+
+
+def summary(record: dict, directory: Path) -> str:
+    """End-of-run lines: best dev scores, the loss trend, throughput, memory, time; a warning if the loss is flat."""
+    best = record["metrics"]["best"]
+    scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items())
+    losses = record["train"]["losses"]
+    trend = f"train loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if losses else "no train loss logged"
+    lines = [f"done: best epoch {best.get('epoch')} {scores} | {trend} | "
+             f"{record['timing']['train_samples_per_s']:.1f} samples/s | "
+             f"peak {record['memory']['peak_bytes'] / 2**30:.2f} GiB | {record['timing']['wall_s']:.1f}s",
+             f"record: {directory / results.RESULTS}"]
+    if len(losses) >= 2 and not loss_falls(losses):
+        cfg = record["config"]
+        selector = f" selector={cfg['selector']['name']}" if cfg["selector"]["name"] != "none" else ""
+        lines.append(f"warning: the training loss did not fall ({losses[0][1]:.4f} -> {losses[-1][1]:.4f}) at "
+                     f"trainer.lr={cfg['trainer']['lr']:g}; sweep the rate: python -m spafit_exp -m "
+                     f"method={cfg['method']['name']}{selector} task={cfg['task']['name']} lr_grid=logspaced")
+    return "\n".join(lines)
+
+
+def header(cfg, trainable: int, total: int, info: dict, train_rows: int, eval_rows: dict, device, processes: int,
+           directory: Path) -> str:
+    """A few aligned lines before training: what trains, on what, with which recipe, where the record goes."""
+    t = cfg.trainer
+    what = f"{trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)"
+    if "k" in info and "n" in info:  # element-level methods: k elements of n candidates (+ head)
+        what += f"; {info['k']:,} of {info['n']:,} candidate elements" + (" per step" if "update" in info else "")
+    evals = ", ".join(f"{n:,} {split}" for split, n in eval_rows.items())
+    schedule = f"{t.schedule}, warm-up {t.warmup_ratio:g}" if t.schedule == "linear" else t.schedule
+    source = "random init" if cfg.model.init == "random" else (cfg.model.path or cfg.model.hub_id)
+    rows = [("model", f"{cfg.model.name} ({source})"),
+            ("task", f"{cfg.task.name}: {train_rows:,} train, {evals} rows"),
+            ("method", f"{cfg.method.tag}: {what}"),
+            ("recipe", f"lr {t.lr:g}, {t.epochs} epoch{'s' if t.epochs > 1 else ''}, batch {t.batch_size} x {t.grad_accum}, max_len {t.max_len}, "
+                       f"AdamW wd {t.weight_decay:g}, {schedule}, clip {t.max_grad_norm}, seed {t.seed}"),
+            ("precision", f"{t.precision}, {'unpadded' if t.unpad else 'padded'} encoder"),
+            ("device", f"{device} x {processes} process{'es' if processes > 1 else ''}"),
+            ("record", str(Path(directory) / results.RESULTS))]
+    return "\n".join(f"{key:>9}  {value}" for key, value in rows)
+
+
+class _Tee:
+    """A text stream that also appends whole lines to a log file; progress-bar redraws (\\r) keep only their last
+    state, and bars that clear themselves leave nothing."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log, self.pending = stream, log, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            line = line.split("\r")[-1]
+            if line.strip():
+                self.log.write(line + "\n")
+                self.log.flush()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding ... as the wrapped stream
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def logged_to(path: Path, enabled: bool = True):
+    """Everything printed to stdout/stderr inside the block is also appended to `path` (run.log)."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
