@@ -8,12 +8,13 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import fingerprint, results
@@ -54,31 +55,81 @@ def run(cfg: DictConfig) -> dict | None:
     except ConfigError as err:
         _config_error(err, cfg, directory)
     try:
-        previous = _previous(cfg, directory, locked=False)
+        group = _process_group()  # None for one process; rank 0 decides for all ranks of a distributed run
     except ConfigError as err:
         _config_error(err, cfg, directory)
-    if previous is not None:
-        return previous
-
-    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    lock_existed, log_existed = (directory / results.LOCK).exists(), (directory / RUN_LOG).exists()
-    lock = results.acquire_lock(directory) if single_process else None
-    if single_process and lock is None:
-        print(f"skip: {directory} is being run by another process")
-        return None
+    claim = _claim(cfg, directory) if group is None or group.is_main_process else None
+    if group is not None:
+        shared = [None if claim is None else (claim.action, claim.message)]
+        broadcast_object_list(shared, from_process=0)
+        if claim is None:
+            claim = Claim(*shared[0])
+    if claim.action == "error":
+        _config_error(ConfigError(claim.message), cfg, directory)
+    if claim.action != "run":
+        if claim.message:
+            print(claim.message)
+        return claim.record if claim.action == "skip" else None
     try:
-        previous = _previous(cfg, directory, locked=True)  # the directory may have changed while we waited
-        if previous is not None:
-            return previous
-        with logged_to(directory / RUN_LOG, enabled=int(os.environ.get("RANK", "0")) == 0):
+        with logged_to(directory / RUN_LOG, enabled=group is None or group.is_main_process):
             return train_and_record(cfg, directory)
     except ConfigError as err:  # bad data found while loading, or a changed recipe: leave nothing behind
-        for name, existed in ((results.LOCK, lock_existed), (RUN_LOG, log_existed)):
-            if not existed:
-                (directory / name).unlink(missing_ok=True)
+        claim.undo(directory)
         _config_error(err, cfg, directory)
     finally:
-        results.release_lock(lock)
+        results.release_lock(claim.lock)
+
+
+def _process_group():
+    """The distributed state when launched as several processes (accelerate launch / torchrun), else None. A
+    launch whose processes did not join one process group would run the same job several times over one record."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return None
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # as Accelerator() will read it
+    if state.num_processes != world:
+        raise ConfigError(f"launched as {world} processes (WORLD_SIZE={world}) that did not join one process group "
+                          f"(found {state.num_processes}); on a machine without GPUs set ACCELERATE_USE_CPU=true "
+                          "or pass --cpu to accelerate launch")
+    return state
+
+
+@dataclass
+class Claim:
+    """Rank 0's decision for a run directory: run it (holding the lock), skip it, or refuse it."""
+
+    action: str  # run | skip | busy | error
+    message: str = ""
+    record: dict | None = None
+    lock: object = None
+    created: tuple[str, ...] = ()  # files this claim created (removed again if the run is refused while loading)
+
+    def undo(self, directory: Path) -> None:
+        for name in self.created:
+            (directory / name).unlink(missing_ok=True)
+
+
+def _claim(cfg: DictConfig, directory: Path) -> Claim:
+    try:
+        previous = _previous(cfg, directory, locked=False)
+        if previous is not None:
+            return Claim("skip", f"skip: {directory} is completed (run.force=true to rerun)", previous)
+        created = tuple(n for n in (results.LOCK, RUN_LOG) if not (directory / n).exists())
+        lock = results.acquire_lock(directory)
+        if lock is None:
+            return Claim("busy", f"skip: {directory} is being run by another process")
+        try:
+            previous = _previous(cfg, directory, locked=True)  # the directory may have changed while we waited
+        except ConfigError:
+            results.release_lock(lock)
+            Claim("error", created=created).undo(directory)
+            raise
+        if previous is not None:
+            results.release_lock(lock)
+            return Claim("skip", f"skip: {directory} is completed (run.force=true to rerun)", previous)
+        return Claim("run", lock=lock, created=created)
+    except ConfigError as err:
+        return Claim("error", str(err))
 
 
 def _previous(cfg: DictConfig, directory: Path, locked: bool) -> dict | None:
@@ -110,7 +161,6 @@ def _previous(cfg: DictConfig, directory: Path, locked: bool) -> dict | None:
             results.set_aside(directory, "replaced")
         return None
     if record.get("status") == "completed":
-        print(f"skip: {directory} is completed (run.force=true to rerun)")
         return results.SkippedRecord(record)
     return None
 

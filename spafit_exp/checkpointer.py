@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 
 from spafit_exp.errors import RecipeMismatch
 from spafit_exp.results import replace_atomically
@@ -44,13 +45,19 @@ class Checkpointer:
         self.on_gpu = accelerator.device.type == "cuda"
 
     def save(self, model, optimizer, scheduler, method_state, result, position: Position, running) -> None:
-        if self.path is None or not self.accelerator.is_main_process:
+        """Called by every rank (the RNG states are gathered: each rank resumes with its own); rank 0 writes."""
+        if self.path is None:
+            return
+        rng = [torch.get_rng_state()]
+        if self.accelerator.num_processes > 1:
+            rng = gather_object(rng)
+        if not self.accelerator.is_main_process:
             return
         state = {
             "trainable": trainable_state(self.accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "result": result, "position": position, "running": running,
             "method": method_state.state_dict() if method_state is not None else None,
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if self.on_gpu else None},
+            "rng": {"torch": rng, "cuda": torch.cuda.get_rng_state_all() if self.on_gpu else None},
             "fingerprint": self.recipe,
         }
         with replace_atomically(self.path) as tmp:
@@ -72,7 +79,8 @@ class Checkpointer:
         scheduler.load_state_dict(saved["scheduler"])
         if method_state is not None and saved.get("method") is not None:
             method_state.load_state_dict(saved["method"])
-        torch.set_rng_state(saved["rng"]["torch"])
+        states = saved["rng"]["torch"]  # one per rank (a single tensor in checkpoints of older versions)
+        torch.set_rng_state(states[self.accelerator.process_index] if isinstance(states, list) else states)
         if self.on_gpu and saved["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         return saved["result"], saved["position"], saved["running"]

@@ -58,8 +58,9 @@ def header(cfg, trainable: int, total: int, info: dict, train_rows: int, eval_ro
     rows = [("model", f"{cfg.model.name} ({source})"),
             ("task", f"{cfg.task.name}: {train_rows:,} train, {evals} rows"),
             ("method", f"{cfg.method.tag}: {what}"),
-            ("recipe", f"lr {t.lr:g}, {t.epochs} epoch{'s' if t.epochs > 1 else ''}, batch {t.batch_size} x {t.grad_accum}, max_len {t.max_len}, "
-                       f"AdamW wd {t.weight_decay:g}, {schedule}, clip {t.max_grad_norm}, seed {t.seed}"),
+            ("recipe", f"lr {t.lr:g}, {t.epochs} epoch{'s' if t.epochs > 1 else ''}, batch {t.batch_size} x "
+                       f"{t.grad_accum}, max_len {t.max_len}, AdamW wd {t.weight_decay:g}, {schedule}, "
+                       f"clip {t.max_grad_norm}, seed {t.seed}"),
             ("precision", f"{t.precision}, {'unpadded' if t.unpad else 'padded'} encoder"),
             ("device", f"{device} x {processes} process{'es' if processes > 1 else ''}"),
             ("record", str(Path(directory) / results.RESULTS))]

@@ -174,7 +174,7 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
             result.step_seconds.append(now - step_start)  # includes data loading; no device sync
             step_start = now
             if t.detect_anomaly or result.steps % t.log_every == 0:  # a host sync: not every step by default
-                mean_loss = (running / running_n).item()
+                mean_loss = (accelerator.reduce(running, reduction="mean") / running_n).item()  # over ranks
                 running.zero_()
                 running_n = 0
                 if not math.isfinite(mean_loss):
@@ -190,7 +190,7 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
                     raise StopRequested(result.steps)
         result.train_seconds += time.perf_counter() - start
         if running_n:
-            mean_loss = (running / running_n).item()
+            mean_loss = (accelerator.reduce(running, reduction="mean") / running_n).item()  # over ranks
             if not math.isfinite(mean_loss):
                 raise NonFiniteLoss(result.steps, mean_loss)
             result.losses.append((result.steps, mean_loss))
