@@ -5,7 +5,8 @@ its recommended learning rate, and must beat the majority-class baseline clearly
     python scripts/sanity.py --tiny               # CI's version: 200 rows, 1 epoch, the loss must fall
     python scripts/sanity.py --methods spafit,lora_ii --lr 1e-3    # try another rate for some methods
 
-Each case is an ordinary run (`python -m spafit_exp ...`) under --out; writes <out>/sanity.{json,md}. A method
+Each case is an ordinary run (`python -m spafit_exp ...`) under --out: a finished run of the same recipe is reused
+(skip-if-done; its recorded time is reported), so an interrupted check continues. Writes <out>/sanity.{json,md}. A method
 whose preset does not fit the model (SPAFIT's 24-layer splits on the 6-layer embedded model) is listed as n/a.
 Exit status 1 when any case fails its check."""
 
@@ -72,15 +73,14 @@ def run_case(name: str, overrides: list[str], args, in_process: bool = False) ->
         return {"case": name, "status": "n/a", "reason": str(err)}
     started = time.time()
     if in_process:  # the test suite: no interpreter start-up per case
-        run(compose([*full, "run.force=true"]))
+        run(compose(full))
     else:
         env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run([sys.executable, "-m", "spafit_exp", *full, "run.force=true"], cwd=REPO, env=env,
+        proc = subprocess.run([sys.executable, "-m", "spafit_exp", *full], cwd=REPO, env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             return {"case": name, "status": "error", "reason": tail[0], "wall_s": time.time() - started}
-    wall = time.time() - started
     record_path = Path(cfg.run.dir) / "results.json"
     record = json.loads(record_path.read_text())
     losses = record["train"]["losses"]
@@ -90,7 +90,7 @@ def run_case(name: str, overrides: list[str], args, in_process: bool = False) ->
     return {"case": name, "status": "pass" if ok_loss and ok_acc else "FAIL", "lr": record["lr"],
             "trainable": record["params"]["trainable"], "fraction": record["params"]["fraction"], "accuracy": acc,
             "first_loss": losses[0][1] if losses else None, "last_loss": losses[-1][1] if losses else None,
-            "loss_falls": ok_loss, "wall_s": wall, "train_s": record["timing"]["train_s"]}
+            "loss_falls": ok_loss, "wall_s": record["timing"]["wall_s"], "train_s": record["timing"]["train_s"]}
 
 
 def markdown(rows: list[dict], args, header: str) -> str:

@@ -5,6 +5,7 @@ Exit codes: 0 done (or skipped), 1 a run or a sweep job failed, 2 bad input (one
 
 import sys
 import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 from spafit_exp import CONF_DIR
 from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
-from spafit_exp.results import SkippedRecord
+from spafit_exp.results import SkippedRecord, check_writable, remove_empty_dirs
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message).
 SWEEP: list[tuple[str, str, float, str]] = []
@@ -22,9 +23,17 @@ SWEEP: list[tuple[str, str, float, str]] = []
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    from spafit_exp.app import run  # torch & co. load only once the command line is known to be good
+    from spafit_exp.validation import validate  # lighter than the whole app: bad input fails in seconds
 
     hydra_cfg = HydraConfig.get()
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        remove_empty_dirs(Path(cfg.run.dir), Path(cfg.run.root))  # Hydra's eager mkdir of the run directory
+        sys.exit(2)
+    from spafit_exp.app import run  # the loop, the models and their libraries: only for a run that is good
+
     in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and "BasicLauncher" in hydra_cfg.launcher._target_
     started = time.time()
     try:
@@ -76,7 +85,10 @@ def main() -> None:
     sys.argv[1:] = quote_path_values(sys.argv[1:])
     try:
         check_group_overrides(sys.argv[1:], CONF_DIR)
-        check_overrides_compose(sys.argv[1:])
+        first = check_overrides_compose(sys.argv[1:])
+        problem = check_writable(first.run.root)  # before Hydra creates the run directory there
+        if problem:
+            raise ConfigError(f"run.root={first.run.root}: cannot write there ({problem}); choose a writable folder")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -42,7 +42,7 @@ def check_group_overrides(argv: list[str], conf_dir: Path) -> None:
                 raise ConfigError(f"{key}={option}: no such {key}; choose from {', '.join(available)}")
 
 
-def check_overrides_compose(argv: list[str]) -> None:
+def check_overrides_compose(argv: list[str]) -> DictConfig:
     """Compose the first job of the command line (sweeps reduced to their first value) so that a misspelt key
     or a malformed override is one line here rather than a page from Hydra."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -62,7 +62,7 @@ def check_overrides_compose(argv: list[str]) -> None:
         value = next(iter(override.sweep_string_iterator())) if sweep else override.get_value_element_as_str()
         first.append(f"{override.get_key_element()}={value}")
     try:
-        compose(first)
+        return compose(first)
     except HydraException as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
         cause = str(err.__cause__).strip().splitlines()[0] if err.__cause__ else ""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from spafit_exp.params import no_decay
 
@@ -32,6 +31,9 @@ def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer, t, total_steps: int):
+    # transformers.optimization pulls in its trainer utilities (~5 s with peft): only a run that trains pays it
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
     warmup = int(t.warmup_ratio * total_steps)
     if t.schedule == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup)

@@ -112,6 +112,20 @@ def write(directory: Path, record: dict) -> None:
     write_json_atomic(Path(directory) / RESULTS, record)
 
 
+def check_writable(root) -> str | None:
+    """Why `root` cannot hold run directories (None if it can): probe with a temp folder in its first existing
+    ancestor, removed at once."""
+    root = Path(root).expanduser().absolute()
+    ancestor = next(p for p in [root, *root.parents] if p.exists())
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(f"{ancestor} is not a directory")
+        os.rmdir(tempfile.mkdtemp(prefix=".spafit-probe-", dir=ancestor))
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    return None
+
+
 def remove_empty_dirs(directory: Path, stop_at: Path) -> None:
     """Undo Hydra's eager mkdir of a run dir when a run ends before writing anything."""
     directory, stop_at = Path(directory).resolve(), Path(stop_at).resolve()

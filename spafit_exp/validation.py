@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -14,6 +13,7 @@ from omegaconf import DictConfig
 from spafit_exp.errors import ConfigError
 from spafit_exp.methods import get_method, validate_method
 from spafit_exp.readers import check_data_files
+from spafit_exp.results import check_writable
 from spafit_exp.selectors import SELECTORS, validate_selector
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -117,16 +117,9 @@ def _check_model(cfg: DictConfig) -> None:
 
 
 def _check_outputs(cfg: DictConfig) -> None:
-    """run.root must be creatable and writable: probe with a temp folder in its first existing ancestor."""
-    root = Path(cfg.run.root).expanduser().absolute()
-    ancestor = next(p for p in [root, *root.parents] if p.exists())
-    try:
-        if not ancestor.is_dir():
-            raise NotADirectoryError(str(ancestor))
-        os.rmdir(tempfile.mkdtemp(prefix=".spafit-probe-", dir=ancestor))
-    except OSError as err:
-        raise ConfigError(f"run.root={cfg.run.root}: cannot write there ({type(err).__name__}: "
-                          f"{err.strerror or err}); choose a writable folder") from None
+    problem = check_writable(cfg.run.root)
+    if problem:
+        raise ConfigError(f"run.root={cfg.run.root}: cannot write there ({problem}); choose a writable folder")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

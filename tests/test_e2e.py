@@ -95,6 +95,18 @@ BAD_CLI = [
     (["trainer.lrr=1"], "Could not override 'trainer.lrr'"),
     (["-m", "trainer.lr=1e-3,2e-3", "trainer.batchsize=4"], "trainer.batchsize"),
     (["trainer.lr=[1,2"], "bad override"),
+    (["trainer.adam_betas=[2,0.9]"], "trainer.adam_betas=[2, 0.9]"),
+    (["trainer.adam_betas=[0.9]"], "trainer.adam_betas=[0.9]"),
+    (["data.num_workers=-1"], "data.num_workers=-1"),
+    (["task=stsb", "task.metrics=[accuracy]"], "task.metrics=['accuracy']"),
+    (["task.num_labels=1"], "task.num_labels=1"),
+    (["run.root=/proc/nope"], "run.root=/proc/nope"),
+    (["data.source=hub"], "data.source=hub"),
+    (["selector=random", "method=full_ft"], "selector=random"),
+    (["task=stsb", "task.main_metric=accuracy"], "task.main_metric=accuracy"),
+    (["trainer.checkpoint_every=-1"], "trainer.checkpoint_every=-1"),
+    (["model.arch.num_hidden_layers=0"], "model.arch.num_hidden_layers=0"),
+    (["model=roberta_base"], "model=roberta_base"),  # needs the hub, which is offline here
 ]
 
 

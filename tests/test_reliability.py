@@ -78,6 +78,29 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert done["metrics"] == ref["metrics"] and done["train"]["losses"] == ref["train"]["losses"]
 
 
+def test_sigterm_one_line_exit_143_and_wall_time_adds_up(tmp_path):
+    args = [f"run.root={tmp_path}/out", "trainer.max_train_samples=256", "trainer.max_eval_samples=16",
+            "trainer.epochs=1", "trainer.batch_size=8", "trainer.max_len=32", "trainer.checkpoint_every=4",
+            "trainer.eval_train_samples=0", "method=full_bitfit"]
+    proc = subprocess.Popen([sys.executable, "-m", "spafit_exp", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    directory = tmp_path / "out/default/rte/full_bitfit/minilm/lr=0.006/seed=1"
+    deadline = time.monotonic() + 120
+    while not (directory / RESUME_FILE).exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and [ln for ln in err.splitlines() if ln.startswith("interrupted: ")]
+    first = results.read(directory)
+    assert first["status"] == "interrupted" and first["timing"]["wall_s"] > 0
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "resumed at epoch" in again.stdout + again.stderr
+    done = results.read(directory)
+    assert done["timing"]["earlier_sessions_s"] == first["timing"]["wall_s"]
+    assert done["timing"]["wall_s"] > first["timing"]["wall_s"]
+
+
 def test_nan_loss_recorded_and_multirun_goes_on(tmp_path):
     proc = run_cli(["-m", f"run.root={tmp_path}/out", *TINY_RUN[:-1], "trainer.log_every=1", "trainer.lr=1e30,1e-3"],
                    cwd=tmp_path)

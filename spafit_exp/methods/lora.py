@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass
 
 from omegaconf import MISSING
-from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from spafit_exp.errors import ConfigError
@@ -47,6 +46,8 @@ class LoraOptions(MethodOptions):
 
 
 def inject_lora(model: nn.Module, cfg: LoraOptions, layers: list[int]) -> nn.Module:
+    from peft import LoraConfig, inject_adapter_in_model  # ~3 s to import: only runs that use LoRA pay it
+
     config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
                         target_modules=lora_pattern(model, cfg.lora_type, layers))
     return inject_adapter_in_model(config, model)

@@ -1,4 +1,5 @@
-"""Whole-module subsets (Stochastic Tuning paper's baselines): `frozen` trains only the head; `multi_head` trains
+"""Whole-module subsets (Stochastic Tuning paper's baselines): `frozen` trains only the task head (BERT: pooler +
+classifier, RoBERTa: its classification head); `multi_head` trains
 the attention modules of every layer (query, key, value and the attention output projection) plus the head."""
 
 import re
@@ -15,8 +16,10 @@ _ATTENTION_LN = re.compile(r"\.layer\.\d+\.attention\.output\.LayerNorm\.")
 
 @register("frozen")
 def frozen(model, cfg) -> Prepared:
+    """The paper's Frozen trains RoBERTa's classification head (dense + tanh + projection). BERT-family models
+    keep the dense + tanh part in the backbone as the pooler, so it trains here too: the same head on both."""
     freeze_all(model)
-    unfreeze(model, is_head)
+    unfreeze(model, lambda n: is_head(n) or ".pooler." in n)
     return Prepared(model)
 
 

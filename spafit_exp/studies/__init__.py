@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 from omegaconf import DictConfig
-from peft.tuners.lora import LoraLayer
 
 from spafit_exp.errors import ConfigError
 from spafit_exp.registry import Registry, discover
@@ -41,6 +40,8 @@ def source_runs(cfg: DictConfig) -> list[Path | None]:
 
 def merged_encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's effective weights: LoRA factors merged into their base layers, peft names removed."""
+    from peft.tuners.lora import LoraLayer  # ~3 s to import: only studies of LoRA runs pay it
+
     for module in model.modules():
         if isinstance(module, LoraLayer):
             module.merge()
