@@ -6,7 +6,7 @@ export WANDB_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all tables bench lint clean
+.PHONY: install run test test-all tables sanity bench lint clean
 
 install:
 	python3 -m venv $(VENV)
@@ -24,12 +24,17 @@ test-all:
 	$(PY) -m pytest
 
 tables:
-	$(PY) -m spafit_exp.tables
+	$(PY) -m spafit_exp.tables $(ARGS)
+
+# Every method (and method=subset with every selector) learns on SST-2 at its recommended rate (~30 min, 2 cores)
+sanity:
+	$(PY) scripts/sanity.py
 
 bench:
 	$(PY) scripts/bench_peer.py --repeats 3 --padded --bf16 --subset
 	$(PY) scripts/bench_methods.py
 	$(PY) scripts/bench_sampling.py --sizes 22.7e6,125e6
+	$(PY) scripts/bench_memory.py --task sst2 --method full_ft --rows 32000
 
 lint:
 	$(PY) -m ruff check spafit_exp scripts tests

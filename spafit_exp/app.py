@@ -60,12 +60,12 @@ def run(cfg: DictConfig) -> dict | None:
         _config_error(err, cfg, directory)
     claim = _claim(cfg, directory) if group is None or group.is_main_process else None
     if group is not None:
-        shared = [None if claim is None else (claim.action, claim.message)]
+        shared = [None if claim is None else (claim.action, claim.message, None, None, (), claim.mismatch)]
         broadcast_object_list(shared, from_process=0)
         if claim is None:
             claim = Claim(*shared[0])
     if claim.action == "error":
-        _config_error(ConfigError(claim.message), cfg, directory)
+        _config_error((RecipeMismatch if claim.mismatch else ConfigError)(claim.message), cfg, directory)
     if claim.action != "run":
         if claim.message:
             print(claim.message)
@@ -103,6 +103,7 @@ class Claim:
     record: dict | None = None
     lock: object = None
     created: tuple[str, ...] = ()  # files this claim created (removed again if the run is refused while loading)
+    mismatch: bool = False  # refused because the directory holds another recipe (in a sweep: this job only)
 
     def undo(self, directory: Path) -> None:
         for name in self.created:
@@ -129,7 +130,7 @@ def _claim(cfg: DictConfig, directory: Path) -> Claim:
             return Claim("skip", f"skip: {directory} is completed (run.force=true to rerun)", previous)
         return Claim("run", lock=lock, created=created)
     except ConfigError as err:
-        return Claim("error", str(err))
+        return Claim("error", str(err), mismatch=isinstance(err, RecipeMismatch))
 
 
 def _previous(cfg: DictConfig, directory: Path, locked: bool) -> dict | None:

@@ -61,7 +61,7 @@ def _row(path: Path, record: dict) -> dict:
 def collect(root: Path) -> pd.DataFrame:
     """One row per run. Unreadable or malformed files are reported and skipped: one bad file must not hide the
     others (records are written atomically, but disks fill up and people edit files by hand)."""
-    rows = []
+    rows, skipped = [], []
     for path in sorted(Path(root).rglob(RESULTS)):
         try:
             record = json.loads(path.read_text())
@@ -70,7 +70,9 @@ def collect(root: Path) -> pd.DataFrame:
             rows.append(_row(path, record))
         except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:  # ValueError: bad JSON/UTF-8
             print(f"warning: skipping {path}: {type(err).__name__}: {err}", file=sys.stderr)
+            skipped.append(str(path))
     df = pd.DataFrame(rows)
+    df.attrs["skipped"] = skipped  # unreadable records: every table's footer counts them
     if df.empty:
         return df
     df[KEYS] = df[KEYS].fillna("unknown")

@@ -113,6 +113,9 @@ def to_latex(table: pd.DataFrame, note: str) -> str:
 def write_tables(df: pd.DataFrame, out: Path, strict: bool = False) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = {}
+    skipped = df.attrs.get("skipped", [])
+    unreadable = [f"{len(skipped)} unreadable records skipped (named on stderr): {', '.join(skipped[:3])}"
+                  f"{', …' if len(skipped) > 3 else ''}."] if skipped else []
     for experiment, runs in df.groupby("experiment", sort=True):
         cells = select_lr(runs)
         table = build_ablation(experiment, cells)
@@ -121,7 +124,7 @@ def write_tables(df: pd.DataFrame, out: Path, strict: bool = False) -> dict[str,
         notes = recipe_notes(cells)
         if strict and any(n.startswith(MIXED) for n in notes):
             raise MixedRecipes(f"{experiment}: " + " ".join(n for n in notes if n.startswith(MIXED)))
-        note = " ".join([footer(runs), *notes])
+        note = " ".join([footer(runs), *notes, *unreadable])
         markdown = f"## {experiment}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
         (out / f"{experiment}.md").write_text(markdown)
         (out / f"{experiment}.tex").write_text(to_latex(table, note))

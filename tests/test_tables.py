@@ -183,6 +183,7 @@ def test_corrupt_record_is_skipped(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(df) == 1 and f"skipping {bad}" in err and "not a JSON object" in err and err.count("skipping") == 4
     assert tables.main(["--root", str(tmp_path), "--out", str(tmp_path / "t"), "--plots", str(tmp_path / "p")]) == 0
+    assert "4 unreadable records skipped" in (tmp_path / "t" / "e.md").read_text()  # in the footer too
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex")
