@@ -1,5 +1,5 @@
 """CI's tiny method quality check (scripts/sanity.py --tiny): every method in conf/method/ and method=subset with
-every selector trains 200 SST-2 rows for one epoch at its recommended rate with the embedded model, and its
+every selector trains 320 SST-2 rows for two epochs at its recommended rate with the embedded model, and its
 training loss must fall. A method that silently stops learning (a flat default rate, a broken update) fails here."""
 
 import importlib.util
