@@ -86,6 +86,8 @@ def run_case(name: str, overrides: list[str], args, in_process: bool = False) ->
     record_path = Path(cfg.run.dir) / "results.json"
     record = json.loads(record_path.read_text())
     losses = record["train"]["losses"]
+    if not losses and record["metrics"]["best"].get("epoch") == 0:  # nothing retrained (diff pruning, evaluated)
+        losses = record["method_info"].get("prune_losses") or []  # what learned: the pruning fine-tune
     acc = record["metrics"]["best"]["dev"].get("accuracy")
     ok_loss = loss_falls(losses)
     ok_acc = args.min_acc is None or (acc is not None and acc >= args.min_acc)

@@ -52,9 +52,11 @@ def pruning_finetune(ctx: Context) -> dict:
     with restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
         theta0 = [p.detach().clone() for p in ctx.flat.params]
         options = PenaltyOptions(name="full_ft_l1", tag="full_ft_l1", lr=float(s.prune_lr), coefficient=float(s.l1))
-        train(tuned, full_ft_l1(model, options), load_task_data(tuned, build_tokenizer(cfg.model)), Accelerator())
+        outcome = train(tuned, full_ft_l1(model, options), load_task_data(tuned, build_tokenizer(cfg.model)),
+                        Accelerator())
         saved = {"delta": torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(ctx.flat.params, theta0)]),
-                 "head": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)}}
+                 "head": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)},
+                 "losses": outcome.losses}  # the fine-tune's loss curve: what a check of "did it learn" reads
     with replace_atomically(path) as tmp:
         torch.save(saved, tmp)
     return saved
@@ -65,7 +67,8 @@ def diff_pruning(ctx: Context) -> Picked:
     s = ctx.options
     saved = pruning_finetune(ctx)
     index = topk_indices(saved["delta"].abs(), ctx.k)
-    info = {"l1": float(s.l1), "retrain": bool(s.retrain), "prune_lr": float(s.prune_lr)}
+    info = {"l1": float(s.l1), "retrain": bool(s.retrain), "prune_lr": float(s.prune_lr),
+            "prune_losses": saved.get("losses")}
     if s.retrain:
         return Picked(index, info=info)
     return Picked(index, info=info, head=saved["head"], delta=saved["delta"][index], evaluate_only=True)
