@@ -80,10 +80,18 @@ class Checkpointer:
         if method_state is not None and saved.get("method") is not None:
             method_state.load_state_dict(saved["method"])
         states = saved["rng"]["torch"]  # one per rank (a single tensor in checkpoints of older versions)
-        torch.set_rng_state(states[self.accelerator.process_index] if isinstance(states, list) else states)
+        self.rng_state = states[self.accelerator.process_index] if isinstance(states, list) else states
         if self.on_gpu and saved["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        torch.set_rng_state(self.rng_state)
         return saved["result"], saved["position"], saved["running"]
+
+    def resume_rng(self) -> None:
+        """Set the saved RNG state again just before the first batch a mid-epoch resume trains: creating the epoch's
+        data iterator draws a seed from the global generator, which the interrupted run had drawn before it saved."""
+        if getattr(self, "rng_state", None) is not None:
+            torch.set_rng_state(self.rng_state)
+            self.rng_state = None
 
 
 def read_resume(directory: Path) -> dict | None:

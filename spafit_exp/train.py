@@ -153,6 +153,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
             if index < skip:  # replaying the shuffle up to the checkpoint: cheap, no forward
                 step_start = time.perf_counter()
                 continue
+            if index == skip > 0:  # resumed mid-epoch: the RNG continues exactly where the interrupted run saved it
+                checkpointer.resume_rng()
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)

@@ -95,7 +95,7 @@ BAD_CLI = [
     (["trainer.lrr=1"], "Could not override 'trainer.lrr'"),
     (["-m", "trainer.lr=1e-3,2e-3", "trainer.batchsize=4"], "trainer.batchsize"),
     (["trainer.lr=[1,2"], "bad override"),
-    (["trainer.adam_betas=[2,0.9]"], "trainer.adam_betas=[2, 0.9]"),
+    (["trainer.adam_betas=[2,0.9]"], "trainer.adam_betas=[2.0, 0.9]"),
     (["trainer.adam_betas=[0.9]"], "trainer.adam_betas=[0.9]"),
     (["data.num_workers=-1"], "data.num_workers=-1"),
     (["task=stsb", "task.metrics=[accuracy]"], "task.metrics=['accuracy']"),
