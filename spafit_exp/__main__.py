@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from spafit_exp import CONF_DIR
 from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
-from spafit_exp.results import SkippedRecord, check_writable, remove_empty_dirs
+from spafit_exp.results import SkippedRecord, remove_empty_dirs, require_writable_root
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message).
 SWEEP: list[tuple[str, str, float, str]] = []
@@ -86,9 +86,7 @@ def main() -> None:
     try:
         check_group_overrides(sys.argv[1:], CONF_DIR)
         first = check_overrides_compose(sys.argv[1:])
-        problem = check_writable(first.run.root)  # before Hydra creates the run directory there
-        if problem:
-            raise ConfigError(f"run.root={first.run.root}: cannot write there ({problem}); choose a writable folder")
+        require_writable_root(first.run.root)  # before Hydra creates the run directory there
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

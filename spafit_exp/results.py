@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import REPO_ROOT, fingerprint
+from spafit_exp.errors import ConfigError
 
 RESULTS = "results.json"
 SCHEMA_VERSION = 1
@@ -110,6 +111,14 @@ def write_json_atomic(path: Path, obj) -> None:
 
 def write(directory: Path, record: dict) -> None:
     write_json_atomic(Path(directory) / RESULTS, record)
+
+
+def require_writable_root(root) -> None:
+    """ConfigError naming run.root when it cannot hold run directories (the CLI checks it before Hydra creates
+    anything there, validation for library callers)."""
+    problem = check_writable(root)
+    if problem:
+        raise ConfigError(f"run.root={root}: cannot write there ({problem}); choose a writable folder")
 
 
 def check_writable(root) -> str | None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from spafit_exp.errors import ConfigError
 from spafit_exp.methods import get_method, validate_method
 from spafit_exp.readers import check_data_files
-from spafit_exp.results import check_writable
+from spafit_exp.results import require_writable_root
 from spafit_exp.selectors import SELECTORS, validate_selector
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -41,7 +41,7 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.tracking.mode in TRACKING_MODES, "tracking.mode", cfg.tracking.mode, f"one of {', '.join(TRACKING_MODES)}")
     if not trainer_is_dry(cfg):
         check_data_files(cfg)
-        _check_outputs(cfg)
+        require_writable_root(cfg.run.root)
         _check_hub(cfg)
 
 
@@ -114,12 +114,6 @@ def _check_model(cfg: DictConfig) -> None:
              f"a multiple of model.arch.num_attention_heads ({arch.num_attention_heads})")
     if m.path and not str(m.path).startswith("pkg:") and not trainer_is_dry(cfg):
         _require(Path(m.path).expanduser().exists(), "model.path", m.path, "an existing directory")
-
-
-def _check_outputs(cfg: DictConfig) -> None:
-    problem = check_writable(cfg.run.root)
-    if problem:
-        raise ConfigError(f"run.root={cfg.run.root}: cannot write there ({problem}); choose a writable folder")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
