@@ -61,7 +61,7 @@ def recipe(args) -> list[str]:
         overrides.append(f"trainer.lr={args.lr}")
     if args.batch:
         overrides.append(f"trainer.batch_size={args.batch}")
-    return overrides
+    return overrides + list(args.set)
 
 
 def run_case(name: str, overrides: list[str], args, in_process: bool = False) -> dict:
@@ -122,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-acc", type=float, default=0.70, help="dev accuracy a method must reach")
     parser.add_argument("--methods", default=None, help="comma list of method (or subset/<selector>) names")
     parser.add_argument("--lr", default=None, help="override every case's recommended rate")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra override for every case (repeatable), e.g. --set method.update=masked_grad; "
+                             "use its own --out: a run directory holds one recipe")
     parser.add_argument("--tiny", action="store_true", help="CI's version: 320 rows, 2 epochs, only the loss must fall")
     parser.add_argument("--out", default="outputs/sanity")
     return parser

@@ -186,8 +186,11 @@ def dry_run(cfg: DictConfig) -> None:
     if "trainable" in prepared.info:  # element-level subsets: the table shows tensors, the total counts elements
         summary = text.rsplit("\n", 1)[-1]
         total = summary.split("total_params=")[1]
-        text = text.rsplit("\n", 1)[0] + f"\nselected elements: {prepared.info['k']} of {prepared.info['n']} candidates" \
-            f"\ntrainable_params={prepared.info['trainable']} total_params={total}"
+        info = prepared.info
+        notes = [f"selected elements: {info['k']} of {info['n']} candidates"] if "k" in info else []
+        if "dense_trainable" in info:  # per-step selection: any element may train, one step updates `trainable`
+            notes.append(f"dense_trainable={info['dense_trainable']} (trainable_params: elements one step updates)")
+        text = "\n".join([text.rsplit("\n", 1)[0], *notes, f"trainable_params={info['trainable']} total_params={total}"])
     print(text)
 
 
@@ -228,7 +231,8 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     earlier = _earlier_sessions_s(directory) if (directory / RESUME_FILE).is_file() else 0.0
 
     record = results.base_record(cfg)
-    record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total},
+    dense = {"dense_trainable": prepared.info["dense_trainable"]} if "dense_trainable" in prepared.info else {}
+    record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total, **dense},
                   method_info=prepared.info, data={"train_rows": len(data.train),
                                                    "eval_rows": {k: len(v) for k, v in data.evals.items()}},
                   timing={"earlier_sessions_s": earlier})

@@ -110,6 +110,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
     if t.compile:  # in place: parameter names, hooks and saved state stay those of the eager model
         prepared.model.compile(dynamic=True)
     scheduler = make_scheduler(optimizer, t, steps_per_epoch * t.epochs)
+    if prepared.on_schedule is not None:
+        prepared.on_schedule(steps_per_epoch * t.epochs)
     model, optimizer, train_loader, scheduler = accelerator.prepare(prepared.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
     train_eval = {"dev": accelerator.prepare(train_eval)} if train_eval is not None else {}

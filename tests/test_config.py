@@ -137,3 +137,31 @@ def test_typed_schema_rejects_at_compose(override, needle):
         check_overrides_compose([override])
     message = str(err.value)
     assert needle in message and override.split("=")[0] in message and "\n" not in message
+
+
+METHODS = [p.stem for p in sorted((CONF_DIR / "method").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_dry_runs_on_the_meta_device(method, capsys):
+    """trainer.dry_run=true builds the architecture on the meta device: every method must get through it."""
+    from spafit_exp.app import dry_run
+
+    # SPAFIT's groups need more layers than tiny_bert's two: the 6-layer embedded model, or a 24-layer preset's
+    model = "bert_large_cased" if method in NEEDS_24_LAYERS else "minilm" if method == "spafit" else "tiny_bert"
+    overrides = [f"method={method}", f"model={model}", "trainer.dry_run=true"]
+    if method == "subset":
+        overrides.append("selector=random")
+    dry_run(compose(overrides))
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("trainable_params=")
+
+
+def test_subset_paper_lora_is_query_value():
+    """The subset paper's LoRA fractions (0.03 ... 1.89% for r = 1 ... 64 on RoBERTa-base) are query + value:
+    r = 4 is 147,456 LoRA parameters + 592,130 in the classification head."""
+    from spafit_exp.app import prepare
+
+    prepared = prepare(compose(["model=roberta_base", "method=lora_r4", "task=sst2", "trainer.dry_run=true"]),
+                       device="meta")
+    trainable = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
+    assert trainable == 739586

@@ -23,7 +23,7 @@ def tiny(root, *extra):
 
 
 @pytest.mark.parametrize("method", [[], ["method=stoc_tuning", "method.k=500"],
-                                    ["method=dps_mix", "method.k=500", "method.reselect_every=2"]],
+                                    ["method=dps_mix", "method.update_ratio=0.1"]],
                          ids=["full_ft", "stoc_tuning", "dps_mix"])
 def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
     """Stop after step 5 (what SIGTERM does), then rerun: same losses and metrics as one uninterrupted run.

@@ -67,6 +67,8 @@ class Prepared:
     # Method-owned state that a resume checkpoint must carry (e.g. a sampler's generator): an object with
     # state_dict() / load_state_dict(state), saved next to the optimizer's.
     method_state: object | None = None
+    # Told the run's total optimizer steps before training (methods whose schedule is a fraction of the run).
+    on_schedule: Callable[[int], None] | None = None
 
 
 @dataclass(frozen=True)

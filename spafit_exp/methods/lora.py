@@ -1,4 +1,5 @@
-"""LoRA through peft: type I adapts query/key/value, type II also attention.output.dense (SPAFIT Table 1).
+"""LoRA through peft: type I adapts query/key/value, type II also attention.output.dense (SPAFIT Table 1); type qv
+adapts query and value only (the subset paper's LoRA, as in the LoRA paper's GLUE runs).
 
 Modules are selected with an exact regex over module names, so `attention.output.dense` never matches the FFN's
 `output.dense`, and a layer subset (SPAFIT's third group) is part of the same pattern."""
@@ -18,6 +19,7 @@ from spafit_exp.params import freeze_all, is_head, unfreeze
 LORA_MODULES = {
     "I": ("attention.self.query", "attention.self.key", "attention.self.value"),
     "II": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),
+    "qv": ("attention.self.query", "attention.self.value"),
 }
 
 

@@ -4,10 +4,6 @@ optimizer step updates only a sub-network of k elements chosen from the current 
 - `stoc_tuning`: importance I = |mu * theta * g|; sample k elements without replacement with p = I^2 / sum I^2.
 - `top_tuning`: the k largest I, deterministically.
 - `random_tuning`: k elements uniformly.
-- `dps_mix`: Dynamic Parameter Selection (Zhang et al. 2022), our reading of the mixed variant: the first window
-  of `reselect_every` steps updates every candidate (dense warm start) while accumulating the empirical Fisher
-  (sum of g^2); at the end of each window the top `fraction` of candidates by accumulated Fisher becomes the
-  sub-network for the next window, and the accumulator restarts.
 
 `method.update=masked_step` (default) leaves every unselected element, its Adam moments and its weight decay
 untouched (the paper's eq. 2 literally, via MaskedAdamW); `masked_grad` only zeroes unselected gradients before a
@@ -19,7 +15,7 @@ frequency among the batch's non-padding tokens; 1 for biases. `method.mu=ones` u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -47,13 +43,9 @@ class MaskedOptions(MethodOptions):
     seed: int = MISSING  # the sampler's generator
 
 
-@dataclass
-class DpsOptions(MaskedOptions):
-    reselect_every: int = MISSING
-
-
 class ActivationMeans:
-    """Forward hooks that record mu for every candidate weight; reset after each optimizer step."""
+    """Forward hooks that record mu for every candidate weight from training forwards only (an evaluation pass
+    between two steps must not leak into the next step's importance); reset after each optimizer step."""
 
     def __init__(self, model: nn.Module, candidates: set[int]):
         self.mask: torch.Tensor | None = None
@@ -95,17 +87,23 @@ class ActivationMeans:
 
     @torch.no_grad()
     def _linear(self, module, inputs, output):
+        if not module.training:
+            return
         x = self._valid(inputs[0].detach(), 1).reshape(-1, module.in_features).float()
         self._add(module.weight, x.sum(0), x.shape[0])
 
     @torch.no_grad()
     def _layernorm(self, module, inputs, output):
+        if not module.training:
+            return
         x = self._valid(inputs[0].detach(), len(module.normalized_shape)).float()
         normed = F.layer_norm(x, module.normalized_shape, eps=module.eps).reshape(-1, module.normalized_shape[-1])
         self._add(module.weight, normed.sum(0), normed.shape[0])
 
     @torch.no_grad()
     def _embedding(self, module, inputs, output):
+        if not module.training:
+            return
         ids = self._valid(inputs[0].detach(), 0).reshape(-1)
         counts = torch.bincount(ids, minlength=module.num_embeddings).float()
         self._add(module.weight, counts.unsqueeze(1), ids.numel())
@@ -127,8 +125,6 @@ def validate_masked(cfg: MaskedOptions, num_layers: int) -> None:
     if cfg.mu not in MUS:
         raise ConfigError(f"method.mu={cfg.mu}: must be one of {', '.join(MUS)}")
     check_size_options(cfg.k, cfg.fraction, "method")
-    if isinstance(cfg, DpsOptions) and cfg.reselect_every < 1:
-        raise ConfigError(f"method.reselect_every={cfg.reselect_every}: must be >= 1")
 
 
 class MaskedStep:
@@ -145,18 +141,17 @@ class MaskedStep:
         self.steps = 0
         self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})
                       if cfg.mu == "activation" else None)
-        self.generator = torch.Generator(device=self.flat.params[0].device).manual_seed(int(cfg.seed))
+        device = self.flat.params[0].device  # a dry run builds on the meta device, which has no generator
+        self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
         self._scores: torch.Tensor | None = None
-        self.extra: dict = {}  # selection state that outlives a step (dps_mix's Fisher window)
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the sampler's generator, the step count and the selection state."""
-        return {"steps": self.steps, "generator": self.generator.get_state(), "extra": dict(self.extra)}
+        return {"steps": self.steps, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = state["steps"]
         self.generator.set_state(state["generator"])
-        self.extra.update(state["extra"])
 
     def make_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         if self.update == "masked_step":
@@ -203,8 +198,11 @@ class MaskedStep:
 
 def _prepared(model, cfg, select, name) -> Prepared:
     hook = MaskedStep(model, cfg, select)
+    candidates = {id(p) for p in hook.flat.params}
+    head = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in candidates)
+    # params.trainable counts what one step updates (k candidates + the dense head); the dense count apart
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
-            "mu": cfg.mu, "selection": name}
+            "mu": cfg.mu, "selection": name, "trainable": hook.k + head, "dense_trainable": hook.flat.n + head}
     return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook)
 
 
@@ -223,25 +221,3 @@ def top_tuning(model, cfg: MaskedOptions) -> Prepared:
 def random_tuning(model, cfg: MaskedOptions) -> Prepared:
     return _prepared(model, cfg, lambda h, step: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
                      "uniform")
-
-
-@register("dps_mix", options=DpsOptions, validate=validate_masked)
-def dps_mix(model, cfg: DpsOptions) -> Prepared:
-    window = cfg.reselect_every
-    def select(hook: MaskedStep, step: int):
-        state = hook.extra
-        if state.get("fisher") is None:
-            state["fisher"] = torch.zeros(hook.flat.n, device=hook.flat.params[0].device)
-        for view, p in zip(hook.flat.views(state["fisher"]), hook.flat.params):
-            if p.grad is not None:
-                view.addcmul_(p.grad, p.grad)
-        current = state.get("mask")  # chosen at the end of the previous window; None in the first (dense) window
-        if (step + 1) % window == 0:
-            state["mask"] = topk_indices(state["fisher"], hook.k)
-            state["fisher"].zero_()
-        return current
-
-    # DPS scores by Fisher alone: no activation hooks needed
-    prepared = _prepared(model, replace(cfg, mu="ones"), select, "dps_mix")
-    prepared.info.update(reselect_every=window)
-    return prepared
