@@ -234,7 +234,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     dense = {"dense_trainable": prepared.info["dense_trainable"]} if "dense_trainable" in prepared.info else {}
     record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total, **dense},
                   method_info=prepared.info, data={"train_rows": len(data.train),
-                                                   "eval_rows": {k: len(v) for k, v in data.evals.items()}},
+                                                   "eval_rows": {k: len(v) for k, v in {**data.evals, **data.tests}.items()}},
                   timing={"earlier_sessions_s": earlier})
     main_process = accelerator.is_main_process
     if main_process:
@@ -264,7 +264,9 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     wall = earlier + time.time() - started  # a resumed run's time includes its earlier sessions
     record.update(
         status="completed",
-        metrics={"epochs": outcome.epochs, "best": outcome.best},
+        # epochs and learning rates are chosen on the selection split; tables print the reported one
+        metrics={"epochs": outcome.epochs, "best": outcome.best, "selection_split": "dev",
+                 "reported_split": cfg.task.report},
         train={"steps": outcome.steps, "samples": outcome.train_samples, "losses": outcome.losses,
                "optimizer_state_bytes": outcome.optimizer_state_bytes},
         timing={"wall_s": wall, "earlier_sessions_s": earlier, "train_s": outcome.train_seconds,

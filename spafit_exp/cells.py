@@ -20,6 +20,7 @@ KEYS = ["experiment", "task", "method_tag", "model"]
 EDGE = "†"
 MISSING = "—"
 MIXED = "‡"  # the cell's runs carry different recipes (fingerprints)
+SPLITS = ("dev.", "test.", "train.")
 
 
 def num(value) -> str:
@@ -52,7 +53,8 @@ def _row(path: Path, record: dict) -> dict:
     printed = (record.get("fingerprint") or {}).get("settings")
     row["recipe_settings"] = fingerprint.recipe(printed) if printed else None  # None: written before fingerprints
     row["recipe"] = fingerprint.digest(row["recipe_settings"]) if printed else None
-    for split in ["dev", "train"]:  # dev metrics select and report; train ones feed the Gap column
+    row["reported_split"] = (record.get("metrics") or {}).get("reported_split", "dev")
+    for split in ["dev", "test", "train"]:  # dev selects; the reported split (dev or test) prints; train: the Gap
         for name, value in (best.get(split) or {}).items():
             row[f"{split}.{name}"] = value
     return row
@@ -77,14 +79,16 @@ def collect(root: Path) -> pd.DataFrame:
         return df
     df[KEYS] = df[KEYS].fillna("unknown")
     df["status"] = df["status"].fillna("unknown")
-    numeric = ["lr", "seed", "trainable", "rank", "fraction"] + [c for c in df if c.startswith(("dev.", "train."))]
+    numeric = ["lr", "seed", "trainable", "rank", "fraction"] + [c for c in df if c.startswith(SPLITS)]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     return df
 
 
 def select_lr(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: chosen LR, edge flag, seeds, failures, and mean/std of every metric at that LR."""
-    metric_cols = [c for c in df.columns if c.startswith(("dev.", "train."))]
+    """Per cell: chosen LR (by the mean dev main metric), edge flag, seeds, failures, and mean/std of every metric
+    at that LR. The reported split's metrics go by bare name (`mean.accuracy`: test where the task reports a
+    labelled test set, else dev); the others keep their prefix (`mean.dev.accuracy`, `mean.train.accuracy`)."""
+    metric_cols = [c for c in df.columns if c.startswith(SPLITS)]
     seeds_per_experiment = df.groupby("experiment").seed.nunique()
     cells = []
     for key, group in df.groupby(KEYS, sort=True):
@@ -109,11 +113,14 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
         by_lr = scored.groupby("lr")[main].mean()
         lr = float(by_lr.idxmax())
         chosen = scored[scored.lr == lr]
+        reported = chosen.reported_split.iloc[0]
         cell.update(lr=lr, edge=len(by_lr) > 1 and lr in (by_lr.index.min(), by_lr.index.max()),
-                    lrs_tried=len(by_lr), seeds=len(chosen), trainable=chosen.trainable.iloc[0])
+                    lrs_tried=len(by_lr), seeds=len(chosen), trainable=chosen.trainable.iloc[0],
+                    reported_split=reported)
         for col in metric_cols:
             values = chosen[col].dropna()
-            name = col[4:] if col.startswith("dev.") else col  # dev metrics by bare name, train ones as train.<m>
+            split, bare = col.split(".", 1)
+            name = bare if split == reported else col
             if len(values):
                 cell[f"mean.{name}"] = float(values.mean())
                 cell[f"std.{name}"] = float(values.std(ddof=1))  # NaN for one seed: printed without ± then

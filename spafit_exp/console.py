@@ -29,7 +29,8 @@ def peak_memory(device: torch.device) -> dict:
 def summary(record: dict, directory: Path) -> str:
     """End-of-run lines: best dev scores, the loss trend, throughput, memory, time; a warning if the loss is flat."""
     best = record["metrics"]["best"]
-    scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items())
+    scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items()) \
+        + "".join(f" test_{k}={v:.4f}" for k, v in (best.get("test") or {}).items())
     losses = record["train"]["losses"]
     trend = f"train loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if losses else "no train loss logged"
     lines = [f"done: best epoch {best.get('epoch')} {scores} | {trend} | "

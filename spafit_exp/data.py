@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -129,16 +129,39 @@ class PadCollator:
 @dataclass
 class TaskData:
     train: list[dict]  # tokenized rows, in memory: cheaper to index per step than Arrow
-    evals: dict[str, list[dict]]  # "dev", and "dev_mm" for MNLI
+    evals: dict[str, list[dict]]  # selection splits: "dev" (and "dev_mm" for MNLI)
     collate: PadCollator
+    tests: dict[str, list[dict]] = field(default_factory=dict)  # "test" where the task reports a labelled test set
+
+
+def holdout_indices(rows: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(dev, train) row indices: a seeded `fraction` of the training file held out for selection (TREC-6 has no
+    dev set; Flair, the subset paper's framework, samples 10% of train). Fixed per task, not per run seed, so
+    every run of a grid selects on the same rows."""
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = round(rows * fraction)
+    return sorted(order[:cut]), sorted(order[cut:])
+
+
+def _limit(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
+    return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
 def load_task_data(cfg: DictConfig, tokenizer) -> TaskData:
-    train = load_split(cfg, "train", tokenizer, cfg.trainer.max_train_samples)
-    evals = {split: load_split(cfg, split, tokenizer, cfg.trainer.max_eval_samples)
-             for split in cfg.task.files if split.startswith("dev")}
-    collate = PadCollator(tokenizer.pad_token_id or 0, regression=cfg.task.type == "regression")
-    return TaskData(train.to_list(), {k: v.to_list() for k, v in evals.items()}, collate)
+    t, task = cfg.trainer, cfg.task
+    if task.dev_holdout:
+        full = load_split(cfg, "train", tokenizer)
+        dev_rows, train_rows = holdout_indices(len(full), task.dev_holdout.fraction, task.dev_holdout.seed)
+        train = _limit(full.select(train_rows), t.max_train_samples)
+        evals = {"dev": _limit(full.select(dev_rows), t.max_eval_samples)}
+    else:
+        train = load_split(cfg, "train", tokenizer, t.max_train_samples)
+        evals = {split: load_split(cfg, split, tokenizer, t.max_eval_samples)
+                 for split in task.files if split.startswith("dev")}
+    tests = ({"test": load_split(cfg, "test", tokenizer, t.max_eval_samples)} if task.report == "test" else {})
+    collate = PadCollator(tokenizer.pad_token_id or 0, regression=task.type == "regression")
+    return TaskData(train.to_list(), {k: v.to_list() for k, v in evals.items()}, collate,
+                    {k: v.to_list() for k, v in tests.items()})
 
 
 # ---------------------------------------------------------------- WikiText MLM batches

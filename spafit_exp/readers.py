@@ -46,7 +46,7 @@ def check_data_files(cfg: DictConfig) -> None:
     if not root.is_dir():
         raise ConfigError(f"data.dir={root}: no such directory")
     for split in cfg.task.files:
-        if split.startswith("test"):  # unlabelled GLUE test files are only needed for predictions
+        if split.startswith("test") and cfg.task.report != "test":  # unlabelled GLUE test: predictions only
             continue
         path = task_file(cfg, split)
         if not path.is_file():
@@ -170,7 +170,8 @@ def read_local(cfg: DictConfig, split: str, limit: int | None = None) -> RawSpli
     path = task_file(cfg, split)
     if not path.is_file():
         raise ConfigError(missing_data_message(path, cfg.task.name))
-    return READERS[cfg.task.reader](path, cfg.task, limit, labelled=not split.startswith("test"))
+    labelled = not split.startswith("test") or cfg.task.report == "test"  # GLUE's test files have no labels
+    return READERS[cfg.task.reader](path, cfg.task, limit, labelled=labelled)
 
 
 def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:

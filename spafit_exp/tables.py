@@ -42,9 +42,9 @@ def build_table(experiment: str, cells: pd.DataFrame) -> pd.DataFrame:
                 if cell is not None else MISSING
             averaged.append(cell.get(f"mean.{names[0]}", np.nan) if cell is not None else np.nan)
         row["Avg."] = f"{100 * np.mean(averaged):.1f}" if not np.isnan(averaged).any() else MISSING
-        gaps = [c[f"mean.train.{c['main_metric']}"] - c[f"mean.{c['main_metric']}"] for _, c in group.iterrows()
+        gaps = [c[f"mean.{c['main_metric']}"] - c[f"mean.train.{c['main_metric']}"] for _, c in group.iterrows()
                 if pd.notna(c.get(f"mean.train.{c['main_metric']}", np.nan))]
-        if gaps:  # train minus dev main metric at the chosen LR, averaged over tasks (generality study)
+        if gaps:  # the subset paper's sign: reported (test) minus train main metric at the chosen LR, over tasks
             row["Gap"] = f"{100 * np.mean(gaps):.1f}"
         row["Failed"] = str(int(group.failed.sum()))
         rows.append(row)
@@ -93,14 +93,25 @@ def recipe_notes(cells: pd.DataFrame) -> list[str]:
     return notes
 
 
-def footer(runs: pd.DataFrame) -> str:
+def reported_splits(cells: pd.DataFrame) -> str:
+    """Which split the cells print: dev everywhere, or the tasks scored on their labelled test set."""
+    if "reported_split" not in cells:
+        return "dev"
+    tested = sorted({str(c["task_label"]) for _, c in cells.iterrows() if c.get("reported_split") == "test"})
+    return f"dev; test for {', '.join(tested)} (epochs and LRs chosen on dev)" if tested else "dev"
+
+
+def footer(runs: pd.DataFrame, cells: pd.DataFrame) -> str:
     shas = sorted({str(s) for s in runs.git_sha.dropna()}) or ["unknown"]
     completed = int((runs.status == "completed").sum())
     failed = int((runs.status == "failed").sum())
     seeds = ", ".join(num(s) for s in sorted(runs.seed.dropna().unique())) or MISSING
     return (f"{len(runs)} runs ({completed} completed, {failed} failed, {len(runs) - completed - failed} unfinished); "
-            f"seeds: {seeds}; git: {', '.join(shas)}. Cells: dev score in %, mean ± std over seeds at the chosen "
-            f"LR (@lr; {EDGE} = LR at the edge of the grid tried; n = seeds when fewer than the experiment's).")
+            f"seeds: {seeds}; git: {', '.join(shas)}. Cells: score in % on {reported_splits(cells)}, mean ± std "
+            f"over seeds at the chosen "
+            f"LR (@lr; {EDGE} = LR at the edge of the grid tried; n = seeds when fewer than the experiment's)"
+            + ("; Gap = reported minus training-rows score." if any(c.startswith("mean.train.") for c in cells)
+               else "."))
 
 
 def to_latex(table: pd.DataFrame, note: str) -> str:
@@ -124,7 +135,7 @@ def write_tables(df: pd.DataFrame, out: Path, strict: bool = False) -> dict[str,
         notes = recipe_notes(cells)
         if strict and any(n.startswith(MIXED) for n in notes):
             raise MixedRecipes(f"{experiment}: " + " ".join(n for n in notes if n.startswith(MIXED)))
-        note = " ".join([footer(runs), *notes, *unreadable])
+        note = " ".join([footer(runs, cells), *notes, *unreadable])
         markdown = f"## {experiment}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
         (out / f"{experiment}.md").write_text(markdown)
         (out / f"{experiment}.tex").write_text(to_latex(table, note))

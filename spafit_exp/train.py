@@ -44,8 +44,8 @@ class TrainResult:
 
 
 def _metric_key(split: str, name: str) -> str:
-    suffix = split[len("dev"):]  # "dev" -> "", "dev_mm" -> "_mm"
-    return f"{name}{suffix}"
+    suffix = split.split("_", 1)[1] if "_" in split else ""  # "dev" / "test" -> "", "dev_mm" -> "_mm"
+    return f"{name}_{suffix}" if suffix else name
 
 
 @torch.inference_mode()
@@ -99,6 +99,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
     train_loader = DataLoader(data.train, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler,
                               generator=generator, **loader_kwargs)
     eval_loaders = {s: DataLoader(ds, batch_size=t.eval_batch_size, **loader_kwargs) for s, ds in data.evals.items()}
+    # Reported test splits are scored with dev at every evaluation but never choose the epoch (selection: dev only)
+    test_loaders = {s: DataLoader(ds, batch_size=t.eval_batch_size, **loader_kwargs) for s, ds in data.tests.items()}
     # The first rows of the training set, scored like dev: the train/test gap of the generality study.
     train_rows = data.train[: t.eval_train_samples] if t.get("eval_train_samples") else []
     train_eval = DataLoader(train_rows, batch_size=t.eval_batch_size, **loader_kwargs) if train_rows else None
@@ -114,6 +116,7 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
         prepared.on_schedule(steps_per_epoch * t.epochs)
     model, optimizer, train_loader, scheduler = accelerator.prepare(prepared.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
+    test_loaders = {split: accelerator.prepare(loader) for split, loader in test_loaders.items()}
     train_eval = {"dev": accelerator.prepare(train_eval)} if train_eval is not None else {}
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -132,12 +135,17 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
         checkpointer.save(model, optimizer, scheduler, prepared.method_state, result,
                           Position(epoch, batch, epoch_generator), (running.item(), running_n))
 
+    def scores() -> tuple[dict, dict, dict]:
+        """(dev, test, train-rows) scores of the model as it is now."""
+        return (evaluate(model, eval_loaders, task, accelerator), evaluate(model, test_loaders, task, accelerator),
+                evaluate(model, train_eval, task, accelerator) if train_eval else {})
+
     main = task.main_metric
     if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
-        dev = evaluate(model, eval_loaders, task, accelerator)
-        train_scores = evaluate(model, train_eval, task, accelerator) if train_eval else {}
-        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "train": train_scores, "train_loss": None})
-        result.best = {"epoch": 0, "dev": dev, "train": train_scores}
+        dev, test, train_scores = scores()
+        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores,
+                              "train_loss": None})
+        result.best = {"epoch": 0, "dev": dev, "test": test, "train": train_scores}
         result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
         return result
     model.train()
@@ -201,17 +209,18 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
             running.zero_()
             running_n = 0
         if t.eval_every_epoch or epoch == t.epochs:
-            dev = evaluate(model, eval_loaders, task, accelerator)
-            train_scores = evaluate(model, train_eval, task, accelerator) if train_eval else {}
-            row = {"epoch": epoch, "step": result.steps, "dev": dev, "train": train_scores,
+            dev, test, train_scores = scores()
+            row = {"epoch": epoch, "step": result.steps, "dev": dev, "test": test, "train": train_scores,
                    "train_loss": result.losses[-1][1] if result.losses else None}
             result.epochs.append(row)
-            accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {"epoch": epoch}, step=result.steps)
-            accelerator.print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in dev.items()))
+            accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {f"test/{k}": v for k, v in test.items()}
+                            | {"epoch": epoch}, step=result.steps)
+            accelerator.print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in dev.items())
+                              + "".join(f" test_{k}={v:.4f}" for k, v in test.items()))
             score = dev.get(main, float("nan"))
             best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
             if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
-                result.best = {"epoch": epoch, "dev": dev, "train": train_scores}
+                result.best = {"epoch": epoch, "dev": dev, "test": test, "train": train_scores}
                 result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
         if epoch < t.epochs:
             checkpoint(epoch + 1, 0, generator.get_state())

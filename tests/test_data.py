@@ -35,7 +35,7 @@ def test_row_counts_match_manifest(entry):
         assert None not in raw.labels
 
 
-OTHER_FILES = {"data/trec/train_5500.label": ("trec6", "train"), "data/trec/TREC_10.label": ("trec6", "dev"),
+OTHER_FILES = {"data/trec/train_5500.label": ("trec6", "train"), "data/trec/TREC_10.label": ("trec6", "test"),
                "data/conll2003/eng.train": ("conll2003", "train"), "data/conll2003/eng.testa": ("conll2003", "dev"),
                "data/conll2003/eng.testb": ("conll2003", "test")}
 
@@ -123,3 +123,31 @@ def test_tokenized_cache_is_reused(tmp_path):
     second = load_split(cfg, "train", tok, 16)
     assert len(entries) == 1 and first.to_list() == second.to_list()
     assert max(len(r["input_ids"]) for r in first) <= 32
+
+
+def test_trec_selects_on_a_seeded_holdout_of_train_and_reports_test():
+    """TREC-6 has no dev set: a fixed 10% of the training file is dev (the same rows whatever the training slice
+    or run seed), disjoint from the training rows; the 500-question test set is the reported split."""
+    from spafit_exp.data import holdout_indices, load_task_data
+    from spafit_exp.modeling import build_tokenizer
+
+    dev, train = holdout_indices(5452, 0.1, 0)
+    assert len(dev) == 545 and not set(dev) & set(train) and len(dev) + len(train) == 5452
+    assert holdout_indices(5452, 0.1, 0) == (dev, train)
+    tokenizer = build_tokenizer(compose([]).model)
+    small = load_task_data(compose(["task=trec6", "trainer.max_train_samples=100"]), tokenizer)
+    other = load_task_data(compose(["task=trec6", "trainer.max_train_samples=50", "trainer.seed=7"]), tokenizer)
+    assert len(small.evals["dev"]) == 545 and small.evals["dev"] == other.evals["dev"]
+    assert len(small.tests["test"]) == 500 and len(small.train) == 100
+    dev_text = {tuple(r["input_ids"]) for r in small.evals["dev"]}
+    assert not dev_text & {tuple(r["input_ids"]) for r in small.train[:100]} or len(dev_text) < 545
+
+
+def test_conll_reports_its_labelled_test_split():
+    from spafit_exp.data import load_task_data
+    from spafit_exp.modeling import build_tokenizer
+
+    cfg = compose(["task=conll2003", "trainer.max_train_samples=8", "trainer.max_eval_samples=8"])
+    data = load_task_data(cfg, build_tokenizer(cfg.model))
+    assert set(data.evals) == {"dev"} and set(data.tests) == {"test"}
+    assert any(x != -100 for row in data.tests["test"] for x in row["labels"])

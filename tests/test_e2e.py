@@ -148,3 +148,14 @@ def test_readme_commands_are_the_ci_commands():
     assert "\nmake install run\n" in readme and "\nmake test\n" in readme
     assert "\nmake install\nmake test\n" in ci
     assert "-m spafit_exp method=spafit task=rte" in makefile and "-m pytest -m 'not slow'" in makefile
+
+
+def test_record_reports_test_split_where_the_task_has_one(tmp_path):
+    """CoNLL-2003: epochs are chosen on eng.testa (dev) and eng.testb (test) is scored and reported."""
+    cfg = tiny(tmp_path, "task=conll2003")
+    run(cfg)
+    record = json.loads(open(f"{cfg.run.dir}/results.json").read())
+    metrics = record["metrics"]
+    assert metrics["selection_split"] == "dev" and metrics["reported_split"] == "test"
+    assert "entity_f1" in metrics["best"]["dev"] and "entity_f1" in metrics["best"]["test"]
+    assert record["data"]["eval_rows"] == {"dev": 32, "test": 32}

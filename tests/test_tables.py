@@ -100,7 +100,7 @@ def test_failed_only_cell_and_footer(tmp_path):
     assert list(table.columns) == ["Model", "Method", "Params (M)", "MRPC", "RTE", "Avg.", "Failed"]
     row = table.iloc[0]
     assert row["MRPC"] == tables.MISSING and row["Avg."] == tables.MISSING and row["Failed"] == "2"
-    note = tables.footer(tables.collect(tmp_path))
+    note = tables.footer(tables.collect(tmp_path), cells)
     assert note.startswith("3 runs (1 completed, 1 failed, 1 unfinished); seeds: 1, 2; git: abc.")
 
 
@@ -215,3 +215,21 @@ def test_lr_grid_extends_until_interior():
     assert outcome["extensions"] == 2 and len(calls) == 5  # 1e-2, then 1e-1 shows the peak is inside
     capped = extend_grid([1e-5, 1e-4], objective, max_extensions=1)
     assert not capped["interior"] and capped["extensions"] == 1
+
+
+def test_reported_test_split_selection_on_dev_and_gap_sign(tmp_path):
+    """A task with a labelled test set (CoNLL, TREC-6): the LR is chosen on dev, the cell prints test, the footer
+    says so, and Gap is test minus train (the subset paper's sign)."""
+    for lr, dev, test in [(1e-3, 0.80, 0.70), (2e-3, 0.90, 0.60)]:
+        path = _record(tmp_path, dev, task="trec6", lr=lr)
+        record = json.loads(path.read_text())
+        record["metrics"]["best"].update(test={"accuracy": test}, train={"accuracy": 0.95})
+        record["metrics"]["reported_split"] = "test"
+        path.write_text(json.dumps(record))
+    cells = _cells(tmp_path)
+    cell = cells.iloc[0]
+    assert cell["lr"] == 2e-3 and cell["reported_split"] == "test"  # chosen on dev (0.90), not test (0.70)
+    assert cell["mean.accuracy"] == pytest.approx(0.60) and cell["mean.dev.accuracy"] == pytest.approx(0.90)
+    row = tables.build_table("e", cells).iloc[0]
+    assert row["TREC-6"].startswith("60.0") and row["Gap"] == "-35.0"
+    assert "test for TREC-6 (epochs and LRs chosen on dev)" in tables.footer(tables.collect(tmp_path), cells)
