@@ -15,7 +15,9 @@ from omegaconf import DictConfig
 from spafit_exp import CONF_DIR
 from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
+from spafit_exp.lr_search import edge_commands
 from spafit_exp.results import SkippedRecord, remove_empty_dirs, require_writable_root
+from spafit_exp.stops import hand_back
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message).
 SWEEP: list[tuple[str, str, float, str]] = []
@@ -40,6 +42,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         record = run(cfg)
     except RunInterrupted as err:
         print(str(err), file=sys.stderr)
+        hand_back(err.signum)  # preempted under submitit: it requeues the job, which resumes from the checkpoint
         sys.exit(128 + err.signum)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -93,6 +96,9 @@ def main() -> None:
     _hydra_main()
     if SWEEP:
         print(sweep_summary(SWEEP))
+        for root in sorted({Path(directory).parents[4] for directory, *_ in SWEEP}):  # <root>/<experiment>
+            for line in edge_commands(root, sys.argv[1:]):
+                print(line)
         if any(status in ("failed", "refused") for _, status, _, _ in SWEEP):
             sys.exit(1)
 

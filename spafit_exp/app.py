@@ -235,7 +235,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total, **dense},
                   method_info=prepared.info, data={"train_rows": len(data.train),
                                                    "eval_rows": {k: len(v) for k, v in {**data.evals, **data.tests}.items()}},
-                  timing={"earlier_sessions_s": earlier})
+                  timing={"earlier_sessions_s": earlier}, memory=peak_memory(accelerator.device))
     main_process = accelerator.is_main_process
     if main_process:
         print(header(cfg, trainable, total, prepared.info, len(data.train), record["data"]["eval_rows"],
@@ -250,7 +250,8 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
         interrupted = isinstance(err, (StopRequested, KeyboardInterrupt))
         record.update(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(limit=20), failed_step=getattr(err, "step", None),
-                      timing={"wall_s": earlier + time.time() - started, "earlier_sessions_s": earlier})
+                      timing={"wall_s": earlier + time.time() - started, "earlier_sessions_s": earlier},
+                      memory=peak_memory(accelerator.device))
         if main_process:
             results.write(directory, record)
         accelerator.end_training()
@@ -262,16 +263,18 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
         raise
 
     wall = earlier + time.time() - started  # a resumed run's time includes its earlier sessions
+    tokens = cfg.trainer.epochs * sum(len(row["input_ids"]) for row in data.train)  # real tokens, padding excluded
     record.update(
         status="completed",
         # epochs and learning rates are chosen on the selection split; tables print the reported one
         metrics={"epochs": outcome.epochs, "best": outcome.best, "selection_split": "dev",
                  "reported_split": cfg.task.report},
-        train={"steps": outcome.steps, "samples": outcome.train_samples, "losses": outcome.losses,
+        train={"steps": outcome.steps, "samples": outcome.train_samples, "tokens": tokens, "losses": outcome.losses,
                "optimizer_state_bytes": outcome.optimizer_state_bytes},
         timing={"wall_s": wall, "earlier_sessions_s": earlier, "train_s": outcome.train_seconds,
                 **step_percentiles(outcome.step_seconds),
                 "train_samples_per_s": outcome.train_samples / max(outcome.train_seconds, 1e-9),
+                "train_tokens_per_s": tokens / max(outcome.train_seconds, 1e-9),
                 "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},
         device=str(accelerator.device),
         memory=peak_memory(accelerator.device),

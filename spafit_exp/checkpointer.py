@@ -11,9 +11,7 @@ import torch
 from accelerate.utils import gather_object
 
 from spafit_exp.errors import RecipeMismatch
-from spafit_exp.results import replace_atomically
-
-RESUME_FILE = "resume.pt"
+from spafit_exp.results import RESUME_FILE, replace_atomically  # noqa: F401 - RESUME_FILE: the loop's name for it
 
 
 @dataclass

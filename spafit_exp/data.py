@@ -186,3 +186,12 @@ def mlm_batches(texts: list[str], tokenizer, max_len: int, batch_size: int, seed
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_probability, return_tensors="pt")
     return [collator([{"input_ids": ids} for ids in encoded[i:i + batch_size]])
             for i in range(0, len(encoded), batch_size)]
+
+
+def mlm_examples(texts: list[str], tokenizer, max_len: int, seed: int,
+                 mask_probability: float = 0.15) -> list[dict[str, list[int]]]:
+    """One masked row per text (input_ids, attention_mask, labels), each masked on its own: a row's masking does not
+    depend on the rows it is later batched with, so per-example statistics do not depend on the chunk size."""
+    return [{"input_ids": b["input_ids"][0].tolist(), "attention_mask": [1] * b["input_ids"].shape[1],
+             "labels": b["labels"][0].tolist()}
+            for b in mlm_batches(texts, tokenizer, max_len, 1, seed, mask_probability)]

@@ -12,6 +12,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from spafit_exp.data import TaskData, cache_root, load_task_data, run_key
 from spafit_exp.methods import Prepared
@@ -48,7 +49,9 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module, recipe) -> tuple[dict
     if path.is_file():
         return load_file(str(path)), str(path)
     tuned = decoder_cfg(cfg, recipe)
-    with restored(model):
+    # A label over the loop's own epoch bars: which phase of the run they belong to.
+    with restored(model), tqdm(total=1, desc=f"decoder pre-tuning ({cfg.task.name}, {recipe.epochs} epochs)",
+                               bar_format="{desc}", leave=False):
         tuned.trainer.eval_every_epoch = False
         result = train_head(tuned, recipe, model)
         head = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)}

@@ -4,6 +4,9 @@ until the best is interior or `--max-extensions` is reached. The record `lr_sear
 `lr=` folders) lists every LR tried, its score, the choice and whether it is interior.
 
     python -m spafit_exp.lr_search --grid 1e-5,1e-4,1e-3 --seeds 1,2 -- task=trec6 method=subset selector=random
+
+A `-m` sweep gets the same rule after it finishes (`edge_commands`): every cell whose best rate sits at an edge
+of the rates tried is named with the `-m` command that runs the next point past it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,18 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from spafit_exp.cells import KEYS, collect, select_lr
 from spafit_exp.results import write_json_atomic
+
+# Overrides a cell's extension command sets itself (everything else of the sweep's command line is kept)
+CELL_OVERRIDES = ("task", "method", "selector", "model", "trainer.lr", "lr_grid")
+
+
+def next_lr(lrs: list[float], best: float) -> float:
+    """The next rate past the edge where `best` sits, one step of the grid's own log spacing further."""
+    lrs = sorted(lrs)
+    new = best * lrs[-1] / lrs[-2] if best == lrs[-1] else best * lrs[0] / lrs[1]
+    return float(f"{new:.3g}")  # 1e-06, not 1.0000000000000002e-06: LRs name run directories
 
 
 def extend_grid(grid: list[float], score: Callable[[float], float], max_extensions: int = 4) -> dict:
@@ -29,15 +43,35 @@ def extend_grid(grid: list[float], score: Callable[[float], float], max_extensio
         interior = lrs[0] < best < lrs[-1]
         if interior or extensions >= max_extensions:
             break
-        if best == lrs[-1]:
-            new = best * lrs[-1] / lrs[-2]
-        else:
-            new = best * lrs[0] / lrs[1]
-        new = float(f"{new:.3g}")  # 1e-06, not 1.0000000000000002e-06: LRs name run directories
+        new = next_lr(lrs, best)
         tried[new] = score(new)
         extensions += 1
     return {"tried": {f"{lr:g}": tried[lr] for lr in sorted(tried)}, "best_lr": best, "interior": interior,
             "extensions": extensions}
+
+
+def edge_commands(root: Path, argv: list[str]) -> list[str]:
+    """One line per cell under `root` whose best mean dev score is at an edge of the rates tried: the cell and the
+    `python -m spafit_exp -m` command (the sweep's own overrides, narrowed to the cell) that runs the next rate."""
+    runs = collect(root)
+    if runs.empty:
+        return []
+    keep = [a for a in argv if a not in ("-m", "--multirun") and a.split("=", 1)[0].lstrip("+~") not in CELL_OVERRIDES]
+    lines = []
+    for _, cell in select_lr(runs).iterrows():
+        if not cell.get("edge"):
+            continue
+        mine = runs[(runs[KEYS] == cell[KEYS]).all(axis=1)]
+        lrs = sorted(mine.lr.dropna().unique())
+        first = mine.iloc[0]
+        narrowed = [f"task={cell['task']}", f"method={first['method']}", f"model={cell['model']}"]
+        if first["selector"] not in (None, "none"):
+            narrowed.append(f"selector={first['selector']}")
+        side = "upper" if cell["lr"] == lrs[-1] else "lower"
+        lines.append(f"edge: {cell['task']} / {cell['method_tag']} / {cell['model']}: best lr {cell['lr']:g} at the "
+                     f"{side} edge of {len(lrs)} rates; extend: python -m spafit_exp -m "
+                     + " ".join(keep + narrowed + [f"trainer.lr={next_lr(lrs, cell['lr']):g}"]))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Run directories, the results.json contract, atomic writes, skip-if-done and provenance."""
+"""Run directories, the results.json contract, atomic writes, skip-if-done, provenance, and the lock that tells
+a running run from a dead one."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from spafit_exp import REPO_ROOT, fingerprint
 from spafit_exp.errors import ConfigError
 
 RESULTS = "results.json"
+RESUME_FILE = "resume.pt"  # the loop's resume checkpoint (checkpointer.py); named here for readers without torch
 SCHEMA_VERSION = 1
 _PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "omegaconf", "wandb",
              "scikit-learn", "scipy", "numpy", "spafit_exp")
@@ -198,6 +200,9 @@ def base_record(cfg: DictConfig) -> dict:
 # ---------------------------------------------------------------- one owner per run directory
 
 LOCK = ".lock"
+# A status probe (lock_is_held) holds a run's lock for microseconds; a job that finds it busy retries this often,
+# this far apart, before it concludes that another process owns the directory.
+LOCK_TRIES, LOCK_RETRY_S = 5, 0.05
 
 
 def acquire_lock(directory: Path):
@@ -208,16 +213,49 @@ def acquire_lock(directory: Path):
     path = Path(directory) / LOCK
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
+    for attempt in range(LOCK_TRIES):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == LOCK_TRIES - 1:
+                handle.close()
+                return None
+            time.sleep(LOCK_RETRY_S)
     handle.seek(0)
     handle.truncate()
     handle.write(f"{platform.node()} {os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def lock_is_held(directory: Path) -> bool:
+    """Whether a live process owns the run directory, from its `.lock` alone: a shared non-blocking `flock` on a
+    read-only handle fails only while an owner holds it (the kernel, or NFS's lock manager, drops a dead owner's
+    lock), so no process table is read and it works for runs on other nodes. Never creates the file."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(directory) / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: nobody ever ran here, or the directory is gone
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def lock_owner(directory: Path) -> str:
+    """`<host> <pid>` as the last owner wrote it into `.lock` (shown by `sweep status`; informative only)."""
+    try:
+        return (Path(directory) / LOCK).read_text().strip()
+    except OSError:
+        return ""
 
 
 def release_lock(handle) -> None:

@@ -52,9 +52,11 @@ def test_full_bitfit(family):
     expected = {n for n in before
                 if "classifier" in n
                 or (n.endswith(".bias") and layer(n) is not None)
-                or n.endswith("embeddings.LayerNorm.bias")}
+                or n.endswith("embeddings.LayerNorm.bias")
+                or n.endswith("pooler.dense.bias")}  # BitFit's reference trains BERT's pooler bias too
     assert changed(before, after) == expected
-    assert not any(".pooler." in n for n in expected)
+    assert ("bert.pooler.dense.bias" in expected) == (family == "bert")
+    assert not any(n.endswith("pooler.dense.weight") for n in expected)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -130,8 +132,8 @@ def test_full_bitfit_count_bert_large():
     cfg = compose(["method=full_bitfit", "model=bert_large_cased"])
     prepared = apply_method(build_model(cfg.model, cfg.task, device="meta"), cfg.method)
     # 24 layers x (q,k,v,attn-out 4x1024 + 2 LayerNorm biases 2x1024 + intermediate 4096 + output 1024)
-    # + embeddings LayerNorm bias 1024 + head 1024x2+2
-    assert count_params(prepared.model)[0] == 24 * (4 * 1024 + 2 * 1024 + 4096 + 1024) + 1024 + 2050
+    # + embeddings LayerNorm bias 1024 + pooler bias 1024 + head 1024x2+2
+    assert count_params(prepared.model)[0] == 24 * (4 * 1024 + 2 * 1024 + 4096 + 1024) + 1024 + 1024 + 2050
 
 
 def test_roberta_spafit_counts_resolve_from_model():

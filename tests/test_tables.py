@@ -233,3 +233,19 @@ def test_reported_test_split_selection_on_dev_and_gap_sign(tmp_path):
     row = tables.build_table("e", cells).iloc[0]
     assert row["TREC-6"].startswith("60.0") and row["Gap"] == "-35.0"
     assert "test for TREC-6 (epochs and LRs chosen on dev)" in tables.footer(tables.collect(tmp_path), cells)
+
+
+def test_sweep_names_edge_cells_with_the_command_that_extends_them(tmp_path):
+    """After a -m sweep: a cell whose best rate is the largest tried gets the command for the next rate (same log
+    step), narrowed to the cell; an interior cell gets none."""
+    from spafit_exp.lr_search import edge_commands
+
+    for lr, score in [(1e-3, 0.5), (2e-3, 0.6), (5e-3, 0.7)]:  # best at the upper edge
+        _record(tmp_path / "e", score, task="trec6", lr=lr, method="subset", selector="random", method_tag="subset-random")
+    for lr, score in [(1e-3, 0.5), (2e-3, 0.9), (5e-3, 0.7)]:  # interior
+        _record(tmp_path / "e", score, task="rte", lr=lr)
+    lines = edge_commands(tmp_path / "e", ["-m", "experiment=subset_table1", "trainer.lr=1e-3,2e-3,5e-3",
+                                           "task=trec6,rte", "trainer.seed=1,2"])
+    assert lines == ["edge: trec6 / subset-random / x: best lr 0.005 at the upper edge of 3 rates; extend: "
+                     "python -m spafit_exp -m experiment=subset_table1 trainer.seed=1,2 task=trec6 method=subset "
+                     "model=x selector=random trainer.lr=0.0125"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from omegaconf import MISSING, OmegaConf
+from tqdm.auto import tqdm
 
 from spafit_exp.data import cache_root, load_task_data, run_key
 from spafit_exp.errors import ConfigError
@@ -49,7 +50,9 @@ def pruning_finetune(ctx: Context) -> dict:
         return torch.load(path, map_location="cpu")
     tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr))
-    with restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
+    phase = tqdm(total=1, desc=f"diff-pruning fine-tune ({cfg.task.name}, l1={float(s.l1):g})",
+                 bar_format="{desc}", leave=False)  # a label over the loop's own epoch bars
+    with phase, restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
         theta0 = [p.detach().clone() for p in ctx.flat.params]
         options = PenaltyOptions(name="full_ft_l1", tag="full_ft_l1", lr=float(s.prune_lr), coefficient=float(s.l1))
         outcome = train(tuned, full_ft_l1(model, options), load_task_data(tuned, build_tokenizer(cfg.model)),

@@ -1,11 +1,13 @@
 """Gradient-statistic selectors (subset paper, section 3.1): the k largest of
 
-- `downstream_sqgrad`: sum over the training set of squared task-loss gradients (the empirical Fisher diagonal);
-- `pretrain_sqgrad`: the same for the MLM loss on WikiText paragraphs (vendored WikiText-2 raw);
+- `downstream_sqgrad`: F_down, the mean over the training rows of each row's squared task-loss gradient (eq. 2,
+  the empirical Fisher diagonal);
+- `pretrain_sqgrad`: F_pretr, the same for the MLM loss on WikiText paragraphs (vendored WikiText-2 raw);
 - `combined`: F_down / (1 + F_pretr) (eq. 3).
 
-Statistics are computed once, cached on disk (keyed by model, task slice, seed, decoder and sample count) and
-shared by every learning rate and repetition of a grid."""
+Gradients are per example whatever `stat_batch_size` is: it only sets how many examples share one batched
+forward/backward (spafit_exp/persample.py). Statistics are computed once, cached on disk (keyed by model, task
+slice, seed, decoder and sample count) and shared by every learning rate and repetition of a grid."""
 
 from __future__ import annotations
 
@@ -14,15 +16,18 @@ from typing import Optional
 
 import torch
 from omegaconf import MISSING
-from torch.utils.data import DataLoader
 
-from spafit_exp.data import cache_root, load_task_data, mlm_batches, run_key, wikitext_paragraphs
+from spafit_exp.data import PadCollator, cache_root, load_task_data, mlm_examples, run_key, wikitext_paragraphs
 from spafit_exp.errors import ConfigError
-from spafit_exp.masking import FlatParams
 from spafit_exp.modeling import build_tokenizer, mlm_model_like
+from spafit_exp.persample import length_chunks, sq_grad_sum
 from spafit_exp.results import replace_atomically
 from spafit_exp.sampling import topk_indices
 from spafit_exp.selectors import Context, Picked, SelectorOptions, register
+
+# Part of every statistic's cache key. 2: means over examples, computed batched with exact per-example gradients
+# (1 was sums, and with stat_batch_size > 1 squared batch gradients).
+STATS_VERSION = 2
 
 NORMALISATIONS = ("none", "mean")
 
@@ -30,7 +35,7 @@ NORMALISATIONS = ("none", "mean")
 @dataclass
 class DownstreamOptions(SelectorOptions):
     stat_samples: Optional[int] = MISSING  # training rows (null = all)
-    stat_batch_size: int = MISSING  # 1 = per-example squared gradients
+    stat_batch_size: int = MISSING  # examples per batched forward/backward (memory and speed only)
 
 
 @dataclass
@@ -47,35 +52,8 @@ class CombinedOptions(DownstreamOptions):
     normalise: str = MISSING  # mean | none
 
 
-def sq_grad_sum(model: torch.nn.Module, flat: FlatParams, batches) -> torch.Tensor:
-    """Sum over batches of the squared gradient of the loss, per candidate element (eval mode: no dropout).
-    With batches of one example this is the empirical Fisher diagonal of the paper."""
-    by_name = dict(model.named_parameters())
-    params = [by_name.get(n) for n in flat.names]
-    requires = {n: p.requires_grad for n, p in by_name.items()}
-    for p in params:
-        if p is not None:
-            p.requires_grad_(True)
-    total = torch.zeros(flat.n, dtype=torch.float32, device=flat.params[0].device)
-    views = flat.views(total)
-    was_training = model.training
-    model.eval()
-    for batch in batches:
-        model.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
-        with torch.no_grad():
-            for view, p in zip(views, params):
-                if p is not None and p.grad is not None:
-                    view.addcmul_(p.grad, p.grad)
-    model.zero_grad(set_to_none=True)
-    model.train(was_training)
-    for n, p in by_name.items():
-        p.requires_grad_(requires[n])
-    return total
-
-
 def _cached(cfg, kind: str, extra, compute) -> torch.Tensor:
-    path = cache_root(cfg) / "stats" / f"{cfg.task.name}-{kind}-{run_key(cfg, kind, extra)}.pt"
+    path = cache_root(cfg) / "stats" / f"{cfg.task.name}-{kind}-{run_key(cfg, kind, STATS_VERSION, extra)}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu")
     value = compute()
@@ -84,34 +62,46 @@ def _cached(cfg, kind: str, extra, compute) -> torch.Tensor:
     return value
 
 
+def mean_sq_grad(model, flat, rows: list[dict], collate, chunk: int, desc: str) -> torch.Tensor:
+    """(1/N) sum_i g_i^2 over the N rows (eq. 2), with per-example gradients computed `chunk` rows at a time."""
+    batches = (collate(part) for part in length_chunks(rows, chunk))
+    return sq_grad_sum(model, flat, batches, desc=desc, examples=len(rows)) / max(len(rows), 1)
+
+
 def downstream_stats(ctx: Context) -> torch.Tensor:
     s, cfg = ctx.options, ctx.cfg
 
     def compute():
         data = load_task_data(cfg, build_tokenizer(cfg.model))
         rows = data.train[: s.stat_samples] if s.stat_samples else data.train
-        return sq_grad_sum(ctx.model, ctx.flat, DataLoader(rows, batch_size=s.stat_batch_size, collate_fn=data.collate))
+        return mean_sq_grad(ctx.model, ctx.flat, rows, data.collate, s.stat_batch_size,
+                            f"downstream sq-grad ({cfg.task.name})")
 
-    return _cached(cfg, "downstream", [ctx.decoder_key, s.stat_samples, s.stat_batch_size, ctx.flat.names], compute)
+    return _cached(cfg, "downstream", [ctx.decoder_key, s.stat_samples, ctx.flat.names], compute)
 
 
 def pretrain_stats(ctx: Context) -> torch.Tensor:
+    """F_pretr over those of the first `pretrain_samples` paragraphs that have a masked token: a paragraph without
+    one has no MLM loss (its single-example loss is 0/0), so it is not a sample of eq. 2."""
     s, cfg = ctx.options, ctx.cfg
 
     def compute():
         mlm = mlm_model_like(cfg.model, ctx.model, cfg.trainer.seed)
+        tokenizer = build_tokenizer(cfg.model)
         texts = wikitext_paragraphs(s.wikitext)[: s.pretrain_samples]
-        batches = mlm_batches(texts, build_tokenizer(cfg.model), cfg.trainer.max_len, s.stat_batch_size,
-                              cfg.trainer.seed)
-        return sq_grad_sum(mlm, ctx.flat, batches)
+        rows = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, cfg.trainer.seed)
+                if any(label != -100 for label in r["labels"])]
+        return mean_sq_grad(mlm, ctx.flat, rows, PadCollator(tokenizer.pad_token_id or 0), s.stat_batch_size,
+                            f"pretrain sq-grad (WikiText, {len(rows)} paragraphs)")
 
-    return _cached(cfg, "pretrain", [s.pretrain_samples, s.stat_batch_size, str(s.wikitext), ctx.flat.names], compute)
+    return _cached(cfg, "pretrain", [s.pretrain_samples, str(s.wikitext), ctx.flat.names], compute)
 
 
 def combine(f_down: torch.Tensor, f_pretr: torch.Tensor, normalise: str) -> torch.Tensor:
-    """Eq. 3: F_down / (1 + F_pretr). The two statistics differ by orders of magnitude (different losses, sample
-    counts, heads), which decides whether the `1 +` matters at all; `mean` rescales each to mean 1 first so the
-    ratio trades them off on equal terms; `none` is eq. 3 literally."""
+    """Eq. 3: F_down / (1 + F_pretr), each F a mean over its examples (eq. 2: 1/N sum_i g_i^2, N rows or
+    paragraphs), as downstream_stats / pretrain_stats return them. The two still differ by orders of magnitude
+    (different losses and heads), which decides whether the `1 +` matters at all: `mean` rescales each to mean 1
+    over the candidates first, so the ratio trades them off on equal terms; `none` is eq. 3 literally."""
     if normalise == "mean":
         f_down = f_down / f_down.mean().clamp_min(1e-30)
         f_pretr = f_pretr / f_pretr.mean().clamp_min(1e-30)
