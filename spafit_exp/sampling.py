@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import contextlib
 
+import math
+
 import torch
 
 # CPU: intra-op threads while sampling (None: torch's setting). After the one pass over the weights the work
@@ -123,10 +125,25 @@ def _cpu_threads(device: torch.device):
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest of `scores.reshape(-1)`, ascending (ties broken by torch.topk)."""
+    """Indices of the k largest of `scores.reshape(-1)`, ascending (ties broken by torch.topk).
+
+    Exact but cheap when k << n (Top Tuning runs it every step over every candidate): a threshold from an evenly
+    strided sample keeps a few times k candidates, and topk runs on those alone. Every element of the true top k
+    is >= the k-th largest value >= the threshold whenever at least k elements pass it, so the candidates hold
+    the whole top k; otherwise (an unlucky sample) the full topk runs."""
     flat = scores.detach().reshape(-1)
-    _check_k(flat.numel(), k)
-    return torch.sort(torch.topk(flat, k, sorted=False).indices).values
+    n = flat.numel()
+    _check_k(n, k)
+    if k * 64 > n or n < 1 << 20:
+        return torch.sort(torch.topk(flat, k, sorted=False).indices).values
+    stride = max(1, n // (1 << 16))
+    sample = flat[::stride]
+    expected = max(1, math.ceil(sample.numel() * k / n))
+    threshold = torch.topk(sample, min(sample.numel(), 2 * expected + 32), sorted=False).values.min()
+    candidates = torch.nonzero(flat >= threshold).squeeze(1)
+    if candidates.numel() < k:
+        return torch.sort(torch.topk(flat, k, sorted=False).indices).values
+    return torch.sort(candidates[torch.topk(flat[candidates], k, sorted=False).indices]).values
 
 
 def uniform_indices(n: int, k: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

@@ -11,6 +11,7 @@ Hydra and OmegaConf are imported: no torch, no model code."""
 from __future__ import annotations
 
 import copy
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from spafit_exp.errors import ConfigError
 from spafit_exp.results import RESULTS
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # a plain `${dotted.key}` interpolation
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class _JobComposer:
     def __init__(self, master: DictConfig, loader, parser: OverridesParser):
         self.master, self.loader, self.parser = master, loader, parser
         self.parsed: dict[str, object] = {}  # override line -> Override (a sweep repeats a few dozen lines)
+        self.group_lines: dict[str, bool] = {}
         self.bases: dict[tuple[str, ...], DictConfig] = {}
         self.models: dict[str, dict] = {}
 
@@ -118,12 +121,16 @@ class _JobComposer:
             self.parsed[line] = self.parser.parse_override(line)
         return self.parsed[line]
 
-    def _is_group(self, override) -> bool:
+    def _is_group(self, line: str) -> bool:
         """Hydra's own rule (defaults_list.Overrides): a config group's name, and not a dict value."""
-        return self.loader.repository.group_exists(override.key_or_group) and not isinstance(override.value(), dict)
+        if line not in self.group_lines:
+            override = self._parse(line)
+            self.group_lines[line] = (self.loader.repository.group_exists(override.key_or_group)
+                                      and not isinstance(override.value(), dict))
+        return self.group_lines[line]
 
     def config(self, overrides: tuple[str, ...]) -> DictConfig:
-        groups = tuple(line for line in overrides if self._is_group(self._parse(line)))
+        groups = tuple(line for line in overrides if self._is_group(line))
         values = [self._parse(line) for line in overrides if line not in groups]
         if groups not in self.bases:
             try:
@@ -143,13 +150,23 @@ class _JobComposer:
 
     def job(self, overrides: tuple[str, ...], swept: tuple[str, ...]) -> Job:
         cfg = self.config(overrides)
-        run_dir = Path(str(cfg.run.dir))
+        run_dir = Path(_run_dir(cfg))
         t = cfg.trainer
         self.models.setdefault(cfg.model.name, OmegaConf.to_container(cfg.model.arch, resolve=True))
         recipe = fingerprint.of(cfg)["hash"] if (run_dir / RESULTS).is_file() else None
         return Job(overrides=overrides, swept=swept, run_dir=run_dir, task=cfg.task.name, method_tag=cfg.method.tag,
                    model=cfg.model.name, lr=t.lr, seed=t.seed, epochs=t.epochs, max_train_samples=t.max_train_samples,
                    force=bool(cfg.run.force), recipe=recipe)
+
+
+def _run_dir(cfg: DictConfig) -> str:
+    """`cfg.run.dir`, resolved. OmegaConf parses an interpolation with its grammar on every access (~2 ms, seconds
+    over thousands of jobs), so a template of plain `${dotted.key}` references is filled in directly, with the
+    str(value) that OmegaConf's string interpolation produces; any other template goes through OmegaConf."""
+    template = cfg.run._get_node("dir")._value()
+    if not isinstance(template, str) or "${" in REFERENCE.sub("", template):
+        return str(cfg.run.dir)
+    return REFERENCE.sub(lambda ref: str(OmegaConf.select(cfg, ref.group(1), throw_on_missing=True)), template)
 
 
 def rectangles(points: list[tuple[str, ...]], order: list[list[str]]) -> list[tuple[tuple[str, ...], ...]]:

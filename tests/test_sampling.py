@@ -205,3 +205,27 @@ def test_uniform_indices():
     assert float((counts - 500).abs().max()) < 4.5 * se
     with pytest.raises(ValueError):
         uniform_indices(5, 6)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "heavy_tail", "blocks", "ties_at_zero"])
+def test_thresholded_topk_equals_full_topk(kind):
+    """Top Tuning's top-k over millions of candidates goes through a sampled threshold: the selection must be
+    exactly torch.topk's, whatever the score distribution (including a sample that misses the tail)."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 3_000_000, 2_000
+    if kind == "gaussian":
+        scores = torch.randn(n, generator=g).square()
+    elif kind == "heavy_tail":
+        scores = torch.randn(n, generator=g).mul(4).exp()  # log-normal: a few huge values
+    elif kind == "blocks":  # the top k all inside one tensor's block, far from most strided samples
+        scores = torch.rand(n, generator=g)
+        scores[1_000_003:1_003_003] += 10
+    else:  # most scores zero (no gradient): fewer positive than k
+        scores = torch.zeros(n)
+        scores[torch.randperm(n, generator=g)[:500]] = 1.0
+    expected = torch.topk(scores, k, sorted=False)
+    got = topk_indices(scores, k)
+    assert got.numel() == k and torch.equal(got, torch.sort(got).values)
+    assert torch.equal(torch.sort(scores[got]).values, torch.sort(expected.values).values)
+    if kind != "ties_at_zero":  # with ties the set of values is what is defined
+        assert torch.equal(got, torch.sort(expected.indices).values)

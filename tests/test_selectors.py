@@ -11,7 +11,7 @@ from spafit_exp.masking import FlatParams, bitfit_indices, candidate_params
 from spafit_exp.optim import masked_adamw, optimizer_state_bytes
 from spafit_exp.params import is_head
 from spafit_exp.selectors import Context, selector_options
-from spafit_exp.selectors.sqgrad import combine, downstream_stats, sq_grad_sum
+from spafit_exp.selectors.sqgrad import combine, downstream_stats, pretrain_stats, sq_grad_sum
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 
@@ -34,6 +34,31 @@ def test_combined_matches_eq3():
     expected = (down / 3.5) / (1 + pre / 2.75)
     assert torch.allclose(combine(down, pre, "mean"), expected)
     assert int(torch.topk(combine(down, pre, "mean"), 1).indices) == 0  # 9/(1+8) loses to 4/(1+1)
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_combined_none_is_eq3_of_means(tmp_path, chunk):
+    """Eq. 2 makes each F a mean over its own N examples: with 6 training rows and 9 paragraphs, `none` is
+    F_down_mean / (1 + F_pretr_mean), not a ratio of sums; the same for any stat_batch_size."""
+    from spafit_exp.data import load_task_data, mlm_batches, wikitext_paragraphs
+    from spafit_exp.modeling import build_tokenizer, mlm_model_like
+
+    cfg = run_cfg(tmp_path, "combined", "selector.stat_samples=6", "selector.pretrain_samples=9",
+                  "selector.normalise=none", "selector.pretune_decoder=false", f"selector.stat_batch_size={chunk}")
+    model = tiny_model_from(cfg)
+    flat = FlatParams(candidate_params(model, cfg.method.candidates))
+    ctx = Context(cfg, selector_options(cfg.selector), model, flat, 10, "none")
+    scores = combine(downstream_stats(ctx), pretrain_stats(ctx), "none")
+
+    tokenizer = build_tokenizer(cfg.model)
+    data = load_task_data(cfg, tokenizer)
+    down = sq_grad_sum(model, flat, [data.collate([row]) for row in data.train[:6]]) / 6  # one example per batch
+    singles = [b for b in mlm_batches(wikitext_paragraphs()[:9], tokenizer, cfg.trainer.max_len, 1, cfg.trainer.seed)
+               if (b["labels"] != -100).any()]
+    pre = sq_grad_sum(mlm_model_like(cfg.model, model, cfg.trainer.seed), flat, singles) / len(singles)
+    assert len(singles) > 6
+    expected = down / (1 + pre)
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
 
 
 def test_sq_grad_sum_matches_brute_force():
