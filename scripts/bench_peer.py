@@ -225,7 +225,7 @@ def main() -> None:
         memory.append(run_isolated("ours", {**base, "method": "full_ft", "lr": 5e-5}))
         memory.append(run_isolated("ours", {**base, "method": "subset", "lr": 1e-3,
                                             "extra": ["selector=random", "selector.fraction=0.001",
-                                                      "selector.pretune_decoder=false"]}))
+                                                      "decoder.pretune=false"]}))
         for row in memory:
             print(json.dumps(row), flush=True)
 

@@ -11,7 +11,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
@@ -20,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from spafit_exp import fingerprint, results
 from spafit_exp.checkpoint import save_trainable, seeded_model
 from spafit_exp.checkpointer import RESUME_FILE, drop_resume
-from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, summary
+from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, step_percentiles, summary
 from spafit_exp.data import load_task_data
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
 from spafit_exp.methods import apply_method, get_method
 from spafit_exp.modeling import build_tokenizer
 from spafit_exp.params import count_params, report
-from spafit_exp.selection import run_selection
+from spafit_exp.selection import pretune_decoder, run_selection
 from spafit_exp.stops import graceful_stop
 from spafit_exp.studies import run_study
 from spafit_exp.train import StopRequested, train
@@ -172,10 +171,14 @@ def _config_error(err: ConfigError, cfg: DictConfig, directory: Path) -> None:
 
 
 def prepare(cfg: DictConfig, device: str = "cpu"):
-    """Seeded model -> (selection stage, for fixed-subset methods) -> method."""
+    """Seeded model -> decoder pre-tuning (`decoder.pretune`) -> selection stage (fixed-subset methods) -> method."""
     model = seeded_model(cfg, device=device)
-    selection = run_selection(cfg, model) if get_method(cfg.method.name).needs_selection else None
-    return apply_method(model, cfg.method, selection)
+    fixed_subset = get_method(cfg.method.name).needs_selection
+    decoder = pretune_decoder(cfg, model, fixed_subset)
+    selection = run_selection(cfg, model, decoder.get("decoder", "none")) if fixed_subset else None
+    prepared = apply_method(model, cfg.method, selection)
+    prepared.info.update(decoder)
+    return prepared
 
 
 def dry_run(cfg: DictConfig) -> None:
@@ -209,12 +212,6 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
         init_kwargs={"wandb": {"mode": cfg.tracking.mode, "group": cfg.tracking.group, "name": cfg.tracking.run_name,
                                "entity": cfg.tracking.entity, "dir": str(results.run_dir(cfg))}},
     )
-
-
-def step_percentiles(seconds: list[float]) -> dict:
-    if not seconds:
-        return {}
-    return {"step_s_p50": float(np.percentile(seconds, 50)), "step_s_p90": float(np.percentile(seconds, 90))}
 
 
 def train_and_record(cfg: DictConfig, directory: Path) -> dict:

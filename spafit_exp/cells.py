@@ -54,6 +54,10 @@ def _row(path: Path, record: dict) -> dict:
     row["recipe_settings"] = fingerprint.recipe(printed) if printed else None  # None: written before fingerprints
     row["recipe"] = fingerprint.digest(row["recipe_settings"]) if printed else None
     row["reported_split"] = (record.get("metrics") or {}).get("reported_split", "dev")
+    memory, timing = record.get("memory") or {}, record.get("timing") or {}
+    row.update(total=(record.get("params") or {}).get("total"),  # cost columns: what the run needed
+               peak_bytes=memory.get("cuda_max_allocated_bytes") or memory.get("peak_bytes"),  # GPU peak on a GPU
+               train_s=timing.get("train_s") or timing.get("wall_s"))
     for split in ["dev", "test", "train"]:  # dev selects; the reported split (dev or test) prints; train: the Gap
         for name, value in (best.get(split) or {}).items():
             row[f"{split}.{name}"] = value
@@ -79,7 +83,8 @@ def collect(root: Path) -> pd.DataFrame:
         return df
     df[KEYS] = df[KEYS].fillna("unknown")
     df["status"] = df["status"].fillna("unknown")
-    numeric = ["lr", "seed", "trainable", "rank", "fraction"] + [c for c in df if c.startswith(SPLITS)]
+    numeric = ["lr", "seed", "trainable", "total", "peak_bytes", "train_s", "rank", "fraction"] + \
+        [c for c in df if c.startswith(SPLITS)]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     return df
 
@@ -116,7 +121,8 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
         reported = chosen.reported_split.iloc[0]
         cell.update(lr=lr, edge=len(by_lr) > 1 and lr in (by_lr.index.min(), by_lr.index.max()),
                     lrs_tried=len(by_lr), seeds=len(chosen), trainable=chosen.trainable.iloc[0],
-                    reported_split=reported)
+                    reported_split=reported, total=chosen.total.iloc[0], peak_bytes=chosen.peak_bytes.max(),
+                    train_s=chosen.train_s.mean())
         for col in metric_cols:
             values = chosen[col].dropna()
             split, bare = col.split(".", 1)
@@ -124,6 +130,7 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
             if len(values):
                 cell[f"mean.{name}"] = float(values.mean())
                 cell[f"std.{name}"] = float(values.std(ddof=1))  # NaN for one seed: printed without ± then
+                cell[f"seeds.{name}"] = values.tolist()  # per seed: the significance test's samples
         cells.append(cell)
     return pd.DataFrame(cells)
 

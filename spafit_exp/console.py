@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from spafit_exp import results
@@ -24,6 +25,12 @@ def peak_memory(device: torch.device) -> dict:
         memory.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(device),
                       cuda_max_reserved_bytes=torch.cuda.max_memory_reserved(device))
     return memory
+
+
+def step_percentiles(seconds: list[float]) -> dict:
+    if not seconds:
+        return {}
+    return {"step_s_p50": float(np.percentile(seconds, 50)), "step_s_p90": float(np.percentile(seconds, 90))}
 
 
 def summary(record: dict, directory: Path) -> str:

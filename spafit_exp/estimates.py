@@ -4,9 +4,11 @@ Per (model, method tag), from completed records of that pair: the median trainin
 (`timing.train_tokens_per_s`; records from before tokens were counted: samples/s) and the median time outside the
 training loop (`timing.wall_s - timing.train_s`: loading, evaluation, saving). A remaining run's training tokens are
 rows × epochs × tokens per row, with the rows and tokens per row of its task measured by finished runs of that
-task, else the table below. Without a finished run of the pair: 6 × parameters × tokens FLOPs (forward + backward
-of every weight, whatever the method trains) at an assumed sustained rate (`--tflops`, default below). Estimates
-are compute time (sum over runs), not wall-clock time of a parallel sweep."""
+task, else the table below. Without a finished run of the pair, an assumption: 6 × parameters × tokens FLOPs
+(forward + backward of every weight, whatever the method trains) at a sustained rate (`--tflops`, default below),
+but no optimizer step faster than a floor per encoder layer (small batches of short rows are bound by kernel
+launches, not FLOPs); loading and evaluation are left out. Estimates are compute time (the sum over runs), not the
+wall-clock time of a sweep running in parallel."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 36
 TOKENS_PER_ROW = {"cola": 11, "sst2": 13, "mrpc": 53, "stsb": 31, "qqp": 30, "mnli": 39, "qnli": 50, "rte": 70,
                   "wnli": 37, "trec6": 13, "conll2003": 22}
 DEFAULT_TFLOPS = 20.0  # sustained fp32/TF32 fine-tuning throughput of one recent data-centre GPU at batch 16
+STEP_FLOOR_S_PER_LAYER = 0.003  # forward + backward + optimizer launches of one encoder layer, per step
 
 
 @dataclass
@@ -84,7 +87,9 @@ def run_seconds(job, arch: dict, pairs: dict, sizes: dict, tflops: float = DEFAU
         return samples * per_row / measured.tokens_per_s + measured.overhead_s, "measured"
     if measured is not None and measured.samples_per_s:
         return samples / measured.samples_per_s + measured.overhead_s, "measured"
-    return 6 * model_parameters(arch) * samples * per_row / (tflops * 1e12), "assumed"
+    flops_s = 6 * model_parameters(arch) * samples * per_row / (tflops * 1e12)
+    steps = -(-rows // max(job.batch_size, 1)) * job.epochs
+    return max(flops_s, steps * STEP_FLOOR_S_PER_LAYER * arch.get("num_hidden_layers", 12)), "assumed"
 
 
 def hours(seconds: float) -> str:

@@ -9,11 +9,11 @@ No parameter gradient is formed. Hooks keep each hooked module's input X (forwar
 - LayerNorm: g_i(gamma) = sum_t dY[i,t] * xhat[i,t], g_i(beta) = sum_t dY[i,t];
 - Embedding: g_i(E)[v] = sum of dY[i,t] over the tokens t with id v (summed per id before squaring; sparse).
 
-These are squared and summed over the chunk a few examples at a time (MEMORY_BUDGET), so memory grows with
-chunk x the largest tensor, not chunk x all candidates. `vmap(grad)` over `functional_call` would hold every
-example's full gradient (1.4 GB per 16 MiniLM examples, mostly the dense word-embedding gradient), and
-transformers' mask code branches on data. A tensor that two modules use (an MLM decoder tied to the word
-embeddings) has its pieces summed per example before it is squared.
+Each example's gradient of a tensor is formed in one reused buffer and squared into the total straight away,
+so the extra memory is one buffer per tensor, not chunk x all candidates. `vmap(grad)` over `functional_call`
+would hold every example's full gradient (1.4 GB per 16 MiniLM examples, mostly the dense word-embedding
+gradient), and transformers' mask code branches on data. A tensor that two modules use (an MLM decoder tied to
+the word embeddings) has its pieces summed per example before it is squared.
 
 Why batching keeps the exact per-example values: in eval mode examples do not interact (no dropout, no batch
 statistics, padding masked as attention keys), so the gradient of sum_i loss_i at example i's activations is
@@ -34,7 +34,6 @@ from tqdm.auto import tqdm
 
 from spafit_exp.masking import FlatParams
 
-MEMORY_BUDGET = 1 << 25  # floats of per-example gradients materialised at once (128 MiB)
 HOOKED = (nn.Linear, nn.LayerNorm, nn.Embedding)
 
 
@@ -140,9 +139,14 @@ class _Hooks:
         """Tensors used by several modules: per example, sum the pieces, then square."""
         for pid, pieces in self.stash.items():
             total = self.views[pid]
+            g = torch.empty_like(total)
+            pieces = sorted(pieces, key=lambda piece: piece[0] != "outer")  # a dense product first: it sets g
             for i in range(self.batch):
-                g = torch.zeros_like(total)
-                for piece in pieces:
+                if pieces[0][0] == "outer":
+                    torch.mm(pieces[0][1][i].T, pieces[0][2][i], out=g)
+                else:
+                    _add_example(g.zero_(), pieces[0], i)
+                for piece in pieces[1:]:
                     _add_example(g, piece, i)
                 total.addcmul_(g, g)
         self.stash.clear()
@@ -165,11 +169,13 @@ def _add_squares(total: torch.Tensor, piece: tuple) -> None:
     if form == "sum":
         total.add_(piece[1].sum(1).square().sum(0))
     elif form == "outer":
-        dy, x = piece[1], piece[2]
-        step = max(1, MEMORY_BUDGET // total.numel())
-        for s in range(0, dy.shape[0], step):
-            g = torch.bmm(dy[s:s + step].transpose(1, 2), x[s:s + step])
-            total.add_(g.square_().sum(0))
+        # One example at a time into one buffer: g and `total` stay in cache, where a [chunk, out, in] tensor
+        # would go through memory three times (write, square, reduce) and dominate the cost.
+        dy, x = piece[1].transpose(1, 2), piece[2]
+        g = torch.empty_like(total)
+        for i in range(dy.shape[0]):
+            torch.mm(dy[i], x[i], out=g)
+            total.addcmul_(g, g)
     else:
         ids, dy = piece[1], piece[2]
         vocab = total.shape[0]

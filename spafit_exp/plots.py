@@ -1,5 +1,6 @@
 """Figures from computed cells (cells.select_lr) and their runs, PNG + PDF each, under <plots>/<experiment>/:
-score vs trainable parameters with the Pareto front (which methods buy their score cheapest), per-method LR
+score vs trainable parameters and score vs peak memory, each with its Pareto front (which methods buy their score
+cheapest, in parameters and in memory), per-method LR
 curves (is the chosen LR a peak or a grid edge?), and the selected LR vs subset size (subset paper, Figure 2)."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _save(fig, path: Path) -> list[Path]:
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points not dominated by one with fewer (or equal) parameters and a higher score."""
+    """Points not dominated by one with a lower (or equal) cost and a higher score."""
     front, best = [], float("-inf")
     for params, score in sorted(points, key=lambda p: (p[0], -p[1])):
         if score > best:
@@ -39,20 +40,28 @@ def _name(model: str, tag: str, models: int) -> str:
     return f"{tag} ({model})" if models > 1 else tag
 
 
-def plot_pareto(experiment: str, task: str, cells: pd.DataFrame, out: Path) -> list[Path]:
+# x axis of each Pareto plot: cell column, axis label, scale to print it in, file name prefix
+COSTS = {"trainable": ("trainable parameters", 1, "pareto"), "peak_bytes": ("peak memory (GiB)", 2**30, "pareto_memory")}
+
+
+def plot_pareto(experiment: str, task: str, cells: pd.DataFrame, out: Path, cost: str = "trainable") -> list[Path]:
+    """Score vs a cost (`COSTS`: trainable parameters, or peak memory from the records) with its Pareto front."""
+    label, scale, prefix = COSTS[cost]
     main = cells.main_metric.iloc[0]
-    cells = cells[cells.trainable.notna() & cells[f"mean.{main}"].notna()]
+    if cost not in cells:
+        return []
+    cells = cells[cells[cost].notna() & cells[f"mean.{main}"].notna()]
     if cells.empty:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for i, (_, cell) in enumerate(cells.iterrows()):
-        ax.scatter(cell.trainable, 100 * cell[f"mean.{main}"], marker=MARKERS[i % len(MARKERS)],
+        ax.scatter(cell[cost] / scale, 100 * cell[f"mean.{main}"], marker=MARKERS[i % len(MARKERS)],
                    label=_name(cell.model, cell.method_tag, cells.model.nunique()))
-    front = pareto_front([(float(c.trainable), 100 * float(c[f"mean.{main}"])) for _, c in cells.iterrows()])
+    front = pareto_front([(float(c[cost]) / scale, 100 * float(c[f"mean.{main}"])) for _, c in cells.iterrows()])
     ax.plot([p for p, _ in front], [s for _, s in front], "k--", linewidth=1, label="Pareto front")
-    ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"dev {main} (%)", title=f"{experiment}: {task}")
+    ax.set(xscale="log", xlabel=label, ylabel=f"dev {main} (%)", title=f"{experiment}: {task}")
     ax.legend(fontsize=6)
-    return _save(fig, out / experiment / f"pareto_{task}")
+    return _save(fig, out / experiment / f"{prefix}_{task}")
 
 
 def plot_lr_curves(experiment: str, task: str, runs: pd.DataFrame, out: Path) -> list[Path]:
@@ -96,6 +105,7 @@ def write_plots(computed: list[tuple[str, pd.DataFrame, pd.DataFrame]], out: Pat
             continue
         for task, group in cells[cells.lr.notna()].groupby("task"):
             written += plot_pareto(experiment, task, group, out)
+            written += plot_pareto(experiment, task, group, out, cost="peak_bytes")
             written += plot_lr_curves(experiment, task, runs[runs.task == task], out)
         written += plot_lr_vs_size(experiment, cells, out)
     return written

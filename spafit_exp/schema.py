@@ -44,6 +44,19 @@ class TrainerConfig:
 
 
 @dataclass
+class DecoderConfig:
+    """Decoder pre-tuning (subset paper, Appendix A Table 4): the head alone on the frozen encoder, before the
+    method trains. pretune: null = for fixed-subset methods only, true = every method, false = never."""
+
+    pretune: Optional[bool] = MISSING
+    epochs: int = MISSING
+    lr: float = MISSING
+    batch_size: int = MISSING
+    max_grad_norm: float = MISSING
+    warmup_ratio: float = MISSING
+
+
+@dataclass
 class DataConfig:
     source: str = MISSING
     dir: Optional[str] = MISSING
@@ -56,3 +69,4 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     store.store(name="data_schema", node={"data": DataConfig}, package="_global_")
+    store.store(name="decoder_schema", node={"decoder": DecoderConfig}, package="_global_")

@@ -13,7 +13,6 @@ import sys
 import threading
 from contextlib import contextmanager
 
-
 PREEMPT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
 
 

@@ -47,6 +47,7 @@ class Job:
     lr: float
     seed: int
     epochs: int
+    batch_size: int
     max_train_samples: int | None
     force: bool
     recipe: str | None  # fingerprint hash; computed only where the run directory already holds a record
@@ -150,23 +151,32 @@ class _JobComposer:
 
     def job(self, overrides: tuple[str, ...], swept: tuple[str, ...]) -> Job:
         cfg = self.config(overrides)
-        run_dir = Path(_run_dir(cfg))
+        run_dir = Path(str(_resolve(cfg, "run.dir")))
         t = cfg.trainer
-        self.models.setdefault(cfg.model.name, OmegaConf.to_container(cfg.model.arch, resolve=True))
+        if cfg.model.name not in self.models:
+            self.models[cfg.model.name] = OmegaConf.to_container(cfg.model.arch, resolve=True)
         recipe = fingerprint.of(cfg)["hash"] if (run_dir / RESULTS).is_file() else None
         return Job(overrides=overrides, swept=swept, run_dir=run_dir, task=cfg.task.name, method_tag=cfg.method.tag,
-                   model=cfg.model.name, lr=t.lr, seed=t.seed, epochs=t.epochs, max_train_samples=t.max_train_samples,
-                   force=bool(cfg.run.force), recipe=recipe)
+                   model=cfg.model.name, lr=t.lr, seed=t.seed, epochs=t.epochs,
+                   batch_size=_resolve(cfg, "trainer.batch_size") * _resolve(cfg, "trainer.grad_accum"),
+                   max_train_samples=t.max_train_samples, force=bool(cfg.run.force), recipe=recipe)
 
 
-def _run_dir(cfg: DictConfig) -> str:
-    """`cfg.run.dir`, resolved. OmegaConf parses an interpolation with its grammar on every access (~2 ms, seconds
-    over thousands of jobs), so a template of plain `${dotted.key}` references is filled in directly, with the
-    str(value) that OmegaConf's string interpolation produces; any other template goes through OmegaConf."""
-    template = cfg.run._get_node("dir")._value()
-    if not isinstance(template, str) or "${" in REFERENCE.sub("", template):
-        return str(cfg.run.dir)
-    return REFERENCE.sub(lambda ref: str(OmegaConf.select(cfg, ref.group(1), throw_on_missing=True)), template)
+def _resolve(cfg: DictConfig, key: str):
+    """`cfg.<key>`, resolved. OmegaConf parses an interpolation with its grammar on every access (~2 ms, seconds
+    over thousands of jobs), so a value made of plain `${dotted.key}` references is filled in directly — the
+    referenced value itself for a lone reference, else str() of each, as OmegaConf's string interpolation does;
+    any other interpolation goes through OmegaConf."""
+    parent, _, leaf = key.rpartition(".")
+    raw = OmegaConf.select(cfg, parent)._get_node(leaf)._value() if parent else cfg._get_node(leaf)._value()
+    if not isinstance(raw, str) or "${" not in raw:
+        return raw
+    if "${" in REFERENCE.sub("", raw):
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    lone = REFERENCE.fullmatch(raw)
+    if lone:
+        return _resolve(cfg, lone.group(1))
+    return REFERENCE.sub(lambda ref: str(_resolve(cfg, ref.group(1))), raw)
 
 
 def rectangles(points: list[tuple[str, ...]], order: list[list[str]]) -> list[tuple[tuple[str, ...], ...]]:

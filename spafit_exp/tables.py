@@ -4,17 +4,21 @@ Selection rule, per (experiment, task, method tag, model): among completed runs,
 mean dev main metric over seeds. Cells report mean ± std over the seeds at that LR, in percent with one decimal
 (like the papers), followed by the chosen LR. A dagger (†) marks an LR at the edge of the grid tried (more than
 one LR tried): the true optimum may lie outside it. Failed and unfinished runs are counted, never hidden.
-Tables never re-run anything: the records are the only input. See docs/tables.md."""
+Tables never re-run anything: the records are the only input. `--cost` adds cost columns (costs.py); tables
+whose layout asks for it (or `--significance LEVEL`) mark each column's best row and its statistical ties
+(significance.py). See docs/tables.md."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from spafit_exp import costs, significance
 from spafit_exp.cells import EDGE, MISSING, MIXED, collect, fmt, num, select_lr  # noqa: F401 - the tables' vocabulary
 from spafit_exp.layouts import layout_of
 from spafit_exp.plots import write_plots
@@ -25,21 +29,40 @@ def _params(cells: pd.DataFrame) -> str:
     return f"{values.iloc[0] / 1e6:.4g}" if len(values) else MISSING
 
 
-def build_table(experiment: str, cells: pd.DataFrame) -> pd.DataFrame:
-    """Rows = (model, method tag); columns = tasks (paper layout when the experiment has one) + average."""
+def _marked(cells: pd.DataFrame, layout: list, level: float) -> set[tuple[str, str, str]]:
+    """(model, method tag, task) of the cells printed bold: per column and model, the best row and its ties."""
+    marked = set()
+    for task, metrics, _ in layout:
+        for model, group in cells[cells.task == task].groupby("model"):
+            samples = {}
+            for _, cell in group.iterrows():
+                values = cell.get(f"seeds.{metrics[0] or cell['main_metric']}")
+                samples[cell["method_tag"]] = values if isinstance(values, list) else []
+            marked |= {(model, tag, task) for tag in significance.best_and_ties(samples, level)}
+    return marked
+
+
+def build_table(experiment: str, cells: pd.DataFrame, cost: bool = False, level: float | None = None) -> pd.DataFrame:
+    """Rows = (model, method tag); columns = tasks (paper layout when the experiment has one) + average; with
+    `cost`, the cost columns; with a significance `level`, each column's best row and its ties in bold."""
     labels = dict(zip(cells.task, cells.task_label))
     layout = [(c.task, list(c.metrics), c.label) for c in layout_of(experiment).columns] or \
         [(t, [None], labels[t]) for t in sorted(cells.task.unique())]
+    marked = _marked(cells, layout, level) if level else set()
     rows = []
     for (model, tag), group in cells.groupby(["model", "method_tag"], sort=True):
         by_task = {cell["task"]: cell for _, cell in group.iterrows()}
         row = {"Model": model, "Method": tag, "Params (M)": _params(group)}
+        if cost:
+            row.update(costs.row_costs(cells, model, tag))
         averaged = []
         for task, metrics, label in layout:
             cell = by_task.get(task)
             names = [m or (cell["main_metric"] if cell is not None else None) for m in metrics]
-            row[label] = " / ".join(fmt(cell, m, with_lr=(i == 0)) for i, m in enumerate(names)) \
-                if cell is not None else MISSING
+            parts = [fmt(cell, m, with_lr=(i == 0)) for i, m in enumerate(names)] if cell is not None else [MISSING]
+            if (model, tag, task) in marked:
+                parts[0] = f"**{parts[0]}**"
+            row[label] = " / ".join(parts)
             averaged.append(cell.get(f"mean.{names[0]}", np.nan) if cell is not None else np.nan)
         row["Avg."] = f"{100 * np.mean(averaged):.1f}" if not np.isnan(averaged).any() else MISSING
         gaps = [c[f"mean.{c['main_metric']}"] - c[f"mean.train.{c['main_metric']}"] for _, c in group.iterrows()
@@ -118,10 +141,13 @@ def to_latex(table: pd.DataFrame, note: str) -> str:
     """A booktabs `tabular` fragment, pdflatex-safe (no raw ±, †, —)."""
     latex = table.to_latex(index=False, escape=True, column_format="l" * len(table.columns))
     tex = f"% {note}\n% needs \\usepackage{{booktabs}}\n{latex}"
-    return tex.replace("±", r"$\pm$").replace(EDGE, r"$^\dagger$").replace(MISSING, "--")
+    tex = re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", tex)  # the significance marks
+    return tex.replace("±", r"$\pm$").replace(EDGE, r"$^\dagger$").replace(MISSING, "--").replace("×", r"$\times$")
 
 
-def write_tables(df: pd.DataFrame, out: Path, strict: bool = False) -> dict[str, Path]:
+def write_tables(df: pd.DataFrame, out: Path, strict: bool = False, cost: bool = False,
+                 level: float | None = None) -> dict[str, Path]:
+    """One table per experiment. `level`: the significance level for every table (0: none); None: the layout's."""
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     skipped = df.attrs.get("skipped", [])
@@ -130,9 +156,14 @@ def write_tables(df: pd.DataFrame, out: Path, strict: bool = False) -> dict[str,
     for experiment, runs in df.groupby("experiment", sort=True):
         cells = select_lr(runs)
         table = build_ablation(experiment, cells)
+        tested = layout_of(experiment).significance if level is None else level
         if table is None:
-            table = build_table(experiment, cells)
+            table = build_table(experiment, cells, cost=cost, level=tested)
         notes = recipe_notes(cells)
+        if table is not None and tested and layout_of(experiment).ablation is None:
+            notes.append(significance.note(tested))
+        if cost and layout_of(experiment).ablation is None:
+            notes.append(costs.note())
         if strict and any(n.startswith(MIXED) for n in notes):
             raise MixedRecipes(f"{experiment}: " + " ".join(n for n in notes if n.startswith(MIXED)))
         note = " ".join([footer(runs, cells), *notes, *unreadable])
@@ -150,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="tables folder (default: <root>/tables)")
     parser.add_argument("--plots", default=None, help="plots folder (default: <root>/plots)")
     parser.add_argument("--strict", action="store_true", help="fail when a cell mixes runs of different recipes")
+    parser.add_argument("--cost", action="store_true", help="add cost columns: trainable %%, peak memory, time × FT")
+    parser.add_argument("--significance", type=float, default=None, metavar="LEVEL",
+                        help="mark each column's best row and the rows Welch's t-test cannot tell from it at LEVEL, "
+                             "in every table (default: where the layout asks, stoc_table1 at 0.05; 0: nowhere)")
     args = parser.parse_args(argv)
     root = Path(args.root)
     df = collect(root) if root.is_dir() else pd.DataFrame()
@@ -158,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out) if args.out else root / "tables"
     try:
-        written = write_tables(df, out, strict=args.strict)
+        written = write_tables(df, out, strict=args.strict, cost=args.cost, level=args.significance)
     except MixedRecipes as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

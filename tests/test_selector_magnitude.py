@@ -20,7 +20,7 @@ def test_registered_and_composes():
 
 def test_picks_the_largest_magnitudes(tmp_path):
     cfg = compose([*TINY_RUN, "method=subset", "selector=magnitude", "selector.k=40",
-                   "selector.pretune_decoder=false", f"data.cache_dir={tmp_path}"])
+                   "decoder.pretune=false", f"data.cache_dir={tmp_path}"])
     prepared = prepare(cfg)
     theta0 = torch.cat([p.detach().abs().reshape(-1) for _, p in candidate_params(prepare(cfg).model)])
     flat = FlatParams(candidate_params(prepared.model))

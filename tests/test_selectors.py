@@ -15,12 +15,12 @@ from spafit_exp.selectors.sqgrad import combine, downstream_stats, pretrain_stat
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 
-FAST = {"decoder.epochs": 1, "pretrain_samples": 16, "stat_batch_size": 4, "stat_samples": 32}
+FAST = {"pretrain_samples": 16, "stat_batch_size": 4, "stat_samples": 32}
 
 
 def run_cfg(tmp_path, selector, *extra):
     base = [*TINY_RUN, f"run.root={tmp_path}/out", f"data.cache_dir={tmp_path}/cache", "method=subset",
-            f"selector={selector}"]
+            f"selector={selector}", "decoder.epochs=1"]
     options = compose(base).selector
     fast = [f"selector.{k}={v}" for k, v in FAST.items() if k.split(".")[0] in options]  # the selector's own keys
     return compose([*base, *fast, *extra])
@@ -44,7 +44,7 @@ def test_combined_none_is_eq3_of_means(tmp_path, chunk):
     from spafit_exp.modeling import build_tokenizer, mlm_model_like
 
     cfg = run_cfg(tmp_path, "combined", "selector.stat_samples=6", "selector.pretrain_samples=9",
-                  "selector.normalise=none", "selector.pretune_decoder=false", f"selector.stat_batch_size={chunk}")
+                  "selector.normalise=none", "decoder.pretune=false", f"selector.stat_batch_size={chunk}")
     model = tiny_model_from(cfg)
     flat = FlatParams(candidate_params(model, cfg.method.candidates))
     ctx = Context(cfg, selector_options(cfg.selector), model, flat, 10, "none")

@@ -24,6 +24,7 @@ class Layout:
     columns: tuple[Column, ...] = ()  # paper columns; empty = one per task
     ablation: tuple[tuple[str, ...], str] | None = None  # (row keys, varying column: "size" | "task")
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the table prints, for its footer
+    significance: float | None = None  # mark the rows tied with each column's best at this level (significance.py)
 
 
 LAYOUTS: Registry[Layout] = Registry("table")

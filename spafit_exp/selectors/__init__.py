@@ -1,7 +1,7 @@
 """Selector registry (subset paper, section 3.1): a selector returns the flat indices (over the candidate
 tensors, see masking.FlatParams) of the k elements a fixed-subset run may train. The selection stage
-(spafit_exp/selection.py) pre-tunes the decoder, sizes the subset and calls the selector; the subset method
-consumes the result.
+(spafit_exp/selection.py) sizes the subset and calls the selector (with the pre-tuned decoder in place, see
+`decoder.pretune`); the subset method consumes the result.
 
 Adding a selector = a module in this package with `@register(name, options=...)` + a YAML in conf/selector/
 (`defaults: [_base]` gives the shared keys) + a test. Its typed options are checked before any weights load."""
@@ -20,17 +20,6 @@ from spafit_exp.registry import Registry, discover, typed_options
 
 
 @dataclass
-class DecoderRecipe:
-    """Decoder pre-tuning (subset paper, Appendix A Table 4): the head alone on the frozen encoder."""
-
-    epochs: int = MISSING
-    lr: float = MISSING
-    batch_size: int = MISSING
-    max_grad_norm: float = MISSING
-    warmup_ratio: float = MISSING
-
-
-@dataclass
 class SelectorOptions:
     """Keys every selector YAML has (conf/selector/_base.yaml); a selector with options subclasses this."""
 
@@ -39,8 +28,6 @@ class SelectorOptions:
     lr: Optional[float] = MISSING  # recommended rate of method=subset with this selector
     k: Optional[int] = MISSING  # subset size; null = fraction, or the model's BitFit size
     fraction: Optional[float] = MISSING
-    pretune_decoder: bool = MISSING
-    decoder: DecoderRecipe = field(default_factory=DecoderRecipe)
 
 
 @dataclass

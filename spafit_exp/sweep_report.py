@@ -1,0 +1,131 @@
+"""The text `sweep plan` and `sweep status` print: counts by state (overall and per task × method), failed runs
+grouped by error, running runs and their lock's owner, the slowest runs, compute estimates and launch commands.
+Everything comes from run states (run_states.py) and records; nothing is run."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+
+import pandas as pd
+
+from spafit_exp import estimates
+from spafit_exp.run_states import RELAUNCH, STATES, RunState
+from spafit_exp.sweep_plan import Plan, launch_commands
+
+SHOWN = 5  # example directories / runs listed per block
+
+
+def counts(states: list[RunState], todo_known: bool = True) -> str:
+    """`completed=4 failed=0 ... todo=0`; todo reads `?` when no sweep says which runs should exist."""
+    seen = Counter(s.state for s in states)
+    return " ".join(f"{k}={seen.get(k, 0) if todo_known or k != 'todo' else '?'}" for k in STATES)
+
+
+def per_task_method(plan: Plan, states: list[RunState]) -> str:
+    """Runs per (task, method tag) and state; states nobody is in are left out."""
+    frame = pd.DataFrame({"task": [j.task for j in plan.jobs], "method": [j.method_tag for j in plan.jobs],
+                          "state": pd.Categorical([s.state for s in states], categories=STATES)})
+    table = pd.crosstab([frame.task, frame.method], frame.state, dropna=False)
+    keep = [c for c in table.columns if table[c].sum() or c in ("completed", "todo")]
+    table = table[keep]
+    table.insert(0, "runs", table.sum(axis=1))
+    return table[table.runs > 0].to_string()
+
+
+def estimate(plan: Plan, states: list[RunState], records: list[dict], tflops: float) -> tuple[float, str]:
+    """Compute time of the runs a relaunch would run (and of the running ones, in full), with its basis."""
+    pairs, sizes = estimates.measure(records)
+    total, basis = 0.0, Counter()
+    for job, state in zip(plan.jobs, states):
+        if state.state in RELAUNCH or state.state == "running":
+            seconds, how = estimates.run_seconds(job, plan.models.get(job.model, {}), pairs, sizes, tflops)
+            total += seconds
+            basis[how] += 1
+    parts = []
+    if basis["measured"]:
+        parts.append(f"{basis['measured']} from the throughput of finished runs of the same model × method")
+    if basis["assumed"]:
+        parts.append(f"{basis['assumed']} assumed: 6 × parameters × tokens at {tflops:g} TFLOP/s, at least "
+                     f"{1000 * estimates.STEP_FLOOR_S_PER_LAYER:g} ms per layer per step, loading and evaluation "
+                     "left out (--tflops)")
+    return total, "; ".join(parts)
+
+
+def commands(plan: Plan, states: list[RunState]) -> list[str]:
+    remaining = [job for job, state in zip(plan.jobs, states) if state.state in RELAUNCH]
+    found = launch_commands(plan, remaining)
+    if not found:
+        running = sum(s.state == "running" for s in states)
+        return [f"nothing to launch: every run is completed{' or running' if running else ''}"
+                + (" (or refused: see above)" if any(s.state == "refused" for s in states) else "")]
+    how = "one sweep each; with launcher=slurm one job array each"
+    return [f"launch the {len(remaining)} runs still to do ({len(found)} command{'s' * (len(found) > 1)}, {how}):",
+            *[f"  {command}" for command in found]]
+
+
+def examples(states: list[RunState], state: str, why: str) -> list[str]:
+    chosen = [s for s in states if s.state == state]
+    if not chosen:
+        return []
+    lines = [f"{len(chosen)} {state} ({why}):"]
+    lines += [f"  {s.directory}" + (f"  {s.detail}" if s.detail else "") for s in chosen[:SHOWN]]
+    return lines + ([f"  … {len(chosen) - SHOWN} more"] if len(chosen) > SHOWN else [])
+
+
+def error_kind(error: str) -> str:
+    """An error message with its numbers and addresses blanked, so that `… at optimizer step 3` and `… step 7`
+    group together."""
+    first = error.strip().splitlines()[0] if error.strip() else "unknown error"
+    first = re.sub(r"0x[0-9a-fA-F]+", "0x…", first)
+    return re.sub(r"(?<![\w.])[-+]?\d+(\.\d+)?([eE][-+]?\d+)?(?![\w.])", "<n>", first)
+
+
+def failed_by_error(states: list[RunState]) -> list[str]:
+    failed = [s for s in states if s.state == "failed"]
+    if not failed:
+        return []
+    groups: dict[str, list[RunState]] = {}
+    for s in failed:
+        groups.setdefault(error_kind(s.detail), []).append(s)
+    lines = [f"failed runs by error ({len(failed)}):"]
+    for kind, runs in sorted(groups.items(), key=lambda item: -len(item[1])):
+        steps = sorted({r.record.get("failed_step") for r in runs if r.record.get("failed_step") is not None})
+        where = f" (steps {', '.join(map(str, steps[:SHOWN]))})" if steps else ""
+        lines.append(f"  {len(runs):5d}  {kind}{where}")
+        lines += [f"         {r.directory}" for r in runs[:2]]
+    return lines
+
+
+def slowest(states: list[RunState]) -> list[str]:
+    done = [s for s in states if s.state == "completed" and (s.record.get("timing") or {}).get("wall_s")]
+    if not done:
+        return []
+    done.sort(key=lambda s: -s.record["timing"]["wall_s"])
+    lines = ["slowest completed runs:"]
+    for s in done[:SHOWN]:
+        timing, memory = s.record["timing"], s.record.get("memory") or {}
+        speed = f"{timing['train_samples_per_s']:.1f} samples/s" if timing.get("train_samples_per_s") else ""
+        peak = f"peak {memory['peak_bytes'] / 2**30:.2f} GiB" if memory.get("peak_bytes") else ""
+        lines.append(f"  {timing['wall_s']:9.1f}s  {speed:>18}  {peak:>15}  {s.directory}")
+    return lines
+
+
+def progress(states: list[RunState], remaining_s: float, basis: str, now: float | None = None) -> list[str]:
+    """Finished compute so far, the estimate for the rest, and the recent completion rate of a running sweep."""
+    now = time.time() if now is None else now
+    done = [s for s in states if s.state == "completed"]
+    spent = sum(float((s.record.get("timing") or {}).get("wall_s") or 0) for s in done)
+    left = sum(s.state in RELAUNCH or s.state == "running" for s in states)
+    lines = [f"finished: {len(done)} runs, {estimates.hours(spent)} of compute; "
+             f"remaining: {left} runs, about {estimates.hours(remaining_s)} of compute ({basis or 'nothing left'})"]
+    stamps = sorted(s.directory.joinpath("results.json").stat().st_mtime for s in done
+                    if s.directory.joinpath("results.json").is_file())[-50:]
+    running = sum(s.state == "running" for s in states)
+    if running and len(stamps) >= 2 and stamps[-1] > stamps[0]:
+        rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])  # completions per second, over the last ones
+        lines.append(f"recent rate: {3600 * rate:.1f} runs/h ({running} running; last completion "
+                     f"{(now - stamps[-1]) / 60:.0f} min ago) → the {left} left take about "
+                     f"{estimates.hours(left / rate)} at that rate")
+    return lines
