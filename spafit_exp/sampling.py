@@ -3,11 +3,9 @@
 - `sample_without_replacement(weights, k)`: k distinct indices by *successive sampling* (Stochastic Tuning,
   p = I^2 / sum I^2): draw one element with probability proportional to its weight among those not drawn
   yet, k times. Same distribution as `numpy.random.choice(n, k, replace=False, p=w / w.sum())`.
-- `topk_indices(scores, k)`: the k largest (Top Tuning, DPS).
-- `uniform_indices(n, k)`: k distinct indices uniformly (Random Tuning).
-
-All three return int64 indices in ascending order, on the device of their input (`device` for
-`uniform_indices`). A `generator`, when given, must live on that device.
+- `topk_indices(scores, k)`: the k largest (Top Tuning, subset selectors). `uniform_indices(n, k)`: k distinct
+  indices uniformly (Random Tuning). All three return int64 indices in ascending order, on the device of their
+  input (`device` for `uniform_indices`). A `generator`, when given, must live on that device.
 
 Several tensors: write the scores into one flat buffer (`masking.FlatParams.buffer()` / `.views()`, reused
 every step, so no copy of the weights is made) and map the flat indices back with `FlatParams.split`.
@@ -125,12 +123,9 @@ def _cpu_threads(device: torch.device):
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest of `scores.reshape(-1)`, ascending (ties broken by torch.topk).
-
-    Exact but cheap when k << n (Top Tuning runs it every step over every candidate): a threshold from an evenly
-    strided sample keeps a few times k candidates, and topk runs on those alone. Every element of the true top k
-    is >= the k-th largest value >= the threshold whenever at least k elements pass it, so the candidates hold
-    the whole top k; otherwise (an unlucky sample) the full topk runs."""
+    """Indices of the k largest of `scores.reshape(-1)`, ascending (ties broken by torch.topk). Exact but cheap
+    for k << n (Top Tuning, every step): a strided sample's threshold keeps a few times k candidates; if at least k
+    pass it, the k-th largest is >= it, so they hold the whole top k; else the full topk runs."""
     flat = scores.detach().reshape(-1)
     n = flat.numel()
     _check_k(n, k)
@@ -141,8 +136,8 @@ def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     expected = max(1, math.ceil(sample.numel() * k / n))
     threshold = torch.topk(sample, min(sample.numel(), 2 * expected + 32), sorted=False).values.min()
     candidates = torch.nonzero(flat >= threshold).squeeze(1)
-    if candidates.numel() < k:
-        return torch.sort(torch.topk(flat, k, sorted=False).indices).values
+    if candidates.numel() < k:  # an unlucky sample
+        candidates = torch.arange(n, device=flat.device)
     return torch.sort(candidates[torch.topk(flat[candidates], k, sorted=False).indices]).values
 
 

@@ -68,7 +68,7 @@ def plan_report(plan: Plan, tflops: float) -> str:
     lines += sweep_report.examples(states, "refused", "hold another recipe: the sweep refuses them; use another "
                                    "experiment_name, or run.force=true to replace them")
     lines += sweep_report.examples(states, "running", "not relaunched")
-    lines.append(f"estimate: {relaunch} runs to launch ≈ {estimates.hours(seconds)} of compute"
+    lines.append(f"estimate: {sweep_report.plural(relaunch, 'run')} to launch ≈ {estimates.hours(seconds)} of compute"
                  + (f" ({basis})" if basis else ""))
     return "\n".join(lines + sweep_report.commands(plan, states))
 

