@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spafit_exp import CONF_DIR, estimates, results, sweep_report
 from spafit_exp.errors import ConfigError
-from spafit_exp.run_states import STATES, RunState, classify, run_dirs
+from spafit_exp.run_states import RELAUNCH, STATES, RunState, classify, run_dirs
 from spafit_exp.sweep_plan import MULTIRUN_FLAGS, Plan, expand
 
 
@@ -62,7 +62,7 @@ def _sweep_line(plan: Plan) -> str:
 def plan_report(plan: Plan, tflops: float) -> str:
     states = plan_states(plan)
     seconds, basis = sweep_report.estimate(plan, states, records_under(plan.sweep_dir, states), tflops)
-    relaunch = sum(s.state in sweep_report.RELAUNCH for s in states)
+    relaunch = sum(s.state in RELAUNCH for s in states)
     lines = [_sweep_line(plan), f"runs={len(plan.jobs)}", sweep_report.counts(states), "",
              sweep_report.per_task_method(plan, states), ""]
     lines += sweep_report.examples(states, "refused", "hold another recipe: the sweep refuses them; use another "
@@ -94,7 +94,7 @@ def status_report(plan: Plan | None, folder: Path, tflops: float) -> tuple[str, 
         lines += sweep_report.examples(states, state, why)
     lines += sweep_report.failed_by_error(states) + sweep_report.slowest(states)
     if plan is not None:
-        seconds, basis = sweep_report.estimate(plan, states, records, tflops)
+        seconds, basis = sweep_report.estimate(plan, states, records, tflops, running=True)
         lines += sweep_report.progress(states, seconds, basis)
         lines += sweep_report.commands(plan, states)
     busy = any(s.state in ("running", "todo") for s in states) if plan is not None else \

@@ -35,12 +35,14 @@ def per_task_method(plan: Plan, states: list[RunState]) -> str:
     return table[table.runs > 0].to_string()
 
 
-def estimate(plan: Plan, states: list[RunState], records: list[dict], tflops: float) -> tuple[float, str]:
-    """Compute time of the runs a relaunch would run (and of the running ones, in full), with its basis."""
+def estimate(plan: Plan, states: list[RunState], records: list[dict], tflops: float,
+             running: bool = False) -> tuple[float, str]:
+    """Compute time of the runs a relaunch would run (with `running`: and of the running ones, in full), with the
+    basis of the estimate."""
     pairs, sizes = estimates.measure(records)
     total, basis = 0.0, Counter()
     for job, state in zip(plan.jobs, states):
-        if state.state in RELAUNCH or state.state == "running":
+        if state.state in RELAUNCH or (running and state.state == "running"):
             seconds, how = estimates.run_seconds(job, plan.models.get(job.model, {}), pairs, sizes, tflops)
             total += seconds
             basis[how] += 1

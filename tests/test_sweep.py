@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from spafit_exp import CONF_DIR, REPO_ROOT, results, sweep
@@ -188,3 +190,20 @@ def test_sweep_module_runs_from_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spafit_exp.sweep", "status", "--root", str(tmp_path)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "no run directories" in proc.stdout, proc.stderr
+
+
+def test_slurm_launcher_submits_arrays_that_requeue(tmp_path, capsys):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        launcher = hydra_compose("config", ["launcher=slurm"], return_hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")  # hydra-submitit: map_array, one job array per sweep
+    assert launcher.array_parallelism == 64 and launcher.max_num_timeout > 0 and launcher.signal_delay_s > 0
+    lines = [line.strip() for line in _plan_lines(capsys, f"run.root={tmp_path}", *TINY, "trainer.lr=1e-3,2e-3",
+                                                   "launcher=slurm", "hydra.launcher.partition=gpu")]
+    command = next(line for line in lines if line.startswith("python -m spafit_exp -m "))
+    assert "launcher=slurm" in command and "hydra.launcher.partition=gpu" in command
+    assert command.endswith("trainer.lr=0.001,0.002")
+
+
+def _plan_lines(capsys, *args) -> list[str]:
+    assert sweep.main(["plan", "-m", *args]) == 0
+    return capsys.readouterr().out.splitlines()
