@@ -43,7 +43,6 @@ Algorithm of `sample_without_replacement` (docs/sampling.md has the details and 
 from __future__ import annotations
 
 import contextlib
-
 import math
 
 import torch

@@ -14,7 +14,6 @@ from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, subnet
 from spafit_exp.methods import Selection
 from spafit_exp.selectors import SELECTORS, Context, selector_options
 
-
 RECIPE = ("epochs", "lr", "batch_size", "max_grad_norm", "warmup_ratio")  # decoder.* keys that make the head
 
 

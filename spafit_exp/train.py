@@ -27,7 +27,10 @@ from spafit_exp.optim import make_optimizer, make_scheduler, optimizer_state_byt
 class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int, value: float):
         super().__init__(f"non-finite training loss {value} at optimizer step {step}")
-        self.step = step
+        self.step, self.value = step, value
+
+    def __reduce__(self):  # submitit pickles a job's exception back to the launcher
+        return NonFiniteLoss, (self.step, self.value)
 
 
 @dataclass

@@ -157,3 +157,13 @@ def test_replace_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
     with results.replace_atomically(path) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+
+def test_non_finite_loss_survives_pickling():
+    """submitit pickles a failed job's exception back to the launcher: a NaN failure must not become a TypeError."""
+    import pickle
+
+    from spafit_exp.train import NonFiniteLoss
+
+    err = pickle.loads(pickle.dumps(NonFiniteLoss(7, float("nan"))))
+    assert isinstance(err, NonFiniteLoss) and err.step == 7 and "step 7" in str(err)
