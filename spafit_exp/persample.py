@@ -92,7 +92,7 @@ class _Hooks:
                 self.handles.append(module.register_forward_pre_hook(self._per_example_ids))
             if isinstance(module, nn.Embedding) or module in self.roles:
                 self.handles.append(module.register_forward_hook(self._forward))
-        self.batch, self.mask, self.rows, self.stash = 0, None, {}, defaultdict(list)
+        self.batch, self.mask, self.rows, self.called, self.stash = 0, None, {}, set(), defaultdict(list)
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -110,6 +110,9 @@ class _Hooks:
         if isinstance(module, nn.Embedding) and not output.requires_grad:
             output.requires_grad_()  # no parameter requires grad (no weight gradient is formed): start the graph here
         if module in self.roles:
+            if module in self.called:  # its pieces would be squared apart instead of summed first
+                raise RuntimeError(f"per-example gradients: {type(module).__name__} runs twice in one forward")
+            self.called.add(module)
             x = args[0].detach()
             output.register_hook(lambda dy: self._backward(module, x, dy))
 
@@ -205,14 +208,16 @@ def sq_grad_sum(model: nn.Module, flat: FlatParams, batches: Iterable[dict], des
     saved = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
     model.eval().requires_grad_(False)
-    hooks = _Hooks(model, flat, total)
+    hooks = None
     try:
+        hooks = _Hooks(model, flat, total)
         with tqdm(total=examples, desc=desc, unit="ex", leave=False, dynamic_ncols=True) as bar:
             for batch in batches:
                 _chunk(model, hooks, batch)
                 bar.update(batch["labels"].shape[0])
     finally:
-        hooks.remove()
+        if hooks is not None:
+            hooks.remove()
         model.train(was_training)
         for p, flag in saved:
             p.requires_grad_(flag)
@@ -235,9 +240,11 @@ def _chunk(model: nn.Module, hooks: _Hooks, batch: dict) -> None:
     finally:
         if handle is not None:
             handle.remove()
-    example_losses(model, logits, labels).sum().backward()
+    losses = example_losses(model, logits, labels)
+    if losses.requires_grad:  # else no example of the chunk has a labelled token: nothing to add
+        losses.sum().backward()
     hooks.flush()
-    hooks.rows = {}
+    hooks.rows, hooks.called = {}, set()
 
 
 def single_examples(batch: dict) -> list[dict]:

@@ -2,6 +2,8 @@
 classification, regression, token tagging and MLM losses, BERT and RoBERTa, examples of different lengths in one
 padded batch, tied tensors (MLM decoder = word embeddings), and chunk sizes."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import (
@@ -146,3 +148,44 @@ def test_model_is_left_as_it_was():
     assert all(p.requires_grad for n, p in model.named_parameters() if "classifier" not in n)
     assert all(torch.equal(p, before[n]) and p.grad is None for n, p in model.named_parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+class Toy(torch.nn.Module):
+    """Embedding -> Linear (twice if `twice`) -> first token's logits; `scale` a parameter no rule covers."""
+
+    def __init__(self, twice: bool = False):
+        super().__init__()
+        self.emb, self.lin, self.twice = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), twice
+        self.scale = torch.nn.Parameter(torch.ones(4))
+        self.config = SimpleNamespace(problem_type="single_label_classification", num_labels=4)
+
+    def get_output_embeddings(self):
+        return None
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.lin(self.emb(input_ids))
+        h = self.lin(h) if self.twice else h
+        return SimpleNamespace(logits=(h * self.scale)[:, 0])
+
+
+def test_what_it_cannot_do_exactly_is_refused():
+    batch = {"input_ids": torch.tensor([[1, 2], [3, 4]]), "labels": torch.tensor([0, 1])}
+    toy = Toy(twice=True)
+    with pytest.raises(RuntimeError, match="runs twice"):
+        sq_grad_sum(toy, FlatParams([(n, p) for n, p in toy.named_parameters() if n.startswith("lin")]), [batch])
+    toy = Toy()
+    with pytest.raises(ValueError, match="no rule for Toy.scale"):
+        sq_grad_sum(toy, FlatParams(list(toy.named_parameters())), [batch])
+    flat = FlatParams([(n, p) for n, p in toy.named_parameters() if n != "scale"])
+    assert_same(sq_grad_sum(toy, flat, [batch]), sq_grad_sum_loop_toy(toy, flat, batch))
+
+
+def sq_grad_sum_loop_toy(toy, flat, batch):
+    """The loop on the toy (it has no `.loss`): per example, the cross-entropy gradient squared."""
+    total = torch.zeros(flat.n)
+    for i in range(2):
+        toy.zero_grad()
+        logits = toy(batch["input_ids"][i:i + 1]).logits
+        torch.nn.functional.cross_entropy(logits, batch["labels"][i:i + 1]).backward()
+        total += torch.cat([p.grad.reshape(-1) ** 2 for p in flat.params])
+    return total
