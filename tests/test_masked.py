@@ -238,3 +238,10 @@ def test_activation_means_ignore_evaluation_forwards():
     model.train()
     model(input_ids=ids, attention_mask=torch.ones_like(ids))
     assert means.sums
+
+
+def test_per_step_methods_count_one_steps_update_as_trainable():
+    prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=50))
+    head = sum(p.numel() for n, p in prepared.model.named_parameters() if "classifier" in n)
+    dense = sum(p.numel() for p in prepared.model.parameters())
+    assert prepared.info["trainable"] == 50 + head and prepared.info["dense_trainable"] == dense
