@@ -5,9 +5,11 @@ optimizer step updates only a sub-network of k elements chosen from the current 
 - `top_tuning`: the k largest I, deterministically.
 - `random_tuning`: k elements uniformly.
 
-`method.update=masked_step` (default) leaves every unselected element, its Adam moments and its weight decay
-untouched (the paper's eq. 2 literally, via MaskedAdamW); `masked_grad` only zeroes unselected gradients before a
-plain AdamW step (moments keep decaying, momentum keeps moving unselected elements).
+`method.update=masked_grad` (default) zeroes the unselected gradients before one dense AdamW step (global step
+count, moments decay everywhere, momentum keeps moving recently drawn elements): the reference codes of this
+family (ChildTuning's optimizer, DPS, FISH). `masked_step` leaves every unselected element, its Adam moments and
+its weight decay untouched (the paper's eq. 2 read literally, via MaskedAdamW). The default follows the SST-2
+evidence in docs/stochastic_tuning.md.
 
 mu (`method.mu=activation`, default): for a Linear weight W[o, i] the mean of input feature i over the batch's
 non-padding tokens; for a LayerNorm weight the mean of its normalised input; for an embedding matrix the row's
