@@ -1,6 +1,7 @@
 """The paper presets carry the papers' recipes (fidelity issue, item 8): the subset paper's 1-2-5 grid up to 0.1,
 QNLI at 2 epochs inside subset_table1, Random Tuning in stoc_table1, the regularised-FT coefficients."""
 
+import pytest
 from omegaconf import OmegaConf
 
 from spafit_exp import CONF_DIR
@@ -32,3 +33,13 @@ def test_stoc_table1_sweeps_random_tuning_too():
 def test_regularised_ft_defaults_to_the_papers_smallest_coefficient():
     for method in ("full_ft_l1", "full_ft_l2"):
         assert compose([f"method={method}"]).method.coefficient == 0.01
+
+
+def test_mean_reduction_divides_the_pull_by_the_encoder_size():
+    from spafit_exp.methods.regularized import DistancePenalty
+    from tests.helpers import tiny_model
+
+    model = tiny_model()
+    summed, averaged = DistancePenalty(model, "l1", 0.5, "sum"), DistancePenalty(model, "l1", 0.5, "mean")
+    elements = sum(p.numel() for p, _ in summed.pairs)
+    assert averaged.coefficient == pytest.approx(0.5 / elements) and summed.coefficient == 0.5

@@ -5,11 +5,12 @@ lambda/2 * sum (theta - theta0)^2 over the encoder (the head is not regularised)
 The penalty's (sub)gradient, lambda * sign(theta - theta0) or lambda * (theta - theta0), is added to the task
 gradient in the method hook, i.e. after clipping: clipping bounds the task gradient only.
 
-Scale: summed over elements, not averaged, so lambda is the per-element pull. The subset paper's coefficients
-(0.01, 0.1, 1.0, Table 11) only have the effect it reports on this scale: averaged over 125M elements they would
-vanish (a pull of ~1e-10 per element) and every coefficient would score like full FT, while the paper's primary
-scores fall with lambda (CoNLL 0.90 / 0.88 / 0.84). Under Adam a per-element pull of 0.01 exceeds most task
-gradients, so only elements with |g| > lambda move far from theta0: the L1 soft threshold."""
+Scale (`method.reduction`): `mean` (default) divides by the number of encoder elements, so lambda is the
+penalty's weight per unit of mean distance and the subset paper's coefficients (0.01, 0.1, 1.0, Table 11) all train
+(the per-element pull lambda/N stays far below most task gradients); `sum` makes lambda the per-element pull, on
+which 0.01 already pins the encoder to theta0 under Adam (SST-2, embedded model: 0.509, loss flat — measured).
+The paper's own normalisation is unpublished; its scores fall with lambda (CoNLL 0.90 / 0.88 / 0.84), between the
+two readings. Diff pruning's L1 fine-tune uses `sum` with its own small coefficient (selector.l1)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ from spafit_exp.params import is_head
 
 
 class DistancePenalty:
-    def __init__(self, model: torch.nn.Module, kind: str, coefficient: float):
-        self.kind, self.coefficient = kind, coefficient
+    def __init__(self, model: torch.nn.Module, kind: str, coefficient: float, reduction: str = "sum"):
+        self.kind = kind
         self.pairs = [(p, p.detach().clone()) for n, p in model.named_parameters() if not is_head(n)]
+        elements = sum(p.numel() for p, _ in self.pairs)
+        self.coefficient = coefficient / elements if reduction == "mean" else coefficient
 
     @torch.no_grad()
     def value(self) -> float:
@@ -43,21 +46,28 @@ class DistancePenalty:
             p.grad.add_(torch.sign(delta) if self.kind == "l1" else delta, alpha=self.coefficient)
 
 
+REDUCTIONS = ("mean", "sum")
+
+
 @dataclass
 class PenaltyOptions(MethodOptions):
     coefficient: float = MISSING
+    reduction: str = MISSING  # mean | sum over the encoder's elements
 
 
 def validate_penalty(cfg: PenaltyOptions, num_layers: int) -> None:
     if not cfg.coefficient >= 0:
         raise ConfigError(f"method.coefficient={cfg.coefficient}: must be >= 0")
+    if cfg.reduction not in REDUCTIONS:
+        raise ConfigError(f"method.reduction={cfg.reduction}: must be one of {', '.join(REDUCTIONS)}")
 
 
 def _penalised(model, cfg, kind: str) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)
-    penalty = DistancePenalty(model, kind, float(cfg.coefficient))
-    return Prepared(model, before_step=penalty, info={"penalty": kind, "coefficient": float(cfg.coefficient)})
+    penalty = DistancePenalty(model, kind, float(cfg.coefficient), cfg.reduction)
+    return Prepared(model, before_step=penalty, info={"penalty": kind, "coefficient": float(cfg.coefficient),
+                                                      "reduction": cfg.reduction})
 
 
 @register("full_ft_l1", options=PenaltyOptions, validate=validate_penalty)

@@ -54,7 +54,8 @@ def pruning_finetune(ctx: Context) -> dict:
                  bar_format="{desc}", leave=False)  # a label over the loop's own epoch bars
     with phase, restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
         theta0 = [p.detach().clone() for p in ctx.flat.params]
-        options = PenaltyOptions(name="full_ft_l1", tag="full_ft_l1", lr=float(s.prune_lr), coefficient=float(s.l1))
+        options = PenaltyOptions(name="full_ft_l1", tag="full_ft_l1", lr=float(s.prune_lr), coefficient=float(s.l1),
+                                 reduction="sum")
         outcome = train(tuned, full_ft_l1(model, options), load_task_data(tuned, build_tokenizer(cfg.model)),
                         Accelerator())
         saved = {"delta": torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(ctx.flat.params, theta0)]),
