@@ -10,7 +10,6 @@ outputs/bench/memory.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import sys
@@ -83,7 +82,7 @@ def growth(rss: list[tuple[int, float]]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spafit_exp.results import cpu_name
+    from spafit_exp.results import cpu_name, write_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
@@ -105,18 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode:>15} rows={n}: peak RSS {result['peak_rss_mb']:.0f} MB, growth after warm-up "
                   f"{result['growth_mb']:.0f} MB, {result['samples_per_s']:.1f} samples/s ({result['steps']} steps)",
                   flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"cpu": cpu_name(), "command": "python scripts/bench_memory.py " + " ".join(argv or sys.argv[1:])}
-    (out / "memory.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"Memory over a run — {meta['command']} — {meta['cpu']}", "",
              "| mode | task | method | rows × epochs | steps | peak RSS (MB) | RSS growth after warm-up (MB) | samples/s |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['task']} | {r['method']} | {r['rows']} × {r['epochs']} | {r['steps']} | "
                      f"{r['peak_rss_mb']:.0f} | {r['growth_mb']:.0f} | {r['samples_per_s']:.1f} |")
-    (out / "memory.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_bench(args.out, "memory", meta, rows, "\n".join(lines) + "\n")
     return 0
 
 

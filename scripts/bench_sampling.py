@@ -158,11 +158,7 @@ def main() -> None:
         print(json.dumps({key: v for key, v in rows[-1].items() if not key.endswith("_all")}), flush=True)
         gc.collect()
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sampling.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "sampling.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    results.write_bench(args.out, "sampling", meta, rows, markdown(rows, meta))
 
 
 if __name__ == "__main__":

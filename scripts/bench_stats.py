@@ -109,11 +109,7 @@ def main() -> None:
     rows.append(compare("pretrain (WikiText MLM)", mlm, flat, masked, PadCollator(tokenizer.pad_token_id or 0),
                         args.chunk, k))
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stats.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (out / "stats.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    results.write_bench(args.out, "stats", meta, rows, markdown(rows, meta))
 
 
 if __name__ == "__main__":

@@ -265,3 +265,12 @@ def release_lock(handle) -> None:
     if handle is not None:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def write_bench(out: str | Path, name: str, meta: dict, rows: list[dict], markdown: str) -> None:
+    """A benchmark's outputs: `<out>/<name>.json` ({meta, rows}) and `<out>/<name>.md`, also printed."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
