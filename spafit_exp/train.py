@@ -177,6 +177,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
                     if prepared.before_step is not None:
                         prepared.before_step()
                 optimizer.step()
+                if accelerator.sync_gradients and prepared.after_step is not None:
+                    prepared.after_step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach()  # stays on device: no host sync per step

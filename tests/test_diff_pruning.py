@@ -23,3 +23,42 @@ def test_one_pruning_finetune_serves_every_retraining_lr(tmp_path, monkeypatch):
         masks.append({n: t.tolist() for n, t in state.items() if n.endswith(".__idx")})
     assert calls == [2e-3]  # once, at prune_lr, whatever the retraining rate
     assert masks[0] == masks[1]
+
+
+def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
+    """prune_schedule=gradual: the fine-tune itself ends with exactly k differences among the candidates and
+    nothing else of the encoder moved, so the pruned model is the fine-tuned model (nothing lost by pruning)."""
+    import torch
+
+    from spafit_exp.params import is_head
+    from tests.test_selectors import tiny_model_from
+
+    finetuned = {}
+    real = pruning.train
+
+    def keep_model(cfg, prepared, *args, **kwargs):
+        outcome = real(cfg, prepared, *args, **kwargs)
+        finetuned.update({n: p.detach().clone() for n, p in prepared.model.named_parameters()})
+        return outcome
+
+    monkeypatch.setattr(pruning, "train", keep_model)
+    cfg = run_cfg(tmp_path, "diff_pruning_noretrain", "selector.k=40", "selector.prune_lr=1e-2",
+                  "trainer.epochs=2", "selector.prune_end=0.5")
+    theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
+    prepared = prepare(cfg)
+    encoder = [n for n in theta0 if not is_head(n)]
+    moved = sum(int((finetuned[n] != theta0[n]).sum()) for n in encoder)
+    assert moved == 40  # under prune_schedule=once the fine-tune moves (almost) every element: 1,011,328 here
+    for name, p in prepared.model.named_parameters():
+        assert torch.allclose(p, finetuned[name], rtol=0, atol=1e-6), name  # theta0 + (theta - theta0): rounding
+
+
+def test_cubic_schedule_reaches_k_at_prune_end():
+    import torch
+
+    params = [torch.nn.Parameter(torch.zeros(1000))]
+    schedule = pruning.GradualPruning(params, k=10, end=0.5)
+    schedule.on_schedule(100)
+    kept = [schedule.keep(step) for step in range(0, 101)]
+    assert kept[0] == 1000 and kept[50] == 10 and kept[100] == 10
+    assert all(a >= b for a, b in zip(kept, kept[1:]))  # never grows back

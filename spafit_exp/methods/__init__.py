@@ -57,6 +57,7 @@ class Prepared:
 
     model: nn.Module
     before_step: Callable[[], None] | None = None  # called on every optimizer step, after clipping
+    after_step: Callable[[], None] | None = None  # called after every optimizer step (e.g. a projection)
     info: dict = field(default_factory=dict)  # extra facts for results.json (e.g. k, n, fraction)
     # Builds the optimizer from (model, trainer cfg) when plain AdamW over the trainable tensors is not the
     # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
