@@ -27,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from spafit_exp.results import cpu_summary  # noqa: E402
+
 LORA_II = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 
 
@@ -73,11 +75,33 @@ def ours(spec: dict) -> dict:
     start = time.perf_counter()
     result = train(cfg, prepared, data, accelerator)
     wall = time.perf_counter() - start
+    tokens = sum(len(row["input_ids"]) for row in data.train)  # real tokens of the one epoch
+    flops = {"flops_per_token": _flops_per_token(cfg, prepared, data)} if spec.get("count_flops") else {}
     return {"examples_per_s": result.train_samples / result.train_seconds, **_percentiles(result.step_seconds),
+            "tokens_per_s": tokens / result.train_seconds, **flops,
             "final_loss": result.losses[-1][1], "dev": result.best["dev"], "train_s": result.train_seconds,
             "wall_s": wall, "steps": result.steps, "optimizer_state_bytes": result.optimizer_state_bytes,
             "trainable": prepared.info.get("trainable", sum(p.numel() for p in prepared.model.parameters()
                                                             if p.requires_grad))}
+
+
+def _flops_per_token(cfg, prepared, data) -> float:
+    """Model FLOPs of one training forward + backward per real token (torch's FlopCounterMode on a batch of the
+    run's rows, the run's unpadded path with exact sizes: bucket filler rows are not model work)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from spafit_exp import unpad
+
+    batch = data.collate(data.train[: cfg.trainer.batch_size])
+    model = prepared.model.train()
+    buckets, unpad.BUCKETS_PER_OCTAVE = unpad.BUCKETS_PER_OCTAVE, 1 << 30
+    try:
+        with unpad.applied(model, cfg.trainer.unpad), FlopCounterMode(display=False) as counter:
+            model(**batch).loss.backward()
+    finally:
+        unpad.BUCKETS_PER_OCTAVE = buckets
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / int(batch["attention_mask"].sum())
 
 
 def trainer_peft(spec: dict) -> dict:
@@ -176,6 +200,10 @@ def _median_row(runs: list[dict]) -> dict:
     return row
 
 
+def _weight_grad(row: dict) -> str:
+    return next((e.split("=", 1)[1] for e in row.get("extra", []) if e.startswith("method.weight_grad=")), "dense")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -223,19 +251,20 @@ def main() -> None:
         base = {"model": args.model, "rows": args.rows, "eval_rows": 32, "batch": args.batch, "max_len": args.max_len,
                 "seed": args.seed, "precision": "fp32"}
         memory.append(run_isolated("ours", {**base, "method": "full_ft", "lr": 5e-5}))
-        memory.append(run_isolated("ours", {**base, "method": "subset", "lr": 1e-3,
-                                            "extra": ["selector=random", "selector.fraction=0.001",
-                                                      "decoder.pretune=false"]}))
+        for weight_grad in ("sampled", "dense"):  # Linear weight gradients at the k entries only, or dense + mask
+            memory.append(run_isolated("ours", {**base, "method": "subset", "lr": 1e-3,
+                                                "extra": ["selector=random", "selector.fraction=0.001",
+                                                          "decoder.pretune=false", f"method.weight_grad={weight_grad}"]}))
         for row in memory:
             print(json.dumps(row), flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "peer.json").write_text(json.dumps({"args": vars(args), "rows": rows, "quality": quality,
+    (out / "peer.json").write_text(json.dumps({"args": vars(args), "cpu": cpu_summary(), "rows": rows, "quality": quality,
                                                "memory": memory}, indent=2))
     base = {r["method"]: r for r in rows if r["stack"] == "trainer+peft"}
     lines = [f"# Our loop vs Trainer + peft ({args.model}, SST-2 {args.rows} rows, batch {args.batch}, "
-             f"max_len {args.max_len}, seed {args.seed})", "",
+             f"max_len {args.max_len}, seed {args.seed})", "", f"Machine: {cpu_summary()}.", "",
              "| method | stack | precision | examples/s | × Trainer | step p50 (ms) | step p90 (ms) | peak RSS (MB) "
              "| final loss | dev acc (200) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -250,12 +279,15 @@ def main() -> None:
         lines += [f"| {q['precision']} | {q['examples_per_s']:.1f} | {q['dev']['accuracy']:.4f} |" for q in quality]
     if memory:
         full_bytes = memory[0]["optimizer_state_bytes"]
-        lines += ["", "## Fixed-subset memory (ours: full FT vs random subset of 0.1% of the encoder)", "",
-                  "| method | trainable | optimizer state (MB) | × full FT | peak RSS (MB) | examples/s |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {m['method']} | {m['trainable']:,} | {m['optimizer_state_bytes'] / 2**20:.2f} | "
-                  f"{m['optimizer_state_bytes'] / full_bytes:.4f} | {m['peak_rss_mb']:.0f} | {m['examples_per_s']:.1f} |"
-                  for m in memory]
+        full_step = memory[0]["step_s_p50"]
+        lines += ["", "## Fixed subset vs full FT (ours: random subset of 0.1% of the encoder, unpadded fp32)", "",
+                  "| method | weight grads | trainable | optimizer state (MB) | × full FT | peak RSS (MB) | examples/s "
+                  "| step p50 (ms) | step × full FT |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {m['method']} | {_weight_grad(m)} | {m['trainable']:,} | "
+                  f"{m['optimizer_state_bytes'] / 2**20:.2f} | {m['optimizer_state_bytes'] / full_bytes:.4f} | "
+                  f"{m['peak_rss_mb']:.0f} | {m['examples_per_s']:.1f} | {m['step_s_p50'] * 1000:.0f} | "
+                  f"{m['step_s_p50'] / full_step:.2f} |" for m in memory]
     (out / "peer.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -130,7 +130,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def cpu_name() -> str:
-    return f"{results.cpu_name()}, {os.cpu_count()} CPUs"
+    return results.cpu_summary()
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ def main() -> None:
     flat = FlatParams(candidate_params(model))
     k = bitfit_size(model)
     meta = {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu": f"{results.cpu_name()}, {os.cpu_count()} CPUs",
+            "torch_threads": torch.get_num_threads(), "cpu": results.cpu_summary(),
             "model": args.model, "candidates": flat.n, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             **vars(args)}
     data = load_task_data(cfg, tokenizer)

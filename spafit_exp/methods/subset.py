@@ -1,6 +1,8 @@
 """Fixed-subset tuning (subset paper): the selection stage (spafit_exp/selection.py, `selector=...`) has already
 picked k elements of the encoder; only they train (plus the head), through the same masked update as the per-step
-methods, with optimizer state kept for the k elements only. The saved artefact is sparse: indices and values of
+methods, with optimizer state kept for the k elements only. Gradients exist only at the k elements: a selected
+Linear weight's are computed there alone (`weight_grad: sampled`, spafit_exp/sparse_grad.py), any other tensor's
+are masked, so gradient clipping measures the norm of what trains. The saved artefact is sparse: indices and values of
 the trained elements, and the head — enough to rebuild the run's model without selecting again."""
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import MISSING
 
+from spafit_exp import sparse_grad
 from spafit_exp.errors import ConfigError
 from spafit_exp.masking import CANDIDATES, FlatParams, candidate_params
 from spafit_exp.methods import MethodOptions, Prepared, Selection, register
@@ -20,6 +23,10 @@ from spafit_exp.params import freeze_all, is_head, unfreeze
 @dataclass
 class SubsetOptions(MethodOptions):
     candidates: str = MISSING  # encoder | no_embeddings
+    weight_grad: str = MISSING  # sampled | dense: how a selected Linear weight's gradient is computed
+
+
+WEIGHT_GRADS = ("sampled", "dense")
 
 
 def sparse_state(model: torch.nn.Module, flat: FlatParams, local: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -35,6 +42,8 @@ def sparse_state(model: torch.nn.Module, flat: FlatParams, local: list[torch.Ten
 def validate_subset(cfg: SubsetOptions, num_layers: int) -> None:
     if cfg.candidates not in CANDIDATES:
         raise ConfigError(f"method.candidates={cfg.candidates}: must be one of {', '.join(CANDIDATES)}")
+    if cfg.weight_grad not in WEIGHT_GRADS:
+        raise ConfigError(f"method.weight_grad={cfg.weight_grad}: must be one of {', '.join(WEIGHT_GRADS)}")
 
 
 @register("subset", options=SubsetOptions, validate=validate_subset, needs_selection=True)
@@ -59,6 +68,12 @@ def subset(model, cfg: SubsetOptions, selection: Selection) -> Prepared:
         if idx.numel():
             p.requires_grad_(True)
             fixed[p] = idx.to(p.device)
+    if not selection.evaluate_only:  # gradients of the selected elements only (clipping sees what trains)
+        if cfg.weight_grad == "sampled":
+            info["sampled_linears"] = sparse_grad.install(model, fixed)
+        else:
+            for p, idx in fixed.items():
+                sparse_grad.mask_gradient(p, idx)
     return Prepared(model, info=info, evaluate_only=selection.evaluate_only,
                     make_optimizer=lambda m, t: masked_adamw(m, t, fixed=fixed),
                     export_state=lambda m: sparse_state(m, flat, local))
