@@ -31,7 +31,8 @@ sanity:
 	$(PY) scripts/sanity.py
 
 bench:
-	$(PY) scripts/bench_peer.py --repeats 3 --padded --bf16 --subset
+	$(PY) scripts/bench_peer.py --repeats 3 --padded --bf16 --subset --overhead
+	$(PY) scripts/bench_flops.py
 	$(PY) scripts/bench_methods.py
 	$(PY) scripts/bench_sampling.py --sizes 22.7e6,125e6
 	$(PY) scripts/bench_memory.py --task sst2 --method full_ft --rows 32000

@@ -58,7 +58,8 @@ def ours(spec: dict) -> dict:
     from spafit_exp.modeling import build_tokenizer
     from spafit_exp.train import train
 
-    overrides = [f"model={spec['model']}", "task=sst2", f"method={spec['method']}", f"trainer.lr={spec['lr']}",
+    overrides = [f"model={spec['model']}", "task=sst2", f"method={spec['method']}",
+                 *([f"trainer.lr={spec['lr']}"] if spec.get("lr") else []),  # None: the method's own rate
                  f"trainer.batch_size={spec['batch']}", f"trainer.max_len={spec['max_len']}", "trainer.epochs=1",
                  f"trainer.max_train_samples={spec['rows']}", f"trainer.max_eval_samples={spec['eval_rows']}",
                  "trainer.weight_decay=0.0", "trainer.warmup_ratio=0.0", f"trainer.seed={spec['seed']}",
@@ -218,12 +219,14 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true", help="dev accuracy of fp32 vs bf16 on 4,000 SST-2 rows")
     parser.add_argument("--subset", action="store_true",
                         help="optimizer-state bytes and peak RSS of a 0.1%% random subset run vs full FT (ours)")
+    parser.add_argument("--overhead", action="store_true",
+                        help="per-step methods (stoc/top/random tuning) vs full FT, ours, real unpadded runs")
     parser.add_argument("--out", default="outputs/bench")
     args = parser.parse_args()
 
     lr = {"full_ft": 5e-5, "lora_ii": 5e-4}
     rows = []
-    for method in args.methods.split(","):
+    for method in [m for m in args.methods.split(",") if m]:  # --methods "": only the other sections
         spec = {"model": args.model, "method": method, "rows": args.rows, "eval_rows": 200, "batch": args.batch,
                 "max_len": args.max_len, "seed": args.seed, "lr": lr[method], "precision": "fp32"}
         runs = {"trainer_peft": [], "ours": []}
@@ -258,10 +261,22 @@ def main() -> None:
         for row in memory:
             print(json.dumps(row), flush=True)
 
+    overhead = []
+    if args.overhead:  # interleaved repeats, medians: the per-step selection's cost on real batches
+        base = {"model": args.model, "rows": args.rows, "eval_rows": 32, "batch": args.batch, "max_len": args.max_len,
+                "seed": args.seed, "precision": "fp32", "lr": None}
+        methods = ["full_ft", "stoc_tuning", "top_tuning", "random_tuning"]
+        runs = {m: [] for m in methods}
+        for _ in range(args.repeats):
+            for method in methods:
+                runs[method].append(run_isolated("ours", {**base, "method": method}))
+                print(json.dumps(runs[method][-1]), flush=True)
+        overhead = [_median_row(r) for r in runs.values()]
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "peer.json").write_text(json.dumps({"args": vars(args), "cpu": cpu_summary(), "rows": rows, "quality": quality,
-                                               "memory": memory}, indent=2))
+                                               "memory": memory, "overhead": overhead}, indent=2))
     base = {r["method"]: r for r in rows if r["stack"] == "trainer+peft"}
     lines = [f"# Our loop vs Trainer + peft ({args.model}, SST-2 {args.rows} rows, batch {args.batch}, "
              f"max_len {args.max_len}, seed {args.seed})", "", f"Machine: {cpu_summary()}.", "",
@@ -288,6 +303,13 @@ def main() -> None:
                   f"{m['optimizer_state_bytes'] / 2**20:.2f} | {m['optimizer_state_bytes'] / full_bytes:.4f} | "
                   f"{m['peak_rss_mb']:.0f} | {m['examples_per_s']:.1f} | {m['step_s_p50'] * 1000:.0f} | "
                   f"{m['step_s_p50'] / full_step:.2f} |" for m in memory]
+    if overhead:
+        full = overhead[0]["examples_per_s"]
+        lines += ["", f"## Per-step selection overhead (ours, SST-2 {args.rows} rows, unpadded fp32, recommended rates, "
+                      f"median of {args.repeats})", "",
+                  "| method | examples/s | × full FT | step p50 (ms) | final loss |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['method']} | {r['examples_per_s']:.1f} | {r['examples_per_s'] / full:.2f} | "
+                  f"{r['step_s_p50'] * 1000:.0f} | {r['final_loss']:.4f} |" for r in overhead]
     (out / "peer.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -132,7 +132,7 @@ def validate_masked(cfg: MaskedOptions, num_layers: int) -> None:
 class MaskedStep:
     """The before_step hook: score the candidates, pick k elements, restrict the coming update to them."""
 
-    def __init__(self, model: nn.Module, cfg: MaskedOptions, select):
+    def __init__(self, model: nn.Module, cfg: MaskedOptions, select, scored: bool = True):
         for p in model.parameters():
             p.requires_grad_(True)
         self.flat = FlatParams(candidate_params(model, cfg.candidates))
@@ -141,8 +141,8 @@ class MaskedStep:
         self.select = select  # (hook, step) -> flat indices of the sub-network, or None for a dense step
         self.optimizer = None
         self.steps = 0
-        self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})
-                      if cfg.mu == "activation" else None)
+        self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})  # only a score reads mu
+                      if scored and cfg.mu == "activation" else None)
         device = self.flat.params[0].device  # a dry run builds on the meta device, which has no generator
         self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
         self._scores: torch.Tensor | None = None
@@ -192,19 +192,20 @@ class MaskedStep:
             self.optimizer.selected = dict(zip(self.flat.params, local))
             return
         for p, idx in zip(self.flat.params, local):
-            if p.grad is not None:
-                keep = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-                keep[idx] = True
-                p.grad.mul_(keep.view_as(p.grad))
+            if p.grad is not None:  # one write pass: keep the k values, zero the tensor, put them back
+                grad = p.grad.view(-1)
+                kept = grad[idx]
+                grad.zero_()
+                grad[idx] = kept
 
 
-def _prepared(model, cfg, select, name) -> Prepared:
-    hook = MaskedStep(model, cfg, select)
+def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
+    hook = MaskedStep(model, cfg, select, scored)
     candidates = {id(p) for p in hook.flat.params}
     head = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in candidates)
     # params.trainable counts what one step updates (k candidates + the dense head); the dense count apart
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
-            "mu": cfg.mu, "selection": name, "trainable": hook.k + head, "dense_trainable": hook.flat.n + head}
+            "mu": cfg.mu if scored else None, "selection": name, "trainable": hook.k + head, "dense_trainable": hook.flat.n + head}
     return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook)
 
 
@@ -222,4 +223,4 @@ def top_tuning(model, cfg: MaskedOptions) -> Prepared:
 @register("random_tuning", options=MaskedOptions, validate=validate_masked)
 def random_tuning(model, cfg: MaskedOptions) -> Prepared:
     return _prepared(model, cfg, lambda h, step: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
-                     "uniform")
+                     "uniform", scored=False)
