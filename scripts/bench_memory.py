@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODES = {"unpadded": {"unpad": True, "exact": False}, "unpadded-exact": {"unpad": True, "exact": True},
-         "padded": {"unpad": False, "exact": False}, "unpadded-trim": {"unpad": True, "exact": False, "trim": 10}}
+         "padded": {"unpad": False, "exact": False}}
 
 
 def measure(spec: dict) -> dict:
@@ -48,9 +48,6 @@ def measure(spec: dict) -> dict:
         if inner is not None:
             inner()
         steps[0] += 1
-        if spec.get("trim") and steps[0] % spec["trim"] == 0:
-            import ctypes
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
         if steps[0] % spec["every"] == 0:
             samples.append((steps[0], process.memory_info().rss))
 
