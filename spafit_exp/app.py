@@ -25,7 +25,7 @@ from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
 from spafit_exp.methods import apply_method, get_method
 from spafit_exp.modeling import build_tokenizer
 from spafit_exp.params import count_params, report
-from spafit_exp.selection import pretune_decoder, run_selection
+from spafit_exp.selection import preserved_rng, pretune_decoder, run_selection
 from spafit_exp.stops import graceful_stop
 from spafit_exp.studies import run_study
 from spafit_exp.train import StopRequested, train
@@ -174,8 +174,9 @@ def prepare(cfg: DictConfig, device: str = "cpu"):
     """Seeded model -> decoder pre-tuning (`decoder.pretune`) -> selection stage (fixed-subset methods) -> method."""
     model = seeded_model(cfg, device=device)
     fixed_subset = get_method(cfg.method.name).needs_selection
-    decoder = pretune_decoder(cfg, model, fixed_subset)
-    selection = run_selection(cfg, model, decoder.get("decoder", "none")) if fixed_subset else None
+    with preserved_rng():  # a stage trains only when its cache misses: the run must not depend on which
+        decoder = pretune_decoder(cfg, model, fixed_subset)
+        selection = run_selection(cfg, model, decoder.get("decoder", "none")) if fixed_subset else None
     prepared = apply_method(model, cfg.method, selection)
     prepared.info.update(decoder)
     return prepared

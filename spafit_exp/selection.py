@@ -6,6 +6,11 @@ On the meta device (dry runs) only the size is computed: no weights, no data."""
 
 from __future__ import annotations
 
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -44,3 +49,18 @@ def run_selection(cfg: DictConfig, model: nn.Module, decoder_key: str = "none") 
     index = picked.index.long().cpu()
     return Selection(index=index, k=int(info["k"]), n=flat.n, head=picked.head, delta=picked.delta,
                      evaluate_only=picked.evaluate_only, info=info)
+
+
+@contextmanager
+def preserved_rng():
+    """Every global generator (python, numpy, torch CPU and CUDA) as it was before the block."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)

@@ -33,3 +33,17 @@ def test_default_pretunes_fixed_subsets_only(tmp_path):
 def test_subset_table1_pretunes_every_variant():
     cfg = compose(["experiment=subset_table1", "method=full_ft", "selector=none"])
     assert cfg.decoder.pretune is True
+
+
+def test_a_run_does_not_depend_on_its_stage_caches(tmp_path):
+    """The decoder pre-tuning and the selector train only when their caches miss; the run after them must draw
+    the same dropout either way (same losses, same trained values)."""
+    from spafit_exp.app import run
+    from tests.test_selectors import run_cfg
+
+    records = []
+    for attempt in range(2):  # first: decoder and statistics computed; second: both from the cache
+        cfg = run_cfg(tmp_path, "downstream_sqgrad", "selector.k=60", "trainer.epochs=2", "run.force=true",
+                      "trainer.log_every=1")
+        records.append(run(cfg))
+    assert records[0]["train"]["losses"] == records[1]["train"]["losses"]

@@ -247,3 +247,21 @@ def test_per_step_methods_count_one_steps_update_as_trainable():
     head = sum(p.numel() for n, p in prepared.model.named_parameters() if "classifier" in n)
     dense = sum(p.numel() for p in prepared.model.parameters())
     assert prepared.info["trainable"] == 50 + head and prepared.info["dense_trainable"] == dense
+
+
+def test_embedding_importance_is_the_dense_formula():
+    """The embedding's I^2 is computed on the batch's rows only (mu = 0 elsewhere): equal to the dense
+    (mu * theta * g)^2 everywhere, zeros included."""
+    model = tiny_model()
+    prepared = apply_method(model, masked_cfg("stoc_tuning", k=10))
+    ids = torch.randint(3, 100, (2, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    prepared.model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
+    hook = prepared.before_step
+    scores = hook.importance_sq()
+    words = prepared.model.bert.embeddings.word_embeddings.weight
+    got = hook.flat.views(scores)[hook.flat.names.index("bert.embeddings.word_embeddings.weight")]
+    mu = torch.bincount(ids[mask.bool()], minlength=words.shape[0]).float() / int(mask.sum())
+    expected = (words.grad * words * mu[:, None]) ** 2
+    assert got.count_nonzero() > 0
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0.0)

@@ -170,8 +170,13 @@ class MaskedStep:
             if p.grad is None:
                 view.zero_()
                 continue
-            torch.mul(p.grad, p, out=view)
             mu = self.means.mu(p) if self.means is not None else None
+            if mu is not None and mu.dim() == 2 and mu.shape[1] == 1:  # an embedding: rows absent from the batch
+                rows = torch.nonzero(mu[:, 0]).squeeze(1)  # have mu = 0, so only the batch's rows are computed
+                view.zero_()
+                view[rows] = torch.mul(p.grad[rows], p[rows]).mul_(mu[rows].to(view.dtype)).square_()
+                continue
+            torch.mul(p.grad, p, out=view)
             if mu is not None:
                 view.mul_(mu.to(view.dtype))
             view.square_()
