@@ -74,11 +74,17 @@ def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def mask_gradient(param: nn.Parameter, flat_index: torch.Tensor):
-    """A dense path's gradient zeroed outside the selection (what clipping and the optimizer then see)."""
-    keep = torch.zeros(param.numel(), dtype=torch.bool, device=param.device)
-    keep[flat_index] = True
-    keep = keep.view_as(param)
-    return param.register_hook(lambda grad: grad * keep)
+    """A dense path's gradient zeroed outside the selection (what clipping and the optimizer then see), in place
+    once it is accumulated: one write pass over the tensor and no second gradient-sized buffer (an embedding
+    matrix's is tens of MB)."""
+
+    def keep_selected(p: nn.Parameter) -> None:
+        grad = p.grad.view(-1)
+        kept = grad[flat_index]
+        grad.zero_()
+        grad[flat_index] = kept
+
+    return param.register_post_accumulate_grad_hook(keep_selected)
 
 
 def install(model: nn.Module, fixed: dict[nn.Parameter, torch.Tensor]) -> int:
