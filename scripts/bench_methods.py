@@ -10,7 +10,6 @@ architecture is what matters). Writes outputs/bench/methods.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from spafit_exp.methods import apply_method  # noqa: E402
 from spafit_exp.modeling import build_model  # noqa: E402
 from spafit_exp.optim import make_optimizer  # noqa: E402
 from spafit_exp.params import count_params  # noqa: E402
+from spafit_exp.results import cpu_summary, write_bench  # noqa: E402
 
 # Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
 METHODS = {
@@ -98,17 +98,15 @@ def main() -> None:
                 r["vs_full_ft"] = r["step_s_median"] / base["full_ft"]
                 r["vs_lora_ii"] = r["step_s_median"] / base["lora_ii"]
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), **vars(args)}
-    (out / "methods.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta = {"device": str(device), "cpu": cpu_summary(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), **vars(args)}
     lines = [f"# Step time by method ({device}, batch {args.batch}, seq {args.seq}, {args.precision}, "
              f"median of {args.steps} steps)", "",
+             f"Machine: {meta['cpu']}.", "",
              "| model | method | trainable | step (ms) | × full_ft | × lora II |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['tag']} | {r['trainable']:,} | {r['step_s_median'] * 1000:.1f} | "
               f"{r['vs_full_ft']:.2f} | {r['vs_lora_ii']:.2f} |" for r in rows]
-    (out / "methods.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_bench(args.out, "methods", meta, rows, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spafit_exp.results import cpu_summary  # noqa: E402
+from spafit_exp.results import cpu_summary, write_bench  # noqa: E402
 
 LORA_II = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 
@@ -273,10 +273,6 @@ def main() -> None:
                 print(json.dumps(runs[method][-1]), flush=True)
         overhead = [_median_row(r) for r in runs.values()]
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "peer.json").write_text(json.dumps({"args": vars(args), "cpu": cpu_summary(), "rows": rows, "quality": quality,
-                                               "memory": memory, "overhead": overhead}, indent=2))
     base = {r["method"]: r for r in rows if r["stack"] == "trainer+peft"}
     lines = [f"# Our loop vs Trainer + peft ({args.model}, SST-2 {args.rows} rows, batch {args.batch}, "
              f"max_len {args.max_len}, seed {args.seed})", "", f"Machine: {cpu_summary()}.", "",
@@ -310,8 +306,8 @@ def main() -> None:
                   "| method | examples/s | × full FT | step p50 (ms) | final loss |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['method']} | {r['examples_per_s']:.1f} | {r['examples_per_s'] / full:.2f} | "
                   f"{r['step_s_p50'] * 1000:.0f} | {r['final_loss']:.4f} |" for r in overhead]
-    (out / "peer.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    meta = {"args": vars(args), "cpu": cpu_summary(), "quality": quality, "memory": memory, "overhead": overhead}
+    write_bench(args.out, "peer", meta, rows, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

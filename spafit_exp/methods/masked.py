@@ -210,7 +210,8 @@ def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
     head = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in candidates)
     # params.trainable counts what one step updates (k candidates + the dense head); the dense count apart
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
-            "mu": cfg.mu if scored else None, "selection": name, "trainable": hook.k + head, "dense_trainable": hook.flat.n + head}
+            "mu": cfg.mu if scored else None, "selection": name, "trainable": hook.k + head,
+            "dense_trainable": hook.flat.n + head}
     return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook)
 
 
