@@ -19,21 +19,10 @@ Algorithm of `sample_without_replacement` (docs/sampling.md has the details and 
    round holds more new distinct elements than still needed, the ones kept are those with the smallest
    Exp(1) / c_j. After a round that did not finish, the elements taken are removed from the weights (the
    stream of the rest is i.i.d. from the restricted weights) and another round is drawn.
-2. *Speed.* No O(n) cumulative sum. The weights are cut into chunks of C elements (C ~ sqrt(n / k), a power
-   of two); one pass sums each chunk. A round draws m *sorted* uniforms (normalised cumulative sums of
-   exponentials), finds their chunks by one `searchsorted` over the cumulative chunk totals, then each draw's
-   element by a `searchsorted` in the cumulative sum of its own chunk (C weights gathered per draw, in
-   cache-sized batches). Sorted draws come out as sorted elements, so repeats are adjacent
-   (`unique_consecutive`, no sort) and the searches cache-friendly. Removing the taken elements touches only
-   their chunks (kept as small restricted copies; the weights are never written).
-3. *Precision.* Chunk sums are accumulated in float32 for float16 / bfloat16 / float32 weights (float64 for
-   float64 weights): a chunk's mass is off by a relative ~1e-7 (at worst ~C * 2^-24), i.e. every element's
-   probability is scaled by 1 +- ~1e-7 (a float32 cumulative sum over all n would be far worse: past 2^24
-   elements it cannot even resolve single small weights). Everything after that pass is float64: the
-   cumulative sum over chunks, the uniforms and the cumulative sum inside a chunk, so an element's interval is
-   exact to ~2^-53 of the total mass, as with NumPy's float64 cumulative sum. A zero weight has an empty
-   interval and is never drawn.
-4. *Fallback.* Weights so concentrated that rounds keep finding few new elements (e.g. geometric weights)
+2. *Speed and precision* (docs/sampling.md): one pass sums chunks of C ~ sqrt(n / k) weights (float32; float64
+   for float64 weights); each round finds its sorted draws' chunks, then their elements inside the chunks, in
+   float64 throughout, so an element's interval is exact to ~2^-53 of the total mass. Zero weights are never drawn.
+3. *Fallback.* Weights so concentrated that rounds keep finding few new elements (e.g. geometric weights)
    switch after `MAX_ROUNDS` rounds to an exponential race (the smallest Exp(1) / w_i, float64) over the
    remaining elements: exact too, but O(n) random numbers and memory.
 
