@@ -57,7 +57,7 @@ def sample_without_replacement(weights: torch.Tensor, k: int,
     finite and >= 0: a non-finite total or a negative chunk sum raises ValueError (an isolated negative weight
     is not detected). When at most k weights are positive, every positive index is returned together with
     k - (positive count) zero-weight indices drawn uniformly; all-zero weights give a uniform sample. On CPU
-    the call runs with `CPU_THREADS` intra-op threads."""
+    everything after the pass over the weights runs with `CPU_THREADS` intra-op threads."""
     if not torch.is_floating_point(weights):
         raise TypeError(f"weights must be a floating-point tensor, got {weights.dtype}")
     w = weights.detach().reshape(-1)
@@ -65,12 +65,12 @@ def sample_without_replacement(weights: torch.Tensor, k: int,
     _check_k(n, k)
     if k == 0:
         return torch.empty(0, dtype=torch.long, device=device)
+    chunks = _Chunks(w, _chunk_size(n, k))  # the one pass over all weights: torch's threads (a single large op)
     with _cpu_threads(device):
-        return _successive(w, k, generator)
+        return _successive(w, k, generator, chunks)
 
 
-def _successive(w: torch.Tensor, k: int, generator) -> torch.Tensor:
-    chunks = _Chunks(w, _chunk_size(w.numel(), k))
+def _successive(w: torch.Tensor, k: int, generator, chunks: "_Chunks") -> torch.Tensor:
     if bool(chunks.sums.min() < 0):
         raise ValueError("weights must be >= 0 (a chunk of them sums to a negative number)")
     cdf = chunks.cdf()
