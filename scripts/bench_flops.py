@@ -25,7 +25,6 @@ from bench_peer import run_isolated  # noqa: E402
 
 from spafit_exp.results import cpu_summary, write_bench  # noqa: E402
 
-RATES = {"full_ft": 5e-5, "lora_ii": 5e-4, "spafit": 5e-4}  # docs/recommended_lr.md
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods.split(","):
         for precision in peaks:
             spec = {"model": "minilm", "method": method, "rows": args.rows, "eval_rows": 32, "batch": args.batch,
-                    "max_len": 128, "seed": 1, "lr": RATES[method], "precision": precision, "count_flops": True}
+                    "max_len": 128, "seed": 1, "lr": None, "precision": precision, "count_flops": True}
             row = run_isolated("ours", spec)
             row["achieved_flops"] = row["flops_per_token"] * row["tokens_per_s"]
             row["fraction_of_peak"] = row["achieved_flops"] / peaks[precision]

@@ -201,10 +201,6 @@ def _median_row(runs: list[dict]) -> dict:
     return row
 
 
-def _weight_grad(row: dict) -> str:
-    return next((e.split("=", 1)[1] for e in row.get("extra", []) if e.startswith("method.weight_grad=")), "dense")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -255,7 +251,7 @@ def main() -> None:
                 "seed": args.seed, "precision": "fp32"}
         memory.append(run_isolated("ours", {**base, "method": "full_ft", "lr": 5e-5}))
         for weight_grad in ("sampled", "dense"):  # Linear weight gradients at the k entries only, or dense + mask
-            memory.append(run_isolated("ours", {**base, "method": "subset", "lr": 1e-3,
+            memory.append(run_isolated("ours", {**base, "method": "subset", "lr": 1e-3, "weight_grad": weight_grad,
                                                 "extra": ["selector=random", "selector.fraction=0.001",
                                                           "decoder.pretune=false", f"method.weight_grad={weight_grad}"]}))
         for row in memory:
@@ -295,7 +291,7 @@ def main() -> None:
                   "| method | weight grads | trainable | optimizer state (MB) | × full FT | peak RSS (MB) | examples/s "
                   "| step p50 (ms) | step × full FT |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {m['method']} | {_weight_grad(m)} | {m['trainable']:,} | "
+        lines += [f"| {m['method']} | {m.get('weight_grad', 'dense')} | {m['trainable']:,} | "
                   f"{m['optimizer_state_bytes'] / 2**20:.2f} | {m['optimizer_state_bytes'] / full_bytes:.4f} | "
                   f"{m['peak_rss_mb']:.0f} | {m['examples_per_s']:.1f} | {m['step_s_p50'] * 1000:.0f} | "
                   f"{m['step_s_p50'] / full_step:.2f} |" for m in memory]

@@ -129,10 +129,6 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_name() -> str:
-    return results.cpu_summary()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,7 +145,7 @@ def main() -> None:
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda: no CUDA device")
     meta = {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "numpy": np.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
+            "torch_threads": torch.get_num_threads(), "cpu": results.cpu_summary(),
             "gpu": torch.cuda.get_device_name() if cuda else None,
             "loadavg_start": [round(x, 2) for x in os.getloadavg()], **vars(args)}
     rows = []

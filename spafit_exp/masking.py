@@ -46,6 +46,14 @@ class FlatParams:
         return [flat[a:b].view_as(p) for a, b, p in zip(self.offsets[:-1], self.offsets[1:], self.params)]
 
 
+def keep_only(grad: torch.Tensor, flat_index: torch.Tensor) -> None:
+    """Zero `grad` in place except at `flat_index` (local flat indices): one write pass, no mask tensor."""
+    flat = grad.view(-1)
+    kept = flat[flat_index]
+    flat.zero_()
+    flat[flat_index] = kept
+
+
 CANDIDATES = ("encoder", "no_embeddings")
 
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spafit_exp.masking import keep_only
+
 MAX_FRACTION = 1 / 32  # of a weight's elements: above this the dense GEMM is faster on CPU (measured, benchmarks.md)
 CHUNK_ELEMENTS = 1 << 22  # tokens x selected entries gathered at once: bounds the temporary memory
 
@@ -77,14 +79,7 @@ def mask_gradient(param: nn.Parameter, flat_index: torch.Tensor):
     """A dense path's gradient zeroed outside the selection (what clipping and the optimizer then see), in place
     once it is accumulated: one write pass over the tensor and no second gradient-sized buffer (an embedding
     matrix's is tens of MB)."""
-
-    def keep_selected(p: nn.Parameter) -> None:
-        grad = p.grad.view(-1)
-        kept = grad[flat_index]
-        grad.zero_()
-        grad[flat_index] = kept
-
-    return param.register_post_accumulate_grad_hook(keep_selected)
+    return param.register_post_accumulate_grad_hook(lambda p: keep_only(p.grad, flat_index))
 
 
 def install(model: nn.Module, fixed: dict[nn.Parameter, torch.Tensor]) -> int:

@@ -56,8 +56,10 @@ def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
 def test_cubic_schedule_reaches_k_at_prune_end():
     import torch
 
-    params = [torch.nn.Parameter(torch.zeros(1000))]
-    schedule = pruning.GradualPruning(params, k=10, end=0.5)
+    from spafit_exp.masking import FlatParams
+
+    weight = torch.nn.Parameter(torch.zeros(1000))
+    schedule = pruning.GradualPruning(FlatParams([("w", weight)]), [weight.detach().clone()], k=10, end=0.5)
     schedule.on_schedule(100)
     kept = [schedule.keep(step) for step in range(0, 101)]
     assert kept[0] == 1000 and kept[50] == 10 and kept[100] == 10

@@ -26,7 +26,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.errors import ConfigError
-from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, subnetwork_size
+from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, keep_only, subnetwork_size
 from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.optim import make_optimizer, masked_adamw
 from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
@@ -197,11 +197,8 @@ class MaskedStep:
             self.optimizer.selected = dict(zip(self.flat.params, local))
             return
         for p, idx in zip(self.flat.params, local):
-            if p.grad is not None:  # one write pass: keep the k values, zero the tensor, put them back
-                grad = p.grad.view(-1)
-                kept = grad[idx]
-                grad.zero_()
-                grad[idx] = kept
+            if p.grad is not None:
+                keep_only(p.grad, idx)
 
 
 def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:

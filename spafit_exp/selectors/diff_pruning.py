@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from spafit_exp.data import cache_root, load_task_data, run_key
 from spafit_exp.errors import ConfigError
+from spafit_exp.masking import FlatParams
 from spafit_exp.methods import Prepared
 from spafit_exp.methods.regularized import PenaltyOptions, full_ft_l1
 from spafit_exp.modeling import build_tokenizer
@@ -52,34 +53,28 @@ class GradualPruning:
 
     PROJECTIONS = 50  # over the ramp: each is a top-k over every candidate element
 
-    def __init__(self, params: list[torch.nn.Parameter], k: int, end: float):
-        self.params, self.k, self.end = params, k, end
-        self.theta0 = [p.detach().clone() for p in params]
-        self.n = sum(p.numel() for p in params)
-        self.total, self.step, self.kept = 0, 0, None
+    def __init__(self, flat: FlatParams, theta0: list[torch.Tensor], k: int, end: float):
+        self.flat, self.theta0, self.k, self.end = flat, theta0, k, end
+        self.ramp, self.step, self.kept = 1, 0, None
 
     def on_schedule(self, total_steps: int) -> None:
-        self.total = total_steps
+        self.ramp = max(1, round(self.end * total_steps))  # the step by which only k differences are left
 
     def keep(self, step: int) -> int:
-        ramp = max(1, round(self.end * self.total))
-        left = max(0.0, 1.0 - step / ramp)
-        return max(self.k, min(self.n, round(self.k + (self.n - self.k) * left ** 3)))
+        n, left = self.flat.n, max(0.0, 1.0 - step / self.ramp)
+        return max(self.k, min(n, round(self.k + (n - self.k) * left ** 3)))
 
     @torch.no_grad()
     def __call__(self) -> None:
         self.step += 1
-        ramp = max(1, round(self.end * self.total))
-        if self.step <= ramp and (self.step % max(1, ramp // self.PROJECTIONS) == 0 or self.step == ramp):
-            delta = torch.cat([(p - p0).reshape(-1) for p, p0 in zip(self.params, self.theta0)])
-            kept = torch.zeros(self.n, dtype=torch.bool, device=delta.device)
+        if self.step <= self.ramp and (self.step % max(1, self.ramp // self.PROJECTIONS) == 0
+                                       or self.step == self.ramp):
+            delta = torch.cat([(p - p0).reshape(-1) for p, p0 in zip(self.flat.params, self.theta0)])
+            kept = torch.zeros(self.flat.n, dtype=torch.bool, device=delta.device)
             kept[topk_indices(delta.abs(), self.keep(self.step))] = True
             self.kept = kept
         if self.kept is not None:
-            start = 0
-            for p, p0 in zip(self.params, self.theta0):
-                mask = self.kept[start:start + p.numel()].view_as(p)
-                start += p.numel()
+            for p, p0, mask in zip(self.flat.params, self.theta0, self.flat.views(self.kept)):
                 p.copy_(torch.where(mask, p, p0))
 
     def state_dict(self) -> dict:
@@ -119,7 +114,7 @@ def pruning_finetune(ctx: Context) -> dict:
                                  reduction="sum")
         prepared = full_ft_l1(model, options)
         if s.prune_schedule == "gradual":
-            prepared = _pruned_while_training(prepared, ctx)
+            prepared = _pruned_while_training(prepared, ctx, theta0)
         outcome = train(tuned, prepared, load_task_data(tuned, build_tokenizer(cfg.model)), Accelerator())
         saved = {"delta": torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(ctx.flat.params, theta0)]),
                  "head": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)},
@@ -129,12 +124,12 @@ def pruning_finetune(ctx: Context) -> dict:
     return saved
 
 
-def _pruned_while_training(prepared: Prepared, ctx: Context) -> Prepared:
+def _pruned_while_training(prepared: Prepared, ctx: Context, theta0: list[torch.Tensor]) -> Prepared:
     """Only candidates and the head train (anything else could not be kept in the pruned model)."""
     candidates = {id(p) for p in ctx.flat.params}
     for name, p in prepared.model.named_parameters():
         p.requires_grad_(id(p) in candidates or is_head(name))
-    pruning = GradualPruning(ctx.flat.params, ctx.k, float(ctx.options.prune_end))
+    pruning = GradualPruning(ctx.flat, theta0, ctx.k, float(ctx.options.prune_end))
     return replace(prepared, after_step=pruning, on_schedule=pruning.on_schedule, method_state=pruning)
 
 
