@@ -55,14 +55,17 @@ def keep_only(grad: torch.Tensor, flat_index: torch.Tensor) -> None:
 
 
 CANDIDATES = ("encoder", "no_embeddings")
+# A fixed subset re-parametrises a selected weight's trained entries as "<module>.weight_selected"
+# (spafit_exp/sparse_grad.py): a view of candidates, never a candidate itself.
+SELECTED_VALUES = "weight_selected"
 
 
 def candidate_params(model: nn.Module, which: str = "encoder") -> list[tuple[str, nn.Parameter]]:
     """`encoder` (default): every non-head parameter; `no_embeddings` drops the embeddings."""
     if which not in CANDIDATES:
         raise ConfigError(f"method.candidates={which}: must be one of {', '.join(CANDIDATES)}")
-    return [(n, p) for n, p in model.named_parameters()
-            if not is_head(n) and not (which == "no_embeddings" and ".embeddings." in n)]
+    return [(n, p) for n, p in model.named_parameters() if not is_head(n) and not n.endswith(SELECTED_VALUES)
+            and not (which == "no_embeddings" and ".embeddings." in n)]
 
 
 def subnetwork_size(k: int | None, fraction: float | None, n: int, default: int, key: str) -> int:

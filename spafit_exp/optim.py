@@ -58,8 +58,8 @@ class MaskedAdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            hyper = (group["lr"], *group["betas"], group["eps"], group["weight_decay"])
+            batch = []  # one foreach update of every tensor that moves (see _adamw_batch)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -70,50 +70,59 @@ class MaskedAdamW(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
                     state["exp_avg_sq"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
                     state["step"] = torch.zeros(shape, dtype=torch.int32, device=p.device)
-                if fixed is not None:
-                    _adamw_compact(p.view(-1), p.grad.view(-1), state, fixed, lr, beta1, beta2, eps, wd)
-                    continue
-                index = self.selected.get(p)
-                if index is None:  # dense tensor (e.g. the head): plain AdamW
-                    _adamw(p.view(-1), p.grad.view(-1), state, None, lr, beta1, beta2, eps, wd)
-                elif index.numel():
-                    _adamw(p.view(-1), p.grad.view(-1), state, index, lr, beta1, beta2, eps, wd)
+                if fixed is not None:  # compact state: state[i] belongs to element fixed[i]
+                    index, compact = fixed, True
+                else:  # this step's selection (dense moments), or None: every element (e.g. the head)
+                    index, compact = self.selected.get(p), False
+                if index is None or index.numel():
+                    batch.append((p.view(-1), p.grad.view(-1), index, state, compact))
+            if batch:
+                _adamw_batch(batch, *hyper)
         return None
 
 
-def _adamw(p, g, state, index, lr, beta1, beta2, eps, wd) -> None:
-    m, v, t = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1), state["step"].view(-1)
-    if index is not None:
-        p_sel, g_sel, m_sel, v_sel, t_sel = p[index], g[index], m[index], v[index], t[index] + 1
-    else:
-        p_sel, g_sel, m_sel, v_sel, t_sel = p, g, m, v, t.add_(1)
-    m_sel = m_sel.mul(beta1).add_(g_sel, alpha=1 - beta1)
-    v_sel = v_sel.mul(beta2).addcmul_(g_sel, g_sel, value=1 - beta2)
-    tf = t_sel.to(p.dtype)
-    bias1 = 1 - torch.pow(beta1, tf)
-    bias2_sqrt = torch.sqrt(1 - torch.pow(beta2, tf))
-    denom = (v_sel.sqrt() / bias2_sqrt).add_(eps)
-    new_p = p_sel * (1 - lr * wd) - lr * (m_sel / bias1) / denom
-    if index is None:
-        m.copy_(m_sel)
-        v.copy_(v_sel)
-        p.copy_(new_p)
-    else:
-        m[index], v[index], t[index], p[index] = m_sel, v_sel, t_sel, new_p
-
-
-def _adamw_compact(p, g, state, index, lr, beta1, beta2, eps, wd) -> None:
-    """AdamW on p[index] with moments stored compactly (state[i] belongs to element index[i])."""
-    if not index.numel():
-        return
-    m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-    g_sel = g[index]
-    t.add_(1)
-    m.mul_(beta1).add_(g_sel, alpha=1 - beta1)
-    v.mul_(beta2).addcmul_(g_sel, g_sel, value=1 - beta2)
-    tf = t.to(p.dtype)
-    denom = (v.sqrt() / torch.sqrt(1 - torch.pow(beta2, tf))).add_(eps)
-    p[index] = p[index] * (1 - lr * wd) - lr * (m / (1 - torch.pow(beta1, tf))) / denom
+def _adamw_batch(batch, lr, beta1, beta2, eps, wd) -> None:
+    """AdamW on many tensors at once (foreach ops: a masked step touches ~100 tensors). Each entry is (flat param,
+    flat grad, flat indices or None for every element, state, compact): a compact state holds one moment per
+    listed element and is updated in place; otherwise the listed elements' moments and step counts are gathered
+    and scattered back."""
+    params, grads, m, v, steps = [], [], [], [], []
+    for p, g, index, state, compact in batch:
+        moments = [state[key].view(-1) for key in ("exp_avg", "exp_avg_sq", "step")]
+        if index is not None:
+            p, g = p[index], g[index]
+            if not compact:
+                moments = [t[index] for t in moments]
+        for out, tensor in zip((params, grads, m, v, steps), (p, g, *moments)):
+            out.append(tensor)
+    torch._foreach_add_(steps, 1)
+    torch._foreach_mul_(m, beta1)
+    torch._foreach_add_(m, grads, alpha=1 - beta1)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+    tf = [t.to(p.dtype) for t, p in zip(steps, params)]
+    bias1 = torch._foreach_pow(beta1, tf)  # 1 - beta1^t
+    torch._foreach_neg_(bias1)
+    torch._foreach_add_(bias1, 1)
+    bias2_sqrt = torch._foreach_pow(beta2, tf)  # sqrt(1 - beta2^t)
+    torch._foreach_neg_(bias2_sqrt)
+    torch._foreach_add_(bias2_sqrt, 1)
+    torch._foreach_sqrt_(bias2_sqrt)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, bias2_sqrt)
+    torch._foreach_add_(denom, eps)
+    update = torch._foreach_div(m, bias1)
+    torch._foreach_mul_(update, lr)
+    torch._foreach_div_(update, denom)
+    torch._foreach_mul_(params, 1 - lr * wd)  # in place: a dense entry is the parameter itself
+    torch._foreach_sub_(params, update)
+    for (p, _, index, state, compact), *new in zip(batch, params, m, v, steps):
+        if index is None:
+            continue
+        p[index] = new[0]
+        if not compact:
+            for key, value in zip(("exp_avg", "exp_avg_sq", "step"), new[1:]):
+                state[key].view(-1)[index] = value
 
 
 def masked_adamw(model: nn.Module, trainer_cfg, fixed: dict | None = None) -> MaskedAdamW:

@@ -8,9 +8,12 @@ import sys
 import time
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from spafit_exp import results
 from spafit_exp.app import run
+from spafit_exp.checkpoint import TRAINABLE_FILE
 from spafit_exp.checkpointer import RESUME_FILE, read_resume
 from spafit_exp.data import load_task_data
 from spafit_exp.modeling import build_tokenizer
@@ -23,11 +26,13 @@ def tiny(root, *extra):
 
 
 @pytest.mark.parametrize("method", [[], ["method=stoc_tuning", "method.k=500"],
-                                    ["method=dps_mix", "method.update_ratio=0.1"]],
-                         ids=["full_ft", "stoc_tuning", "dps_mix"])
+                                    ["method=dps_mix", "method.update_ratio=0.1"],
+                                    ["method=subset", "selector=random", "selector.k=500", "decoder.epochs=1"]],
+                         ids=["full_ft", "stoc_tuning", "dps_mix", "subset"])
 def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
     """Stop after step 5 (what SIGTERM does), then rerun: same losses and metrics as one uninterrupted run.
-    For the per-step samplers the checkpoint carries the generator and the selection state too."""
+    For the per-step samplers the checkpoint carries the generator and the selection state too; a fixed subset's
+    weights are rebuilt from its restored selected values."""
     from accelerate import Accelerator
 
     from spafit_exp.app import prepare as build_prepared
@@ -50,6 +55,10 @@ def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
     resumed = run(cfg)
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["train"] == reference["train"]
+    trained = [load_file(results.run_dir(c) / TRAINABLE_FILE) for c in (cfg, tiny(tmp_path / "ref", *method))]
+    assert trained[0].keys() == trained[1].keys()
+    for name in trained[0]:  # the best epoch's trained tensors, bit for bit
+        assert torch.equal(trained[0][name], trained[1][name]), name
     assert not (directory / RESUME_FILE).exists()  # dropped once completed
 
 

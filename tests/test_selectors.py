@@ -4,9 +4,11 @@ only its selected elements with O(k) optimizer state."""
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
-from spafit_exp import results
+from spafit_exp import results, sparse_grad
 from spafit_exp.app import run
+from spafit_exp.checkpoint import TRAINABLE_FILE
 from spafit_exp.masking import FlatParams, bitfit_indices, candidate_params
 from spafit_exp.optim import masked_adamw, optimizer_state_bytes
 from spafit_exp.params import is_head
@@ -90,7 +92,8 @@ def test_selector_returns_exactly_k(tmp_path, selector):
     expected_k = 123 if selector != "bitfit" else info["k"]
     assert info["k"] == expected_k
     optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
-    assert sum(idx.numel() for idx in optimizer.fixed.values()) == expected_k
+    trained = optimizer.fixed | sparse_grad.selections(prepared.model)  # masked tensors + re-parametrised weights
+    assert sum(idx.numel() for idx in trained.values()) == expected_k
     if selector == "bitfit":
         flat = FlatParams(candidate_params(prepared.model, cfg.method.candidates))
         assert expected_k == int(bitfit_indices(flat).numel())
@@ -107,7 +110,8 @@ def test_downstream_selection_is_topk_of_statistic(tmp_path):
     stats = downstream_stats(context)  # from the cache
     optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
     offset = {id(p): start for p, start in zip(flat.params, flat.offsets)}
-    chosen = {int(i) + offset[id(p)] for p, idx in optimizer.fixed.items() for i in idx}
+    trained = optimizer.fixed | sparse_grad.selections(prepared.model)
+    chosen = {int(i) + offset[id(p)] for p, idx in trained.items() for i in idx}
     assert chosen == set(torch.topk(stats, 50).indices.tolist())
 
 
@@ -165,7 +169,7 @@ def test_fixed_mask_optimizer_state_is_o_k():
     assert optimizer_state_bytes(sparse) < 0.05 * optimizer_state_bytes(dense)
 
 
-@pytest.mark.parametrize("selector", ["downstream_sqgrad", "diff_pruning_noretrain"])
+@pytest.mark.parametrize("selector", ["random", "downstream_sqgrad", "diff_pruning_noretrain"])
 def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeypatch):
     """The statistics/decoder cache deleted and every selection path made to fail: load_run still rebuilds the
     run's model from trainable.safetensors and reproduces its dev metric exactly."""
@@ -183,7 +187,7 @@ def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeyp
 
     cfg = run_cfg(tmp_path, selector, "selector.k=150", "trainer.epochs=2", "trainer.lr=1e-2")
     record = run(cfg)
-    shutil.rmtree(tmp_path / "cache" / "stats")
+    shutil.rmtree(tmp_path / "cache" / "stats", ignore_errors=True)  # the random selector keeps none
     shutil.rmtree(tmp_path / "cache" / "decoders")
 
     def recompute(*args, **kwargs):
@@ -201,3 +205,7 @@ def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeyp
     dev = evaluate(prepared.model, {"dev": DataLoader(data.evals["dev"], batch_size=32, collate_fn=data.collate)},
                    cfg.task, Accelerator())
     assert dev["accuracy"] == record["metrics"]["best"]["dev"]["accuracy"]
+    own = dict(prepared.model.named_parameters())
+    stored = load_file(results.run_dir(cfg) / TRAINABLE_FILE)
+    for name in (n.removesuffix(".__idx") for n in stored if n.endswith(".__idx")):  # evaluating left them as saved
+        assert torch.equal(own[name].detach().view(-1)[stored[f"{name}.__idx"]], stored[f"{name}.__val"]), name

@@ -68,12 +68,16 @@ def subset(model, cfg: SubsetOptions, selection: Selection) -> Prepared:
         if idx.numel():
             p.requires_grad_(True)
             fixed[p] = idx.to(p.device)
+    masked = fixed
     if not selection.evaluate_only:  # gradients of the selected elements only (clipping sees what trains)
         if cfg.weight_grad == "sampled":
-            info["sampled_linears"] = sparse_grad.install(model, fixed)
+            installed = sparse_grad.install(model, fixed)
+            masked = installed.masked
+            info.update(sampled_linears=installed.linears, sampled_embeddings=installed.embeddings)
         else:
             for p, idx in fixed.items():
                 sparse_grad.mask_gradient(p, idx)
+
     return Prepared(model, info=info, evaluate_only=selection.evaluate_only,
-                    make_optimizer=lambda m, t: masked_adamw(m, t, fixed=fixed),
+                    make_optimizer=lambda m, t: sparse_grad.keep_in_sync(masked_adamw(m, t, fixed=masked), m),
                     export_state=lambda m: sparse_state(m, flat, local))
