@@ -9,11 +9,12 @@ tokens, so only it needs the padded layout. `applied(model)`:
   function, registered with transformers' AttentionInterface, SDPA with the key-padding mask),
 - scatters the encoder's output back to [B, L, H] (zeros at padding), so pooler, heads and losses run unchanged.
 
-The packed token count is rounded up to a bucket (BUCKETS_PER_OCTAVE sizes per power of two, at most 1/16
+The packed token count is rounded up to a bucket (BUCKETS_PER_OCTAVE sizes per power of two, at most 1/8
 extra rows): the extra rows repeat a real token, go through the dense layers and are never read back, so they
 reach no loss and add exactly zero to every gradient. Without buckets every step allocates activations of a new
 size, glibc's heap fragments under thousands of distinct sizes and the process's RSS grows with the number of
-steps; with ~16 sizes per octave the allocator reuses its blocks and memory stays flat (docs/benchmarks.md).
+steps; with 8 sizes per octave the allocator reuses its blocks and memory stays flat (16 per octave still let RTE's
+peak grow ~17% from 480 to 2,490 rows, 8 per octave ~8%, at the same speed: docs/benchmarks.md).
 
 The maths at every real token is the same as the padded model's (padding never reaches a loss: attention masks it
 as a key, and its own outputs are dropped), so gradients are equal up to float summation order; dropout draws
@@ -34,7 +35,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from spafit_exp.errors import ConfigError
 
 NAME = "spafit_unpadded"
-BUCKETS_PER_OCTAVE = 16
+BUCKETS_PER_OCTAVE = 8
 
 
 def bucket(tokens: int) -> int:
