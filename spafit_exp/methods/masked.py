@@ -121,22 +121,6 @@ class ActivationMeans:
         self.counts.clear()
 
 
-IMPORTANCE_BLOCK = 1 << 16  # elements per block of the importance pass: stays in the core's L2 cache
-
-
-def _importance_into(out: torch.Tensor, grad: torch.Tensor, param: torch.Tensor, mu: torch.Tensor | None) -> None:
-    """out = (grad * param * mu)^2 (mu broadcast over the rows of a weight), a block of rows at a time so the three
-    element-wise passes run on cached data: the weights and gradients are read once, the scores written once
-    (22.7M elements per step on the embedded model)."""
-    rows = max(1, IMPORTANCE_BLOCK // max(1, out[0].numel())) if out.dim() > 1 else out.shape[0]
-    for start in range(0, out.shape[0], rows):
-        block = out[start:start + rows]
-        torch.mul(grad[start:start + rows], param[start:start + rows], out=block)
-        if mu is not None:
-            block.mul_(mu)
-        block.square_()
-
-
 def validate_masked(cfg: MaskedOptions, num_layers: int) -> None:
     if cfg.update not in UPDATES:
         raise ConfigError(f"method.update={cfg.update}: must be one of {', '.join(UPDATES)}")
@@ -192,7 +176,10 @@ class MaskedStep:
                 view.zero_()
                 view[rows] = torch.mul(p.grad[rows], p[rows]).mul_(mu[rows].to(view.dtype)).square_()
                 continue
-            _importance_into(view, p.grad, p, mu.to(view.dtype) if mu is not None else None)
+            torch.mul(p.grad, p, out=view)
+            if mu is not None:
+                view.mul_(mu.to(view.dtype))
+            view.square_()
         return self._scores
 
     @torch.no_grad()
