@@ -125,7 +125,7 @@ def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 def _embedding_forward(self: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    if not _training(self) or self.max_norm is not None:  # max_norm renormalises rows in place: never selected
+    if not _training(self):
         return type(self).forward(self, ids)
     return SelectedEmbedding.apply(ids, self.weight, getattr(self, VALUES), getattr(self, INDEX), self.padding_idx)
 
@@ -183,7 +183,7 @@ def install(model: nn.Module, fixed: dict[nn.Parameter, torch.Tensor]) -> Instal
         if isinstance(module, nn.Linear) and worth_it(param, index.numel()):
             _select(module, index, _linear_forward)
             installed.linears += 1
-        elif isinstance(module, nn.Embedding):
+        elif isinstance(module, nn.Embedding) and module.max_norm is None:  # max_norm rewrites rows in place
             _select(module, index, _embedding_forward)
             installed.embeddings += 1
         else:
