@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spafit_exp.errors import ConfigError
-from spafit_exp.params import is_bitfit_param, is_head
+from spafit_exp.params import is_bitfit_param, is_head, is_selected_values
 
 
 class FlatParams:
@@ -55,16 +55,13 @@ def keep_only(grad: torch.Tensor, flat_index: torch.Tensor) -> None:
 
 
 CANDIDATES = ("encoder", "no_embeddings")
-# A fixed subset re-parametrises a selected weight's trained entries as "<module>.weight_selected"
-# (spafit_exp/sparse_grad.py): a view of candidates, never a candidate itself.
-SELECTED_VALUES = "weight_selected"
 
 
 def candidate_params(model: nn.Module, which: str = "encoder") -> list[tuple[str, nn.Parameter]]:
     """`encoder` (default): every non-head parameter; `no_embeddings` drops the embeddings."""
     if which not in CANDIDATES:
         raise ConfigError(f"method.candidates={which}: must be one of {', '.join(CANDIDATES)}")
-    return [(n, p) for n, p in model.named_parameters() if not is_head(n) and not n.endswith(SELECTED_VALUES)
+    return [(n, p) for n, p in model.named_parameters() if not is_head(n) and not is_selected_values(n)
             and not (which == "no_embeddings" and ".embeddings." in n)]
 
 

@@ -59,11 +59,22 @@ def kind_of(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+# A fixed subset re-parametrises a selected weight's trained entries as "<module>.weight_selected"
+# (spafit_exp/sparse_grad.py): copies of k entries of the model, trained in their place.
+SELECTED_VALUES = "weight_selected"
+
+
+def is_selected_values(name: str) -> bool:
+    return name.endswith(SELECTED_VALUES)
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) where total counts the base model once (LoRA factors are extra trainable tensors)."""
+    """(trainable, total) where total counts the base model once (LoRA factors are extra trainable tensors; a fixed
+    subset's selected values stand for entries the total already counts)."""
     trainable = total = 0
-    for _, p in model.named_parameters():
-        total += p.numel()
+    for name, p in model.named_parameters():
+        if not is_selected_values(name):
+            total += p.numel()
         if p.requires_grad:
             trainable += p.numel()
     return trainable, total

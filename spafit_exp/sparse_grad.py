@@ -13,8 +13,9 @@ only k entries are ever used. `install` therefore re-parametrises each selected 
   sampled dense-dense product of k·T multiply-adds), the input gradient is computed as usual; an embedding entry's
   is the sum of the output gradient over the batch's tokens of its row (none for the padding row).
 
-Values, moments and weight decay are exactly those of the masked dense path (`weight_grad=dense`, kept as the
-reference): the same k numbers, the unselected gradients were zero there. Gathering columns is memory-bound, so a
+Values, moments and weight decay are those of the masked dense path (`weight_grad=dense`, kept as the reference):
+the same k numbers, the unselected gradients were zero there (equal to float rounding in fp32; under bf16 autocast
+the sampled product reads the fp32 input where the dense GEMM reads its bf16 copy, ~1e-3 relative). Gathering columns is memory-bound, so a
 Linear takes the sampled product only while k is a small fraction of its weight (`worth_it`); above that, and for
 every other selected tensor (LayerNorm, biases), the dense gradient is masked to the selection in place."""
 
@@ -27,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spafit_exp.masking import SELECTED_VALUES, keep_only
+from spafit_exp.masking import keep_only
+from spafit_exp.params import SELECTED_VALUES
 
 MAX_FRACTION = 1 / 32  # of a weight's elements: above this the dense GEMM is faster on CPU (measured, benchmarks.md)
 CHUNK_ELEMENTS = 1 << 22  # tokens x selected entries gathered at once: bounds the temporary memory
@@ -97,6 +99,8 @@ class SelectedEmbedding(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         ids, flat_index = ctx.saved_tensors
+        if ids.numel() == 0:
+            return None, None, grad_out.new_zeros(flat_index.numel()), None, None
         rows, cols = flat_index // ctx.width, flat_index % ctx.width
         batch_rows, inverse = torch.unique(ids.reshape(-1), return_inverse=True)  # sorted
         sums = grad_out.new_zeros(batch_rows.numel(), ctx.width).index_add_(0, inverse,

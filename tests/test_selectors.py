@@ -206,6 +206,7 @@ def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeyp
                    cfg.task, Accelerator())
     assert dev["accuracy"] == record["metrics"]["best"]["dev"]["accuracy"]
     own = dict(prepared.model.named_parameters())
+    assert prepared.model.state_dict().keys() == tiny_model_from(cfg).state_dict().keys()  # the plain model's tensors
     stored = load_file(results.run_dir(cfg) / TRAINABLE_FILE)
     for name in (n.removesuffix(".__idx") for n in stored if n.endswith(".__idx")):  # evaluating left them as saved
         assert torch.equal(own[name].detach().view(-1)[stored[f"{name}.__idx"]], stored[f"{name}.__val"]), name

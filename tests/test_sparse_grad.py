@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from spafit_exp import sparse_grad
 from spafit_exp.masking import FlatParams, candidate_params
+from spafit_exp.params import count_params, freeze_all
 from spafit_exp.methods import Selection
 from spafit_exp.methods.subset import SubsetOptions, subset
 from tests.helpers import tiny_model
@@ -111,3 +112,13 @@ def test_sampled_path_follows_the_dense_trajectory():
 def test_dense_gemm_above_the_break_even(fraction, expected):
     weight = torch.nn.Parameter(torch.zeros(64, 64))
     assert sparse_grad.worth_it(weight, int(weight.numel() * fraction)) is expected
+
+
+def test_selected_values_do_not_count_twice_in_the_model_total():
+    model = tiny_model()
+    freeze_all(model)
+    _, total = count_params(model)
+    weight = model.bert.embeddings.word_embeddings.weight
+    installed = sparse_grad.install(model, {weight: torch.tensor([3, 40, 41])})
+    assert installed.embeddings == 1
+    assert count_params(model) == (3, total)  # the 3 values train; the total is still the model's

@@ -43,12 +43,13 @@ class Selection:
     @classmethod
     def from_sparse_state(cls, model: nn.Module, candidates: str, state: dict[str, torch.Tensor]) -> "Selection":
         """The Selection a saved sparse state (`<name>.__idx` / `.__val`, see methods/subset.py) was trained on:
-        a finished run reloads from its own artefacts, never by selecting again."""
+        a finished run reloads from its own artefacts, never by selecting again. The reloaded model is the result
+        (`evaluate_only`): no training machinery is installed, so its tensors are exactly the model's own."""
         flat = FlatParams(candidate_params(model, candidates))
         start = dict(zip(flat.names, flat.offsets[:-1]))
         parts = [idx.long() + start[name[: -len(".__idx")]] for name, idx in state.items() if name.endswith(".__idx")]
         index = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
-        return cls(index=index, k=int(index.numel()), n=flat.n, info={"reloaded": True})
+        return cls(index=index, k=int(index.numel()), n=flat.n, evaluate_only=True, info={"reloaded": True})
 
 
 @dataclass
