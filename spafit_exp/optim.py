@@ -81,6 +81,9 @@ class MaskedAdamW(torch.optim.Optimizer):
         return None
 
 
+_STATE = ("exp_avg", "exp_avg_sq", "step")  # what MaskedAdamW keeps per updated element
+
+
 def _adamw_batch(batch, lr, beta1, beta2, eps, wd) -> None:
     """AdamW on many tensors at once (foreach ops: a masked step touches ~100 tensors). Each entry is (flat param,
     flat grad, flat indices or None for every element, state, compact): a compact state holds one moment per
@@ -88,7 +91,7 @@ def _adamw_batch(batch, lr, beta1, beta2, eps, wd) -> None:
     and scattered back."""
     params, grads, m, v, steps = [], [], [], [], []
     for p, g, index, state, compact in batch:
-        moments = [state[key].view(-1) for key in ("exp_avg", "exp_avg_sq", "step")]
+        moments = [state[key].view(-1) for key in _STATE]
         if index is not None:
             p, g = p[index], g[index]
             if not compact:
@@ -121,7 +124,7 @@ def _adamw_batch(batch, lr, beta1, beta2, eps, wd) -> None:
             continue
         p[index] = new[0]
         if not compact:
-            for key, value in zip(("exp_avg", "exp_avg_sq", "step"), new[1:]):
+            for key, value in zip(_STATE, new[1:]):
                 state[key].view(-1)[index] = value
 
 

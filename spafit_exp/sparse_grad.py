@@ -15,9 +15,10 @@ only k entries are ever used. `install` therefore re-parametrises each selected 
 
 Values, moments and weight decay are those of the masked dense path (`weight_grad=dense`, kept as the reference):
 the same k numbers, the unselected gradients were zero there (equal to float rounding in fp32; under bf16 autocast
-the sampled product reads the fp32 input where the dense GEMM reads its bf16 copy, ~1e-3 relative). Gathering columns is memory-bound, so a
-Linear takes the sampled product only while k is a small fraction of its weight (`worth_it`); above that, and for
-every other selected tensor (LayerNorm, biases), the dense gradient is masked to the selection in place."""
+the sampled product reads the fp32 input where the dense GEMM reads its bf16 copy, ~1e-3 relative). Gathering
+columns is memory-bound, so a Linear takes the sampled product only while k is a small fraction of its weight
+(`worth_it`); above that, and for every other selected tensor (LayerNorm, biases), the dense gradient is masked to
+the selection in place."""
 
 from __future__ import annotations
 
@@ -33,8 +34,7 @@ from spafit_exp.params import SELECTED_VALUES
 
 MAX_FRACTION = 1 / 32  # of a weight's elements: above this the dense GEMM is faster on CPU (measured, benchmarks.md)
 CHUNK_ELEMENTS = 1 << 22  # tokens x selected entries gathered at once: bounds the temporary memory
-VALUES = SELECTED_VALUES  # the parameter holding a weight's trained entries
-INDEX = "weight_selected_index"  # its flat indices into the weight (a buffer: it follows the module's device)
+INDEX = SELECTED_VALUES + "_index"  # their flat indices into the weight (a buffer: it follows the module's device)
 
 
 def worth_it(weight: nn.Parameter, selected: int) -> bool:
@@ -115,30 +115,30 @@ class SelectedEmbedding(torch.autograd.Function):
 
 @torch.no_grad()
 def _write_values(module: nn.Module) -> None:
-    module.weight.view(-1)[getattr(module, INDEX)] = getattr(module, VALUES).to(module.weight.dtype)
+    module.weight.view(-1)[getattr(module, INDEX)] = getattr(module, SELECTED_VALUES).to(module.weight.dtype)
 
 
 def _training(module: nn.Module) -> bool:
-    return torch.is_grad_enabled() and getattr(module, VALUES).requires_grad
+    return torch.is_grad_enabled() and getattr(module, SELECTED_VALUES).requires_grad
 
 
 def _linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if not _training(self):  # evaluation: the plain layer on the up-to-date weight
         return F.linear(x, self.weight, self.bias)
-    return SelectedLinear.apply(x, self.weight, self.bias, getattr(self, VALUES), getattr(self, INDEX))
+    return SelectedLinear.apply(x, self.weight, self.bias, getattr(self, SELECTED_VALUES), getattr(self, INDEX))
 
 
 def _embedding_forward(self: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     if not _training(self):
         return type(self).forward(self, ids)
-    return SelectedEmbedding.apply(ids, self.weight, getattr(self, VALUES), getattr(self, INDEX), self.padding_idx)
+    return SelectedEmbedding.apply(ids, self.weight, getattr(self, SELECTED_VALUES), getattr(self, INDEX), self.padding_idx)
 
 
 def sync(model: nn.Module) -> None:
     """Write every selected weight's trained values into it: after each optimizer step, and after a resume
     restored the values (`keep_in_sync`)."""
     for module in model.modules():
-        if hasattr(module, VALUES):
+        if hasattr(module, SELECTED_VALUES):
             _write_values(module)
 
 
@@ -153,7 +153,7 @@ def keep_in_sync(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.op
 
 def selections(model: nn.Module) -> dict[nn.Parameter, torch.Tensor]:
     """The re-parametrised weights and the flat indices their values train."""
-    return {m.weight: getattr(m, INDEX) for m in model.modules() if hasattr(m, VALUES)}
+    return {m.weight: getattr(m, INDEX) for m in model.modules() if hasattr(m, SELECTED_VALUES)}
 
 
 def mask_gradient(param: nn.Parameter, flat_index: torch.Tensor):
@@ -164,7 +164,7 @@ def mask_gradient(param: nn.Parameter, flat_index: torch.Tensor):
 
 def _select(module: nn.Module, index: torch.Tensor, forward) -> None:
     module.weight.requires_grad_(False)
-    module.register_parameter(VALUES, nn.Parameter(module.weight.detach().view(-1)[index].clone()))
+    module.register_parameter(SELECTED_VALUES, nn.Parameter(module.weight.detach().view(-1)[index].clone()))
     module.register_buffer(INDEX, index, persistent=False)
     module.forward = MethodType(forward, module)
 

@@ -7,9 +7,9 @@ from omegaconf import OmegaConf
 
 from spafit_exp import sparse_grad
 from spafit_exp.masking import FlatParams, candidate_params
-from spafit_exp.params import count_params, freeze_all
 from spafit_exp.methods import Selection
 from spafit_exp.methods.subset import SubsetOptions, subset
+from spafit_exp.params import count_params, freeze_all
 from tests.helpers import tiny_model
 
 
