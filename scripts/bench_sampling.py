@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spafit_exp import results, sampling  # noqa: E402
+from spafit_exp import results, successive  # noqa: E402
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
@@ -50,13 +50,13 @@ def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
 
 def ours(weights: torch.Tensor, k: int, repeats: int, threads: int | None, sync=lambda: None) -> list[float]:
     g = torch.Generator(device=weights.device).manual_seed(0)
-    saved, sampling.CPU_THREADS = sampling.CPU_THREADS, threads
+    saved, successive.CPU_THREADS = successive.CPU_THREADS, threads
     try:
-        idx = sampling.sample_without_replacement(weights, k, g)  # warm-up, and a sanity check
+        idx = successive.sample_without_replacement(weights, k, g)  # warm-up, and a sanity check
         assert idx.numel() == k and int(torch.unique(idx).numel()) == k
-        return timed(lambda: sampling.sample_without_replacement(weights, k, g), repeats, sync)
+        return timed(lambda: successive.sample_without_replacement(weights, k, g), repeats, sync)
     finally:
-        sampling.CPU_THREADS = saved
+        successive.CPU_THREADS = saved
 
 
 def host_p(weights: torch.Tensor) -> np.ndarray:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from spafit_exp import sampling
-from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
+from spafit_exp import successive
+from spafit_exp.sampling import topk_indices, uniform_indices
+from spafit_exp.successive import sample_without_replacement
 
 
 def exact_inclusion(w, k: int) -> np.ndarray:
@@ -48,13 +49,13 @@ def assert_valid(idx: torch.Tensor, n: int, k: int) -> None:
 def count_removals(monkeypatch):
     """Counts re-summing rounds (chunks.remove calls), to make sure a test exercises that path."""
     calls = []
-    original = sampling._Chunks.remove
+    original = successive._Chunks.remove
 
     def remove(self, elements):
         calls.append(elements.numel())
         return original(self, elements)
 
-    monkeypatch.setattr(sampling._Chunks, "remove", remove)
+    monkeypatch.setattr(successive._Chunks, "remove", remove)
     return calls
 
 
@@ -67,15 +68,15 @@ def test_inclusion_probabilities_match_successive_sampling():
 
 def test_inclusion_probabilities_resumming_rounds_and_chunks(monkeypatch, count_removals):
     """Dominant weights make the first round mostly repeats; chunks of 2 over 7 elements (one padded)."""
-    monkeypatch.setattr(sampling, "_chunk_size", lambda n, k: 2)
+    monkeypatch.setattr(successive, "_chunk_size", lambda n, k: 2)
     check_distribution([500.0, 1.0, 300.0, 2.0, 1.0, 0.5, 4.0], k=4, trials=2500, dtype=torch.float64)
     assert len(count_removals) > 1000  # most calls needed more than one round
 
 
 def test_inclusion_probabilities_exponential_race_fallback(monkeypatch):
-    monkeypatch.setattr(sampling, "MAX_ROUNDS", 1)  # one round of draws, then the race for the rest
+    monkeypatch.setattr(successive, "MAX_ROUNDS", 1)  # one round of draws, then the race for the rest
     check_distribution([1000.0, 1000.0, 1.0, 2.0, 3.0, 1.0], k=4, trials=1500, dtype=torch.float64, seed=1)
-    monkeypatch.setattr(sampling, "MAX_ROUNDS", 0)  # the race alone
+    monkeypatch.setattr(successive, "MAX_ROUNDS", 0)  # the race alone
     check_distribution([1.0, 2.0, 3.0, 4.0, 10.0, 0.5], k=3, trials=1500, seed=2)
 
 
@@ -105,7 +106,7 @@ def test_k_distinct_ascending(n, k, dtype):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_weights_sample_like_their_float32_values(monkeypatch, dtype):
     """Half weights are summed in float32 slice by slice (a padded tail included): same draws as float32."""
-    monkeypatch.setattr(sampling, "_HALF_SLICE", 64 * 100)
+    monkeypatch.setattr(successive, "_HALF_SLICE", 64 * 100)
     weights = torch.rand(100_003, generator=torch.Generator().manual_seed(0)).square().to(dtype)
     a = sample_without_replacement(weights, 700, torch.Generator().manual_seed(1))
     b = sample_without_replacement(weights.float(), 700, torch.Generator().manual_seed(1))

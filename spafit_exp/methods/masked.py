@@ -29,7 +29,8 @@ from spafit_exp.errors import ConfigError
 from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, keep_only, subnetwork_size
 from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.optim import make_optimizer, masked_adamw
-from spafit_exp.sampling import sample_without_replacement, topk_indices, uniform_indices
+from spafit_exp.sampling import topk_indices, uniform_indices
+from spafit_exp.successive import sample_without_replacement
 
 UPDATES = ("masked_step", "masked_grad")
 MUS = ("activation", "ones")
@@ -146,6 +147,8 @@ class MaskedStep:
         device = self.flat.params[0].device  # a dry run builds on the meta device, which has no generator
         self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
         self._scores: torch.Tensor | None = None
+        self.compact = True  # score embeddings on the batch's rows only (importance_sq)
+        self.space: list | None = None  # layout of the last compact scores
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the sampler's generator, the step count and the selection state."""
@@ -162,29 +165,70 @@ class MaskedStep:
         return make_optimizer(model, trainer_cfg)
 
     @torch.no_grad()
-    def importance_sq(self) -> torch.Tensor:
-        """I^2 = (mu * theta * g)^2 for every candidate element, written into one reused flat buffer."""
+    def importance_sq(self, compact: bool = False) -> torch.Tensor:
+        """I^2 = (mu * theta * g)^2 for every candidate element, written into one reused flat buffer (the layout of
+        `self.flat`). `compact`: an embedding matrix contributes only the rows of the batch's tokens (mu = 0 on
+        every other row, so is its I^2), placed after the other tensors; the result is a prefix of the buffer and
+        `self.space` maps its positions back (`split`). Half the candidates of a BERT model are word embeddings,
+        so a step's sampling reads half as many scores."""
         if self._scores is None:
             self._scores = self.flat.buffer()
-        for view, p in zip(self.flat.views(self._scores), self.flat.params):
+        views = self.flat.views(self._scores)
+        sparse, space, end = [], [], 0
+        for i, (view, p) in enumerate(zip(views, self.flat.params)):
+            mu = self.means.mu(p) if self.means is not None and p.grad is not None else None
+            rows = torch.nonzero(mu[:, 0]).squeeze(1) if mu is not None and mu.dim() == 2 and mu.shape[1] == 1 \
+                else None  # an embedding: only the batch's rows have mu > 0
+            if compact and rows is not None:
+                sparse.append((i, p, mu, rows))
+                continue
+            out = self._scores[end:end + p.numel()].view_as(p) if compact else view
+            space.append((i, end, None, 0))
+            end += p.numel()
             if p.grad is None:
-                view.zero_()
-                continue
-            mu = self.means.mu(p) if self.means is not None else None
-            if mu is not None and mu.dim() == 2 and mu.shape[1] == 1:  # an embedding: rows absent from the batch
-                rows = torch.nonzero(mu[:, 0]).squeeze(1)  # have mu = 0, so only the batch's rows are computed
-                view.zero_()
-                view[rows] = torch.mul(p.grad[rows], p[rows]).mul_(mu[rows].to(view.dtype)).square_()
-                continue
-            torch.mul(p.grad, p, out=view)
-            if mu is not None:
-                view.mul_(mu.to(view.dtype))
-            view.square_()
-        return self._scores
+                out.zero_()
+            elif rows is not None:
+                out.zero_()
+                out[rows] = _row_scores(p, mu, rows)
+            else:
+                torch.mul(p.grad, p, out=out)
+                if mu is not None:
+                    out.mul_(mu.to(out.dtype))
+                out.square_()
+        for i, p, mu, rows in sparse:
+            width = p[0].numel()
+            self._scores[end:end + rows.numel() * width].view(-1, width).copy_(_row_scores(p, mu, rows))
+            space.append((i, end, rows, width))
+            end += rows.numel() * width
+        self.space = space if compact else None
+        return self._scores[:end]
+
+    def split(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """Ascending indices into the last `importance_sq` result (or the flat layout) -> per-candidate local flat
+        indices (every selection function returns its indices ascending)."""
+        if self.space is None:
+            return self.flat.split(index)
+        cuts = torch.searchsorted(index, torch.tensor([start for _, start, _, _ in self.space[1:]],
+                                                      device=index.device))
+        local: list[torch.Tensor] = [index[:0]] * len(self.flat.params)
+        for (i, start, rows, width), piece in zip(self.space, torch.tensor_split(index, cuts.cpu())):
+            piece = piece - start
+            local[i] = piece if rows is None else rows[torch.div(piece, width, rounding_mode="floor")] * width \
+                + piece % width
+        return local
 
     @torch.no_grad()
     def __call__(self) -> None:
+        self.space = None
         index = self.select(self, self.steps)
+        if index is not None and self.space is not None and bool((self._scores[index] == 0).any()):
+            # Fewer than k positive scores: the selection then includes zero-score elements, which must be drawn
+            # from every candidate, as without compaction.
+            self.compact = False
+            try:
+                index = self.select(self, self.steps)
+            finally:
+                self.compact = True
         self.steps += 1
         if self.means is not None:
             self.means.reset()
@@ -192,13 +236,17 @@ class MaskedStep:
             if self.optimizer is not None:
                 self.optimizer.selected = {}
             return
-        local = self.flat.split(index)
+        local = self.split(index)
         if self.update == "masked_step":
             self.optimizer.selected = dict(zip(self.flat.params, local))
             return
         for p, idx in zip(self.flat.params, local):
             if p.grad is not None:
                 keep_only(p.grad, idx)
+
+
+def _row_scores(p: nn.Parameter, mu: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return torch.mul(p.grad[rows], p[rows]).mul_(mu[rows].to(p.dtype)).square_()
 
 
 def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
@@ -214,13 +262,13 @@ def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
 
 @register("stoc_tuning", options=MaskedOptions, validate=validate_masked)
 def stoc_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda h, step: sample_without_replacement(h.importance_sq(), h.k, h.generator),
+    return _prepared(model, cfg, lambda h, step: sample_without_replacement(h.importance_sq(h.compact), h.k, h.generator),
                      "stochastic")
 
 
 @register("top_tuning", options=MaskedOptions, validate=validate_masked)
 def top_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda h, step: topk_indices(h.importance_sq(), h.k), "top")
+    return _prepared(model, cfg, lambda h, step: topk_indices(h.importance_sq(h.compact), h.k), "top")
 
 
 @register("random_tuning", options=MaskedOptions, validate=validate_masked)
