@@ -11,6 +11,7 @@ from spafit_exp.masking import FlatParams
 from spafit_exp.methods import apply_method
 from spafit_exp.optim import MaskedAdamW
 from spafit_exp.params import is_bitfit_param
+from spafit_exp.sampling import topk_indices
 from tests.helpers import changed, snapshot, tiny_model, train_steps
 
 TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
@@ -265,3 +266,51 @@ def test_embedding_importance_is_the_dense_formula():
     expected = (words.grad * words * mu[:, None]) ** 2
     assert got.count_nonzero() > 0
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=0.0)
+
+
+def backward_on_a_batch(prepared, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (3, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    prepared.model(input_ids=ids, attention_mask=mask, labels=torch.randint(0, 2, (3,), generator=g)).loss.backward()
+
+
+def test_compact_scores_are_the_full_scores_without_the_absent_embedding_rows():
+    """The per-step selection reads the compact layout (embedding matrices on the batch's rows only): it holds
+    every positive score of the full layout, nothing else, and maps back to the same elements."""
+    prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=10))
+    backward_on_a_batch(prepared)
+    hook = prepared.before_step
+    full = hook.importance_sq().clone()
+    compact = hook.importance_sq(compact=True).clone()
+    assert compact.numel() < full.numel()
+    assert torch.equal(torch.sort(compact[compact > 0]).values, torch.sort(full[full > 0]).values)
+    def to_flat(index):
+        return torch.cat([local + start for local, start in zip(hook.split(index), hook.flat.offsets)])
+
+    everything = to_flat(torch.arange(compact.numel()))
+    assert everything.unique().numel() == compact.numel()  # distinct elements
+    assert bool((full[everything] == 0).sum() == (compact == 0).sum())
+    positions = torch.cat([torch.randperm(compact.numel(), generator=torch.Generator().manual_seed(0))[:300],
+                           torch.arange(compact.numel() - 50, compact.numel())])  # the embedding rows at the end
+    for j in positions.tolist():  # each compact position is the flat element it maps to
+        assert full[to_flat(torch.tensor([j]))].item() == compact[j].item()
+
+
+@pytest.mark.parametrize("size", ["small", "beyond_positive", "beyond_compact"])
+def test_top_tuning_selects_what_the_full_layout_selects(size):
+    """Same selections as before the compact layout: Top Tuning's k elements equal the top k of the full flat
+    scores, also when fewer than k scores are positive (the zero-score elements the full layout picks) and when
+    k exceeds the compact layout itself."""
+    prepared = apply_method(tiny_model(), masked_cfg("top_tuning", k=25, update="masked_step"))
+    prepared.make_optimizer(prepared.model, TRAINER)
+    backward_on_a_batch(prepared)
+    hook = prepared.before_step
+    full = hook.importance_sq().clone()
+    positive, compact = int((full > 0).sum()), hook.importance_sq(compact=True).numel()
+    assert positive + 10 < compact < full.numel() - 10
+    hook.k = {"small": 25, "beyond_positive": positive + 10, "beyond_compact": compact + 10}[size]
+    hook()
+    chosen = torch.cat([idx + start for idx, start in zip(hook.optimizer.selected.values(), hook.flat.offsets)])
+    assert torch.equal(torch.sort(chosen).values, topk_indices(full, hook.k))

@@ -80,6 +80,57 @@ def test_inclusion_probabilities_exponential_race_fallback(monkeypatch):
     check_distribution([1.0, 2.0, 3.0, 4.0, 10.0, 0.5], k=3, trials=1500, seed=2)
 
 
+@pytest.fixture
+def count_splits(monkeypatch):
+    """Counts heavy / light split races, to make sure a test exercises that path."""
+    calls = []
+    original = successive._split_race
+
+    def split_race(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(successive, "_split_race", split_race)
+    return calls
+
+
+SKEWED = [500.0, 1.0, 300.0, 2.0, 1.0, 0.5, 4.0, 0.2, 3.0]
+
+
+@pytest.mark.parametrize("weights,threshold,k", [(SKEWED, 4.0, 3), (SKEWED, 300.0, 2), (SKEWED, 0.9, 4),
+                                                 ([5.0, 5.0, 4.0, 4.0, 4.0, 4.0, 3.0], 5.0, 2)])
+def test_inclusion_probabilities_heavy_light_split(monkeypatch, count_splits, weights, threshold, k):
+    """Heavy elements race with explicit keys, light ones arrive as Poisson draws below the heavy bound; chunks
+    of 2 (one padded, heavy and light elements sharing chunks). The last case: light elements nearly as heavy as
+    the heavy ones, so a light element often arrives several times before the bound."""
+    monkeypatch.setattr(successive, "_chunk_size", lambda n, k: 2)
+    monkeypatch.setattr(successive, "_heavy_threshold", lambda w, k: torch.tensor(threshold, dtype=w.dtype))
+    monkeypatch.setattr(successive, "HEAVY_MAX_DRAWS", 1e9)
+    check_distribution(weights, k=k, trials=3000, dtype=torch.float64)
+    assert len(count_splits) == 3000
+
+
+def test_split_runs_on_heavy_tails_and_rounds_on_flat_weights(monkeypatch, count_splits):
+    """The path depends on the weights alone: a real step's kind of I^2 (log-normal, a few elements hold most of
+    the mass) takes the split, and both paths include its heaviest elements equally often; flat weights, whose
+    light part would need ~n draws, take the rounds."""
+    g = torch.Generator().manual_seed(0)
+    n, k, trials = 1 << 21, 2_000, 20
+    heavy_tailed = torch.randn(n, generator=g).mul_(4).exp_()
+    top = torch.topk(heavy_tailed, 1_000).indices
+    split = [sample_without_replacement(heavy_tailed, k, g) for _ in range(trials)]
+    assert len(count_splits) == trials
+    assert_valid(split[0], n, k)
+    monkeypatch.setattr(successive, "HEAVY_MIN_N", 1 << 62)
+    rounds = [sample_without_replacement(heavy_tailed, k, g) for _ in range(trials)]
+    assert len(count_splits) == trials
+    rate = [sum(int(torch.isin(top, idx).sum()) for idx in draws) / (trials * top.numel()) for draws in (split, rounds)]
+    assert 0.3 < rate[0] < 0.97 and abs(rate[0] - rate[1]) < 0.02, rate
+    monkeypatch.setattr(successive, "HEAVY_MIN_N", 1 << 20)
+    assert_valid(sample_without_replacement(torch.rand(n, generator=g) + 0.5, k, g), n, k)
+    assert len(count_splits) == trials
+
+
 def test_large_n_proportions():
     """n > 2^24 (beyond torch.multinomial): a group with 3x the weight gets ~3/4 of a small sample."""
     n, k = (1 << 24) + 12_345, 20_000

@@ -200,6 +200,8 @@ class MaskedStep:
             self._scores[end:end + rows.numel() * width].view(-1, width).copy_(_row_scores(p, mu, rows))
             space.append((i, end, rows, width))
             end += rows.numel() * width
+        if compact and end < self.k:  # too few elements to choose k from: the full layout
+            return self.importance_sq()
         self.space = space if compact else None
         return self._scores[:end]
 
