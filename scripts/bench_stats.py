@@ -6,7 +6,10 @@ Two statistics, as `downstream_sqgrad` and `pretrain_sqgrad` compute them: the t
 training rows, and the MLM loss on the first `--paragraphs` WikiText paragraphs that have a masked token
 (the MLM model built like `mlm_model_like`). Both paths get the same rows and must agree (relative error:
 max |batched - loop| / max |loop|; plus the overlap of their top-k sets, k = the BitFit size). One timed run of
-each path, after a one-chunk warm-up. Writes <out>/stats.json and <out>/stats.md.
+each path, after a one-chunk warm-up. Each path's FLOPs are counted in an untimed run (torch's FlopCounterMode:
+matmuls, the per-example products included) and set against the fp32 peak of a 2048^3 matmul on the same cores:
+"bound" is the speed-up the batched path would reach at 100% of that peak against the measured loop. Writes
+<out>/stats.json and <out>/stats.md.
 
     python scripts/bench_stats.py                         # 256 SST-2 rows, 256 paragraphs, chunks of 16
     python scripts/bench_stats.py --task trec6 --rows 512 --chunk 32
@@ -22,10 +25,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accelerate.utils import set_seed  # noqa: E402
+from bench_flops import matmul_peak  # noqa: E402
 
 from spafit_exp import results  # noqa: E402
 from spafit_exp.config import compose  # noqa: E402
@@ -41,18 +47,29 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
-def compare(name: str, model, flat, rows: list[dict], collate, chunk: int, k: int) -> dict:
+def counted(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def compare(name: str, model, flat, rows: list[dict], collate, chunk: int, k: int, peak: float) -> dict:
     chunks = [collate(part) for part in length_chunks(rows, chunk)]
+    singles = [collate([row]) for row in rows]
     sq_grad_sum(model, flat, chunks[-1:])  # warm-up: allocator, thread pool
     batched, batched_s = timed(lambda: sq_grad_sum(model, flat, chunks, desc=f"{name}: batched", examples=len(rows)))
-    loop, loop_s = timed(lambda: sq_grad_sum_loop(model, flat, [collate([row]) for row in rows]))
+    loop, loop_s = timed(lambda: sq_grad_sum_loop(model, flat, singles))
+    flops = {"batched_flops": counted(lambda: sq_grad_sum(model, flat, chunks)),
+             "loop_flops": counted(lambda: sq_grad_sum_loop(model, flat, singles))}
     error = float((batched - loop).abs().max() / loop.abs().max())
     top = set(torch.topk(batched, k).indices.tolist())
     overlap = len(top & set(torch.topk(loop, k).indices.tolist())) / k
     tokens = sum(len(r["input_ids"]) for r in rows)
     row = {"statistic": name, "examples": len(rows), "tokens": tokens, "chunk": chunk, "loop_s": loop_s,
            "batched_s": batched_s, "speedup": loop_s / batched_s, "loop_examples_per_s": len(rows) / loop_s,
-           "batched_examples_per_s": len(rows) / batched_s, "max_rel_error": error, "topk": k, "topk_overlap": overlap}
+           "batched_examples_per_s": len(rows) / batched_s, "max_rel_error": error, "topk": k, "topk_overlap": overlap,
+           **flops, "loop_flops_per_s": flops["loop_flops"] / loop_s, "batched_flops_per_s": flops["batched_flops"] / batched_s,
+           "speedup_bound": loop_s / (flops["batched_flops"] / peak)}
     print(json.dumps(row), flush=True)
     return row
 
@@ -63,7 +80,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              f"`{m['command']}`  ",
              f"{m['cpu']}; torch {m['torch']} ({m['torch_threads']} threads); model {m['model']} "
              f"({m['candidates']:,} candidate elements); load average {m['loadavg_start']} at start, "
-             f"{m['loadavg_end']} at end. One timed run each.", "",
+             f"{m['loadavg_end']} at end. One timed run each. fp32 matmul peak {m['peak'] / 1e9:.1f} GFLOP/s.", "",
              "| statistic | examples | tokens | chunk | loop (s) | batched (s) | speed-up | loop ex/s | batched ex/s "
              "| max rel. error | top-k overlap |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -71,6 +88,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(f"| {r['statistic']} | {r['examples']} | {r['tokens']:,} | {r['chunk']} | {r['loop_s']:.1f} | "
                      f"{r['batched_s']:.1f} | {r['speedup']:.1f}× | {r['loop_examples_per_s']:.1f} | "
                      f"{r['batched_examples_per_s']:.1f} | {r['max_rel_error']:.1e} | {r['topk_overlap']:.4f} |")
+    lines += ["", "| statistic | loop GFLOP/example | loop GFLOP/s | batched GFLOP/example | batched GFLOP/s "
+                  "| speed-up at 100% of peak (bound) |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        n = r["examples"]
+        lines.append(f"| {r['statistic']} | {r['loop_flops'] / n / 1e9:.2f} | {r['loop_flops_per_s'] / 1e9:.0f} | "
+                     f"{r['batched_flops'] / n / 1e9:.2f} | {r['batched_flops_per_s'] / 1e9:.0f} | "
+                     f"{r['speedup_bound']:.1f}× |")
     total_loop = sum(r["loop_s"] for r in rows)
     total_batched = sum(r["batched_s"] for r in rows)
     lines += ["", f"Both statistics: loop {total_loop:.1f} s, batched {total_batched:.1f} s, "
@@ -100,14 +124,16 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(), "cpu": results.cpu_summary(),
             "model": args.model, "candidates": flat.n, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             **vars(args)}
+    meta["peak"] = matmul_peak(torch.float32, 2048)
     data = load_task_data(cfg, tokenizer)
-    rows = [compare(f"downstream ({args.task})", model, flat, data.train[: args.rows], data.collate, args.chunk, k)]
+    rows = [compare(f"downstream ({args.task})", model, flat, data.train[: args.rows], data.collate, args.chunk, k,
+                    meta["peak"])]
     mlm = mlm_model_like(cfg.model, model, cfg.trainer.seed)
     texts = wikitext_paragraphs()[: args.paragraphs]
     masked = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, cfg.trainer.seed)
               if any(label != -100 for label in r["labels"])]
     rows.append(compare("pretrain (WikiText MLM)", mlm, flat, masked, PadCollator(tokenizer.pad_token_id or 0),
-                        args.chunk, k))
+                        args.chunk, k, meta["peak"]))
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results.write_bench(args.out, "stats", meta, rows, markdown(rows, meta))
 
