@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,23 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_peer import run_isolated  # noqa: E402
 
-from spafit_exp.results import cpu_summary, write_bench  # noqa: E402
+from spafit_exp.machine import describe, matmul_peak  # noqa: E402
+from spafit_exp.results import write_bench  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def matmul_peak(dtype: torch.dtype, size: int, repeats: int = 5) -> float:
-    """FLOP/s of the fastest of `repeats` size x size x size matmuls (after one warm-up)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * size**3 / best
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,10 +51,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{method} {precision}: {row['achieved_flops'] / 1e9:.1f} GFLOP/s "
                   f"({row['fraction_of_peak']:.0%} of peak)", flush=True)
 
-    machine = cpu_summary()
+    machine = describe(peaks)
     lines = [f"# Achieved vs peak FLOP/s (embedded MiniLM, SST-2 {args.rows} rows, batch {args.batch}, unpadded)", "",
-             f"Machine: {machine}; torch {torch.__version__}, {torch.get_num_threads()} threads. Peak = best "
-             f"{args.size}³ matmul: " + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()) + ".", "",
+             f"Machine: {machine}; torch {torch.__version__} (peak = best of five {args.size}³ matmuls).", "",
              "| method | precision | GFLOP per real token (train) | tokens/s | examples/s | achieved GFLOP/s "
              "| of peak |", "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['method']} | {r['precision']} | {r['flops_per_token'] / 1e9:.3f} | {r['tokens_per_s']:.0f} | "

@@ -84,7 +84,8 @@ def growth(rss: list[tuple[int, float]]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spafit_exp.results import cpu_summary, write_bench
+    from spafit_exp.machine import describe, peaks
+    from spafit_exp.results import write_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode:>15} rows={n}: peak RSS {result['peak_rss_mb']:.0f} MB, growth after warm-up "
                   f"{result['growth_mb']:.0f} MB, {result['samples_per_s']:.1f} samples/s ({result['steps']} steps)",
                   flush=True)
-    meta = {"cpu": cpu_summary(), "command": "python scripts/bench_memory.py " + " ".join(argv or sys.argv[1:])}
+    meta = {"cpu": describe(peaks()), "command": "python scripts/bench_memory.py " + " ".join(argv or sys.argv[1:])}
     lines = [f"Memory over a run — {meta['command']} — {meta['cpu']}", "",
              "| mode | task | method | rows × epochs | steps | peak RSS (MB) | RSS growth after warm-up (MB) | samples/s |",
              "|---|---|---|---:|---:|---:|---:|---:|"]

@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from omegaconf import OmegaConf  # noqa: E402
 
 from spafit_exp.config import compose  # noqa: E402
+from spafit_exp.machine import describe, peaks  # noqa: E402
 from spafit_exp.methods import apply_method  # noqa: E402
 from spafit_exp.modeling import build_model  # noqa: E402
 from spafit_exp.optim import make_optimizer  # noqa: E402
 from spafit_exp.params import count_params  # noqa: E402
-from spafit_exp.results import cpu_summary, write_bench  # noqa: E402
+from spafit_exp.results import write_bench  # noqa: E402
 
 # Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
 METHODS = {
@@ -98,7 +99,7 @@ def main() -> None:
                 r["vs_full_ft"] = r["step_s_median"] / base["full_ft"]
                 r["vs_lora_ii"] = r["step_s_median"] / base["lora_ii"]
 
-    meta = {"device": str(device), "cpu": cpu_summary(), "torch": torch.__version__,
+    meta = {"device": str(device), "cpu": describe(peaks()), "torch": torch.__version__,
             "threads": torch.get_num_threads(), **vars(args)}
     lines = [f"# Step time by method ({device}, batch {args.batch}, seq {args.seq}, {args.precision}, "
              f"median of {args.steps} steps)", "",

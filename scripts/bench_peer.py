@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spafit_exp.results import cpu_summary, write_bench  # noqa: E402
+from spafit_exp.machine import describe, peaks  # noqa: E402
+from spafit_exp.results import write_bench  # noqa: E402
 
 LORA_II = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 
@@ -201,6 +202,17 @@ def _median_row(runs: list[dict]) -> dict:
     return row
 
 
+def _achieved(rows: list[dict], measured: dict[str, float]) -> None:
+    """Model FLOP/s of each row and its fraction of the matmul peak of its precision. The Trainer's rows use our
+    count for the same method (same model, same real tokens: padding is not model work) and their own tokens/s."""
+    counted = {r["method"]: r for r in rows if "flops_per_token" in r}
+    for r in rows:
+        ours = counted[r["method"]]
+        tokens_per_s = r.get("tokens_per_s", r["examples_per_s"] * ours["tokens_per_s"] / ours["examples_per_s"])
+        r["achieved_flops"] = ours["flops_per_token"] * tokens_per_s
+        r["fraction_of_peak"] = r["achieved_flops"] / measured[r["precision"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -221,21 +233,22 @@ def main() -> None:
     args = parser.parse_args()
 
     lr = {"full_ft": 5e-5, "lora_ii": 5e-4}
+    measured = peaks()
     rows = []
     for method in [m for m in args.methods.split(",") if m]:  # --methods "": only the other sections
         spec = {"model": args.model, "method": method, "rows": args.rows, "eval_rows": 200, "batch": args.batch,
                 "max_len": args.max_len, "seed": args.seed, "lr": lr[method], "precision": "fp32"}
         runs = {"trainer_peft": [], "ours": []}
         for _ in range(args.repeats):  # interleaved, so slow phases of a noisy machine hit both stacks
-            for fn in runs:
-                runs[fn].append(run_isolated(fn, spec))
+            for fn in runs:  # ours also counts its model FLOPs per real token (after its timed run)
+                runs[fn].append(run_isolated(fn, {**spec, "count_flops": fn == "ours"}))
                 print(json.dumps(runs[fn][-1]), flush=True)
         rows += [_median_row(r) for r in runs.values()]
         if args.padded:  # the same loop with the plain padded HF forward: what unpadding alone buys
-            rows.append(run_isolated("ours", {**spec, "padded": True}))
+            rows.append(run_isolated("ours", {**spec, "padded": True, "count_flops": True}))
             print(json.dumps(rows[-1]), flush=True)
         if args.bf16:
-            rows.append(run_isolated("ours", {**spec, "precision": "bf16"}))
+            rows.append(run_isolated("ours", {**spec, "precision": "bf16", "count_flops": True}))
             print(json.dumps(rows[-1]), flush=True)
     quality = []
     if args.quality:
@@ -270,16 +283,20 @@ def main() -> None:
         overhead = [_median_row(r) for r in runs.values()]
 
     base = {r["method"]: r for r in rows if r["stack"] == "trainer+peft"}
+    _achieved(rows, measured)
     lines = [f"# Our loop vs Trainer + peft ({args.model}, SST-2 {args.rows} rows, batch {args.batch}, "
-             f"max_len {args.max_len}, seed {args.seed})", "", f"Machine: {cpu_summary()}.", "",
+             f"max_len {args.max_len}, seed {args.seed})", "", f"Machine: {describe(measured)}.", "",
+             "Achieved GFLOP/s: the model's FLOPs per real token (torch's FlopCounterMode on our unpadded forward + "
+             "backward) × real tokens/s; padded slots are not counted as work, for either stack.", "",
              "| method | stack | precision | examples/s | × Trainer | step p50 (ms) | step p90 (ms) | peak RSS (MB) "
-             "| final loss | dev acc (200) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| final loss | dev acc (200) | achieved GFLOP/s | of peak |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["examples_per_s"] / base[r["method"]]["examples_per_s"]
         lines.append(f"| {r['method']} | {r['stack']} | {r['precision']} | {r['examples_per_s']:.1f} | {ratio:.2f} | "
                      f"{r['step_s_p50'] * 1000:.0f} | {r['step_s_p90'] * 1000:.0f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['final_loss']:.4f} | {r['dev']['accuracy']:.3f} |")
+                     f"{r['final_loss']:.4f} | {r['dev']['accuracy']:.3f} | {r['achieved_flops'] / 1e9:.1f} | "
+                     f"{r['fraction_of_peak']:.0%} |")
     if quality:
         lines += ["", "## bf16 cost (full FT, SST-2 4,000 rows, 1 epoch, dev 872 rows)", "",
                   "| precision | examples/s | dev accuracy |", "|---|---:|---:|"]
@@ -302,7 +319,8 @@ def main() -> None:
                   "| method | examples/s | × full FT | step p50 (ms) | final loss |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {r['method']} | {r['examples_per_s']:.1f} | {r['examples_per_s'] / full:.2f} | "
                   f"{r['step_s_p50'] * 1000:.0f} | {r['final_loss']:.4f} |" for r in overhead]
-    meta = {"args": vars(args), "cpu": cpu_summary(), "quality": quality, "memory": memory, "overhead": overhead}
+    meta = {"args": vars(args), "machine": describe(measured), "peaks": measured, "quality": quality, "memory": memory,
+            "overhead": overhead}
     write_bench(args.out, "peer", meta, rows, "\n".join(lines) + "\n")
 
 

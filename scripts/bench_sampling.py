@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spafit_exp import results, successive  # noqa: E402
+from spafit_exp.machine import describe, peaks  # noqa: E402
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> list[float]:
@@ -145,7 +146,7 @@ def main() -> None:
     if args.device == "cuda" and not cuda:
         parser.error("--device cuda: no CUDA device")
     meta = {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__, "numpy": np.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu": results.cpu_summary(),
+            "torch_threads": torch.get_num_threads(), "cpu": describe(peaks()),
             "gpu": torch.cuda.get_device_name() if cuda else None,
             "loadavg_start": [round(x, 2) for x in os.getloadavg()], **vars(args)}
     rows = []

@@ -7,9 +7,9 @@ training rows, and the MLM loss on the first `--paragraphs` WikiText paragraphs 
 (the MLM model built like `mlm_model_like`). Both paths get the same rows and must agree (relative error:
 max |batched - loop| / max |loop|; plus the overlap of their top-k sets, k = the BitFit size). One timed run of
 each path, after a one-chunk warm-up. Each path's FLOPs are counted in an untimed run (torch's FlopCounterMode:
-matmuls, the per-example products included) and set against the fp32 peak of a 2048^3 matmul on the same cores:
-"bound" is the speed-up the batched path would reach at 100% of that peak against the measured loop. Writes
-<out>/stats.json and <out>/stats.md.
+matmuls, the per-example products included) and set against the fp32 peak of a 2048^3 matmul on the same
+cores (`spafit_exp.machine`): "bound" is the speed-up the batched path would reach at 100% of that peak against
+the measured loop. Writes <out>/stats.json and <out>/stats.md.
 
     python scripts/bench_stats.py                         # 256 SST-2 rows, 256 paragraphs, chunks of 16
     python scripts/bench_stats.py --task trec6 --rows 512 --chunk 32
@@ -28,14 +28,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accelerate.utils import set_seed  # noqa: E402
-from bench_flops import matmul_peak  # noqa: E402
 
 from spafit_exp import results  # noqa: E402
 from spafit_exp.config import compose  # noqa: E402
 from spafit_exp.data import PadCollator, load_task_data, mlm_examples, wikitext_paragraphs  # noqa: E402
+from spafit_exp.machine import describe, peaks  # noqa: E402
 from spafit_exp.masking import FlatParams, bitfit_size, candidate_params  # noqa: E402
 from spafit_exp.modeling import build_model, build_tokenizer, mlm_model_like  # noqa: E402
 from spafit_exp.persample import length_chunks, sq_grad_sum, sq_grad_sum_loop  # noqa: E402
@@ -78,9 +77,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
     m = meta
     lines = ["# Gradient statistics: per-example loop vs batched per-example gradients", "",
              f"`{m['command']}`  ",
-             f"{m['cpu']}; torch {m['torch']} ({m['torch_threads']} threads); model {m['model']} "
+             f"{m['machine']}; torch {m['torch']}; model {m['model']} "
              f"({m['candidates']:,} candidate elements); load average {m['loadavg_start']} at start, "
-             f"{m['loadavg_end']} at end. One timed run each. fp32 matmul peak {m['peak'] / 1e9:.1f} GFLOP/s.", "",
+             f"{m['loadavg_end']} at end. One timed run each.", "",
              "| statistic | examples | tokens | chunk | loop (s) | batched (s) | speed-up | loop ex/s | batched ex/s "
              "| max rel. error | top-k overlap |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -121,10 +120,11 @@ def main() -> None:
     flat = FlatParams(candidate_params(model))
     k = bitfit_size(model)
     meta = {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cpu": results.cpu_summary(),
+            "torch_threads": torch.get_num_threads(),
             "model": args.model, "candidates": flat.n, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             **vars(args)}
-    meta["peak"] = matmul_peak(torch.float32, 2048)
+    meta["peaks"] = peaks()
+    meta["machine"], meta["peak"] = describe(meta["peaks"]), meta["peaks"]["fp32"]
     data = load_task_data(cfg, tokenizer)
     rows = [compare(f"downstream ({args.task})", model, flat, data.train[: args.rows], data.collate, args.chunk, k,
                     meta["peak"])]

@@ -2,30 +2,17 @@
 probability proportional to its weight among those not drawn yet, k times. Same distribution as
 `numpy.random.choice(n, k, replace=False, p=w / w.sum())`, in torch, on the weights' device.
 
-Algorithm (docs/sampling.md has the details, the proofs of exactness and the measured speed):
-
-1. *Exactness.* Successive sampling orders the elements by an exponential race: element i's key is E_i / w_i
-   with E_i ~ Exp(1) i.i.d., and the k smallest keys are the sample. Equivalently, each element has a Poisson
-   process of arrivals at rate w_i and its key is its first arrival; all elements' arrivals together are one
-   Poisson process of rate W = sum w whose arrivals pick elements i.i.d. with p = w / W. So the sample is also the
-   first k distinct elements of an i.i.d. stream from p. Two ways of running that race without n random
-   numbers:
-   - *Heavy / light split* (weights where a few elements hold most of the mass, a real step's I^2): the heavy
-     elements H = {w_i >= t} (about 2k of them, t from a strided sample) get explicit keys; B = the k-th smallest
-     of them bounds the final k-th key. The light elements' keys below B are the first arrivals of a Poisson
-     process of rate W_L on [0, B): N ~ Poisson(B * W_L) i.i.d. draws from the light weights, each at a uniform
-     time on [0, B). The k smallest keys of both sets are the sample.
-   - *Rounds of i.i.d. draws* (everything else): the stream is drawn in rounds of m draws. Within a round only
-     the multiset of draws is needed: element j drawn c_j times appears first at the minimum of c_j i.i.d.
-     arrival times, an Exp(c_j) variable; so when a round holds more new distinct elements than still needed,
-     the ones kept are those with the smallest Exp(1) / c_j. After a round that did not finish, the elements
-     taken are removed from the weights and another round is drawn. After `MAX_ROUNDS` rounds the rest is an
-     explicit race over all remaining elements (O(n) random numbers).
-2. *Speed and precision.* One pass sums chunks of C ~ sqrt(n / k) weights (float32; float64 for float64
-   weights); i.i.d. draws find their chunks through the cumulative chunk totals, then their elements inside the
-   chunks, in float64 throughout, so an element's interval is exact to ~2^-53 of the total mass. Zero weights
-   are never drawn.
-
+It is an exponential race: element i's key is E_i / w_i (E_i ~ Exp(1)), the k smallest keys are the sample;
+equivalently the first k distinct elements of an i.i.d. stream from p (each element's first arrival in a Poisson
+process of rate w_i). Two exact ways to run it without n random numbers (docs/sampling.md: proofs, speed):
+- *heavy / light split* (a few elements hold most of the mass, as in a real step's I^2): the ~1.25k heaviest
+  {w_i >= t} get explicit keys, whose k-th smallest B bounds the sample's; the light elements' keys below B are
+  N ~ Poisson(B * W_L) i.i.d. draws from the light weights at uniform times on [0, B);
+- *rounds of i.i.d. draws* (everything else): an element drawn c times in a round arrives first at an Exp(c)
+  time, so a round with more new elements than needed keeps the smallest Exp(1) / c; taken elements are removed
+  and another round drawn; after `MAX_ROUNDS` rounds, an explicit race over what remains.
+Draws find their chunk (C ~ sqrt(n / k) weights, summed in one float32 pass; float64 for float64 weights)
+through the cumulative chunk totals, then their element inside it, in float64. Zero weights are never drawn.
 `torch.multinomial` is not used: it caps categories at 2^24.
 """
 
