@@ -32,6 +32,7 @@ MAX_ROUNDS = 32  # rounds of i.i.d. draws before the exponential-race fallback
 HEAVY_MIN_N = 1 << 20  # smaller inputs: rounds only (the split's fixed costs do not pay)
 HEAVY_SIZE = 1.25  # the heavy set holds about this many times k elements (measured best on a real step)
 HEAVY_MAX_DRAWS = 4  # the split runs when the light elements' expected draws are at most this many times k
+HEAVY_MAX_SIZE = 8  # ... and at most this many times k elements reach the threshold (ties, flat weights)
 _SAMPLE = 1 << 16  # strided sample of the weights that sets the heavy threshold
 _HALF_SLICE = 1 << 22  # float16 / bfloat16 weights are summed in float32 this many elements at a time
 _ROW_BATCH = 1 << 18  # CPU: draws are resolved inside their chunks this many weights at a time (cache-sized)
@@ -245,18 +246,20 @@ def _heavy_threshold(w: torch.Tensor, k: int) -> torch.Tensor | None:
 
 def _heavy_set(k: int, chunks: _Chunks, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(indices ascending, float64 weights) of the heavy elements {w_i >= t}, after which `chunks` hold the light
-    weights only; or None, `chunks` untouched, where the split does not pay: fewer than k heavy elements, or light
-    elements so heavy in total that they would need more than HEAVY_MAX_DRAWS * k expected draws. The choice
-    depends on the weights alone, never on random numbers, so either path samples exactly."""
+    weights only; or None, `chunks` untouched, where the split does not pay: fewer than k or more than
+    HEAVY_MAX_SIZE * k heavy elements, or light elements so heavy in total that they would need more than
+    HEAVY_MAX_DRAWS * k expected draws. Decided by the weights alone, never by random numbers: both paths exact."""
     ids = at_least(chunks.sums, t.to(chunks.sums.dtype))  # a rounded sum of weights >= 0 is >= each of them
+    if ids.numel() > (HEAVY_MAX_DRAWS + HEAVY_MAX_SIZE) * k:  # flat weights: the chunks without a heavy element
+        return None  # (sum >= t each) already hold more light mass than the test below accepts
     rows = chunks.rows(ids)
     hit = at_least(rows.view(-1), t)
-    if hit.numel() < k:
+    if not k <= hit.numel() <= HEAVY_MAX_SIZE * k:
         return None
     heavy_w = rows.view(-1)[hit].to(torch.float64)
     totals = chunks.sums.to(torch.float64)  # light totals: as precise as the chunk sums (float32 / float64)
     totals[ids] = torch.where(rows < t, rows, 0).sum(1, dtype=chunks.sums.dtype).to(torch.float64)
-    if bool(totals.sum() > HEAVY_MAX_DRAWS * k * t):  # ~ the light draws: the bound on the keys is ~ 1 / t or less
+    if bool(totals.sum() > HEAVY_MAX_DRAWS * k * float(t)):  # ~ the light draws: the keys' bound is ~ 1 / t or less
         return None
     chunks.totals, chunks.cap = totals, t
     return ids[torch.div(hit, chunks.size, rounding_mode="floor")] * chunks.size + hit % chunks.size, heavy_w

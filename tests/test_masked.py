@@ -312,5 +312,27 @@ def test_top_tuning_selects_what_the_full_layout_selects(size):
     assert positive + 10 < compact < full.numel() - 10
     hook.k = {"small": 25, "beyond_positive": positive + 10, "beyond_compact": compact + 10}[size]
     hook()
+    assert (hook.space is not None) == (size == "small")  # the compact layout ran, or the full one took over
     chosen = torch.cat([idx + start for idx, start in zip(hook.optimizer.selected.values(), hook.flat.offsets)])
     assert torch.equal(torch.sort(chosen).values, topk_indices(full, hook.k))
+
+
+def test_stochastic_tuning_with_fewer_positive_scores_than_k_draws_zeros_from_every_candidate():
+    """With fewer than k positive scores the sample is every positive element plus zero-score ones drawn uniformly
+    from all candidates, as in the full layout: rows of the word embedding absent from the batch included (the
+    compact layout does not list them)."""
+    prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=25, update="masked_step"))
+    prepared.make_optimizer(prepared.model, TRAINER)
+    backward_on_a_batch(prepared)
+    hook = prepared.before_step
+    full = hook.importance_sq().clone()
+    positive, compact = int((full > 0).sum()), hook.importance_sq(compact=True).numel()
+    hook.k = (positive + compact) // 2  # fits the compact layout: only the zero-score fallback reaches the full one
+    hook()
+    chosen = torch.cat([idx + start for idx, start in zip(hook.optimizer.selected.values(), hook.flat.offsets)])
+    assert chosen.unique().numel() == hook.k and bool(torch.isin(torch.nonzero(full > 0)[:, 0], chosen).all())
+    word = hook.flat.names.index("bert.embeddings.word_embeddings.weight")
+    start, end = hook.flat.offsets[word], hook.flat.offsets[word + 1]
+    absent_rows = full[start:end].view(-1, hook.flat.params[word].shape[1]).sum(1) == 0
+    in_words = chosen[(chosen >= start) & (chosen < end)] - start
+    assert bool(absent_rows[in_words // hook.flat.params[word].shape[1]].any())

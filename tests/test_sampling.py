@@ -131,6 +131,25 @@ def test_split_runs_on_heavy_tails_and_rounds_on_flat_weights(monkeypatch, count
     assert len(count_splits) == trials
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_split_decision_and_padded_tail_in_every_dtype(count_splits, dtype):
+    """At n >= 2^20 with a padded last chunk: heavy-tailed weights take the split in every dtype, flat ones the
+    rounds."""
+    g = torch.Generator().manual_seed(1)
+    n, k = (1 << 21) + 12_345, 2_000
+    heavy = torch.randn(n, generator=g).mul_(4).exp_()
+    heavy = heavy.div_(heavy.max()).mul_(6e4).to(dtype)  # within float16's range (the lightest become 0)
+    heavy[-5:] = 6e4  # heavy elements in the padded tail chunk
+    chunks = successive._Chunks(heavy, successive._chunk_size(n, k))
+    found, weights = successive._heavy_set(k, chunks, successive._heavy_threshold(heavy, k))
+    assert bool(torch.isin(torch.arange(n - 5, n), found).all()) and torch.equal(weights, heavy[found].double())
+    idx = sample_without_replacement(heavy, k, g)
+    assert_valid(idx, n, k)
+    assert len(count_splits) == 1 and bool((heavy[idx] > 0).all())
+    assert_valid(sample_without_replacement((torch.rand(n, generator=g) + 0.5).to(dtype), k, g), n, k)
+    assert len(count_splits) == 1
+
+
 def test_large_n_proportions():
     """n > 2^24 (beyond torch.multinomial): a group with 3x the weight gets ~3/4 of a small sample."""
     n, k = (1 << 24) + 12_345, 20_000

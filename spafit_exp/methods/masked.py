@@ -206,10 +206,12 @@ class MaskedStep:
         return self._scores[:end]
 
     def split(self, index: torch.Tensor) -> list[torch.Tensor]:
-        """Ascending indices into the last `importance_sq` result (or the flat layout) -> per-candidate local flat
-        indices (every selection function returns its indices ascending)."""
+        """Indices into the last `importance_sq` result (or the flat layout) -> per-candidate local flat indices.
+        Every selection function returns its indices ascending; others are sorted here."""
         if self.space is None:
             return self.flat.split(index)
+        if index.numel() > 1 and not bool((index[1:] > index[:-1]).all()):  # (a check costs a tenth of a sort)
+            index = index.sort().values
         cuts = torch.searchsorted(index, torch.tensor([start for _, start, _, _ in self.space[1:]],
                                                       device=index.device))
         local: list[torch.Tensor] = [index[:0]] * len(self.flat.params)
@@ -248,7 +250,7 @@ class MaskedStep:
 
 
 def _row_scores(p: nn.Parameter, mu: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    return torch.mul(p.grad[rows], p[rows]).mul_(mu[rows].to(p.dtype)).square_()
+    return torch.mul(p.grad[rows].float(), p[rows].float()).mul_(mu[rows].float()).square_()  # as the float32 buffer
 
 
 def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
