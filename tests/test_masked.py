@@ -298,22 +298,32 @@ def test_compact_scores_are_the_full_scores_without_the_absent_embedding_rows():
         assert full[to_flat(torch.tensor([j]))].item() == compact[j].item()
 
 
+def scored_step(method: str):
+    """A masked_step run after one backward: (hook, full-layout scores, positive scores, compact layout size)."""
+    prepared = apply_method(tiny_model(), masked_cfg(method, k=25, update="masked_step"))
+    prepared.make_optimizer(prepared.model, TRAINER)
+    backward_on_a_batch(prepared)
+    hook = prepared.before_step
+    full = hook.importance_sq().clone()
+    return hook, full, int((full > 0).sum()), hook.importance_sq(compact=True).numel()
+
+
+def selected_flat(hook) -> torch.Tensor:
+    """The step's selection as flat indices of the full layout."""
+    return torch.cat([idx + start for idx, start in zip(hook.optimizer.selected.values(), hook.flat.offsets)])
+
+
 @pytest.mark.parametrize("size", ["small", "beyond_positive", "beyond_compact"])
 def test_top_tuning_selects_what_the_full_layout_selects(size):
     """Same selections as before the compact layout: Top Tuning's k elements equal the top k of the full flat
     scores, also when fewer than k scores are positive (the zero-score elements the full layout picks) and when
     k exceeds the compact layout itself."""
-    prepared = apply_method(tiny_model(), masked_cfg("top_tuning", k=25, update="masked_step"))
-    prepared.make_optimizer(prepared.model, TRAINER)
-    backward_on_a_batch(prepared)
-    hook = prepared.before_step
-    full = hook.importance_sq().clone()
-    positive, compact = int((full > 0).sum()), hook.importance_sq(compact=True).numel()
+    hook, full, positive, compact = scored_step("top_tuning")
     assert positive + 10 < compact < full.numel() - 10
     hook.k = {"small": 25, "beyond_positive": positive + 10, "beyond_compact": compact + 10}[size]
     hook()
     assert (hook.space is not None) == (size == "small")  # the compact layout ran, or the full one took over
-    chosen = torch.cat([idx + start for idx, start in zip(hook.optimizer.selected.values(), hook.flat.offsets)])
+    chosen = selected_flat(hook)
     assert torch.equal(torch.sort(chosen).values, topk_indices(full, hook.k))
 
 
@@ -321,15 +331,10 @@ def test_stochastic_tuning_with_fewer_positive_scores_than_k_draws_zeros_from_ev
     """With fewer than k positive scores the sample is every positive element plus zero-score ones drawn uniformly
     from all candidates, as in the full layout: rows of the word embedding absent from the batch included (the
     compact layout does not list them)."""
-    prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=25, update="masked_step"))
-    prepared.make_optimizer(prepared.model, TRAINER)
-    backward_on_a_batch(prepared)
-    hook = prepared.before_step
-    full = hook.importance_sq().clone()
-    positive, compact = int((full > 0).sum()), hook.importance_sq(compact=True).numel()
+    hook, full, positive, compact = scored_step("stoc_tuning")
     hook.k = (positive + compact) // 2  # fits the compact layout: only the zero-score fallback reaches the full one
     hook()
-    chosen = torch.cat([idx + start for idx, start in zip(hook.optimizer.selected.values(), hook.flat.offsets)])
+    chosen = selected_flat(hook)
     assert chosen.unique().numel() == hook.k and bool(torch.isin(torch.nonzero(full > 0)[:, 0], chosen).all())
     word = hook.flat.names.index("bert.embeddings.word_embeddings.weight")
     start, end = hook.flat.offsets[word], hook.flat.offsets[word + 1]
