@@ -124,16 +124,16 @@ def main() -> None:
             "model": args.model, "candidates": flat.n, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
             **vars(args)}
     meta["peaks"] = peaks()
-    meta["machine"], meta["peak"] = describe(meta["peaks"]), meta["peaks"]["fp32"]
+    meta["machine"] = describe(meta["peaks"])
     data = load_task_data(cfg, tokenizer)
     rows = [compare(f"downstream ({args.task})", model, flat, data.train[: args.rows], data.collate, args.chunk, k,
-                    meta["peak"])]
+                    meta["peaks"]["fp32"])]
     mlm = mlm_model_like(cfg.model, model, cfg.trainer.seed)
     texts = wikitext_paragraphs()[: args.paragraphs]
     masked = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, cfg.trainer.seed)
               if any(label != -100 for label in r["labels"])]
     rows.append(compare("pretrain (WikiText MLM)", mlm, flat, masked, PadCollator(tokenizer.pad_token_id or 0),
-                        args.chunk, k, meta["peak"]))
+                        args.chunk, k, meta["peaks"]["fp32"]))
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results.write_bench(args.out, "stats", meta, rows, markdown(rows, meta))
 

@@ -26,10 +26,7 @@ class FlatParams:
 
     def split(self, flat_index: torch.Tensor) -> list[torch.Tensor]:
         """Flat indices -> per-tensor local (flattened) indices, in tensor order."""
-        flat_index = flat_index.sort().values
-        cuts = torch.searchsorted(flat_index, self._bounds.to(flat_index.device))
-        pieces = torch.tensor_split(flat_index, cuts.cpu())
-        return [piece - start for piece, start in zip(pieces, self.offsets[:-1])]
+        return split_at(flat_index.sort().values, self.offsets[:-1])
 
     def split_values(self, flat_index: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
         """`values[i]` belongs to `flat_index[i]`: per-tensor pieces in the order `split` returns the indices."""
@@ -44,6 +41,13 @@ class FlatParams:
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [flat[a:b].view_as(p) for a, b, p in zip(self.offsets[:-1], self.offsets[1:], self.params)]
+
+
+def split_at(index: torch.Tensor, starts: list[int]) -> list[torch.Tensor]:
+    """Ascending indices -> for each segment [starts[i], starts[i + 1]) (the last one open) its indices minus
+    starts[i]."""
+    cuts = torch.searchsorted(index, torch.tensor(starts[1:], dtype=torch.long, device=index.device))
+    return [piece - start for piece, start in zip(torch.tensor_split(index, cuts.cpu()), starts)]
 
 
 def keep_only(grad: torch.Tensor, flat_index: torch.Tensor) -> None:

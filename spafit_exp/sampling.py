@@ -26,14 +26,20 @@ def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     check_k(n, k)
     if k * 64 > n or n < 1 << 20:
         return torch.sort(torch.topk(flat, k, sorted=False).indices).values
-    stride = max(1, n // (1 << 16))
-    sample = flat[::stride]
-    expected = max(1, math.ceil(sample.numel() * k / n))
-    threshold = torch.topk(sample, min(sample.numel(), 2 * expected + 32), sorted=False).values.min()
+    threshold = sampled_threshold(flat, 2 * k, 32)
     candidates = at_least(flat, threshold)
     if candidates.numel() < k:  # an unlucky sample
         candidates = torch.arange(n, device=flat.device)
     return torch.sort(candidates[torch.topk(flat[candidates], k, sorted=False).indices]).values
+
+
+def sampled_threshold(flat: torch.Tensor, count: int, slack: int) -> torch.Tensor:
+    """A value about `count` of `flat`'s elements reach: the (count-scaled + slack)-th largest of a strided sample of
+    ~65k elements (a sample that misses a tail only moves the cost, callers stay exact)."""
+    n = flat.numel()
+    sample = flat[:: max(1, n // (1 << 16))]
+    rank = min(sample.numel(), max(1, math.ceil(count * sample.numel() / n)) + slack)
+    return torch.topk(sample, rank, sorted=False).values.min()
 
 
 def at_least(flat: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:

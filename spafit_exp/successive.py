@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from spafit_exp.sampling import at_least, check_k, uniform_indices
+from spafit_exp.sampling import at_least, check_k, sampled_threshold, uniform_indices
 
 # CPU: intra-op threads while sampling (None: torch's setting). After the one pass over the weights the work
 # is many small ops; on shared cores each parallel one can wait milliseconds for a busy thread.
@@ -33,7 +33,6 @@ HEAVY_MIN_N = 1 << 20  # smaller inputs: rounds only (the split's fixed costs do
 HEAVY_SIZE = 1.25  # the heavy set holds about this many times k elements (measured best on a real step)
 HEAVY_MAX_DRAWS = 4  # the split runs when the light elements' expected draws are at most this many times k
 HEAVY_MAX_SIZE = 8  # ... and at most this many times k elements reach the threshold (ties, flat weights)
-_SAMPLE = 1 << 16  # strided sample of the weights that sets the heavy threshold
 _HALF_SLICE = 1 << 22  # float16 / bfloat16 weights are summed in float32 this many elements at a time
 _ROW_BATCH = 1 << 18  # CPU: draws are resolved inside their chunks this many weights at a time (cache-sized)
 _ROW_BATCH_GPU = 1 << 24  # the same on a GPU (bounds the temporary rows to ~200 MB)
@@ -235,12 +234,9 @@ def _draws(chunks: _Chunks, cdf: torch.Tensor, m: int, generator) -> tuple[torch
 
 def _heavy_threshold(w: torch.Tensor, k: int) -> torch.Tensor | None:
     """A weight t that about HEAVY_SIZE * k weights reach (from a strided sample), or None for small inputs."""
-    n = w.numel()
-    if n < HEAVY_MIN_N or k * 64 > n:
+    if w.numel() < HEAVY_MIN_N or k * 64 > w.numel():
         return None
-    sample = w[:: max(1, n // _SAMPLE)]
-    rank = min(sample.numel(), math.ceil(HEAVY_SIZE * k * sample.numel() / n) + 16)
-    t = torch.topk(sample, rank, sorted=False).values.min()
+    t = sampled_threshold(w, math.ceil(HEAVY_SIZE * k), 16)
     return t if bool(t > 0) else None
 
 

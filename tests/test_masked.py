@@ -198,7 +198,7 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
     hook = prepared.before_step
     drawn = []
     select = hook.select
-    hook.select = lambda h, step: drawn.append(select(h, step)) or drawn[-1]
+    hook.select = lambda scores, h: drawn.append(select(scores, h)) or drawn[-1]
     ours = prepared.make_optimizer(prepared.model, TRAINER)
     groups = [{"params": [dict(reference.named_parameters())[n] for n, p in prepared.model.named_parameters()
                           if any(p is q for q in g["params"])], "weight_decay": g["weight_decay"]}
@@ -215,7 +215,7 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
             model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
         hook()
         ref_params = dict(reference.named_parameters())
-        for p, idx in zip(hook.flat.params, hook.flat.split(drawn[-1])):
+        for p, idx in zip(hook.flat.params, hook.split(drawn[-1])):
             keep = torch.zeros(p.numel(), dtype=torch.bool)
             keep[idx] = True
             ref_params[names[id(p)]].grad.mul_(keep.view_as(p))

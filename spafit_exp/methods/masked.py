@@ -26,7 +26,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.errors import ConfigError
-from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, keep_only, subnetwork_size
+from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, keep_only, split_at, subnetwork_size
 from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.optim import make_optimizer, masked_adamw
 from spafit_exp.sampling import topk_indices, uniform_indices
@@ -139,7 +139,8 @@ class MaskedStep:
         self.flat = FlatParams(candidate_params(model, cfg.candidates))
         self.k = subnetwork_size(cfg.k, cfg.fraction, self.flat.n, bitfit_size(model), "method")
         self.update = cfg.update
-        self.select = select  # (hook, step) -> flat indices of the sub-network, or None for a dense step
+        self.select = select  # (scores or None, hook) -> indices of the sub-network into scores, or None: dense step
+        self.scored = scored
         self.optimizer = None
         self.steps = 0
         self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})  # only a score reads mu
@@ -147,8 +148,7 @@ class MaskedStep:
         device = self.flat.params[0].device  # a dry run builds on the meta device, which has no generator
         self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
         self._scores: torch.Tensor | None = None
-        self.compact = True  # score embeddings on the batch's rows only (importance_sq)
-        self.space: list | None = None  # layout of the last compact scores
+        self.space: list | None = None  # layout of the last compact scores (None: the flat layout)
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the sampler's generator, the step count and the selection state."""
@@ -212,27 +212,20 @@ class MaskedStep:
             return self.flat.split(index)
         if index.numel() > 1 and not bool((index[1:] > index[:-1]).all()):  # (a check costs a tenth of a sort)
             index = index.sort().values
-        cuts = torch.searchsorted(index, torch.tensor([start for _, start, _, _ in self.space[1:]],
-                                                      device=index.device))
         local: list[torch.Tensor] = [index[:0]] * len(self.flat.params)
-        for (i, start, rows, width), piece in zip(self.space, torch.tensor_split(index, cuts.cpu())):
-            piece = piece - start
+        for (i, _, rows, width), piece in zip(self.space, split_at(index, [start for _, start, _, _ in self.space])):
             local[i] = piece if rows is None else rows[torch.div(piece, width, rounding_mode="floor")] * width \
                 + piece % width
         return local
 
     @torch.no_grad()
     def __call__(self) -> None:
-        self.space = None
-        index = self.select(self, self.steps)
-        if index is not None and self.space is not None and bool((self._scores[index] == 0).any()):
+        scores = self.importance_sq(compact=True) if self.scored else None
+        index = self.select(scores, self)
+        if index is not None and self.space is not None and bool((scores[index] == 0).any()):
             # Fewer than k positive scores: the selection then includes zero-score elements, which must be drawn
             # from every candidate, as without compaction.
-            self.compact = False
-            try:
-                index = self.select(self, self.steps)
-            finally:
-                self.compact = True
+            index = self.select(self.importance_sq(), self)
         self.steps += 1
         if self.means is not None:
             self.means.reset()
@@ -266,16 +259,16 @@ def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
 
 @register("stoc_tuning", options=MaskedOptions, validate=validate_masked)
 def stoc_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda h, step: sample_without_replacement(h.importance_sq(h.compact), h.k, h.generator),
+    return _prepared(model, cfg, lambda scores, h: sample_without_replacement(scores, h.k, h.generator),
                      "stochastic")
 
 
 @register("top_tuning", options=MaskedOptions, validate=validate_masked)
 def top_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda h, step: topk_indices(h.importance_sq(h.compact), h.k), "top")
+    return _prepared(model, cfg, lambda scores, h: topk_indices(scores, h.k), "top")
 
 
 @register("random_tuning", options=MaskedOptions, validate=validate_masked)
 def random_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda h, step: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
+    return _prepared(model, cfg, lambda scores, h: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
                      "uniform", scored=False)
