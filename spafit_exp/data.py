@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import DATA_DIR
 from spafit_exp.errors import ConfigError
-from spafit_exp.readers import RawSplit, read_split, task_file
+from spafit_exp.readers import RawSplit, checked_digest, missing_data_message, read_split, task_file, utf8_errors
 
 # ---------------------------------------------------------------- tokenization + cache
 
@@ -32,17 +35,27 @@ def cache_root(cfg: DictConfig) -> Path:
 def run_key(cfg: DictConfig, *extra) -> str:
     """What a cached decoder or statistic depends on: model, task data slice, seed, max_len, and `extra`."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    blob = json.dumps([model, cfg.task.name, cfg.data.source, str(cfg.data.dir), cfg.trainer.seed,
+    blob = json.dumps([model, cfg.task.name, cfg.data.source, _data_identity(cfg), cfg.trainer.seed,
                        cfg.trainer.max_train_samples, cfg.trainer.max_len, *extra], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+def _data_identity(cfg: DictConfig) -> list[str]:
+    """The task files' content (local data), not where they are: an edited file never reuses a decoder or a
+    statistic computed on its old rows."""
+    if cfg.data.source != "local":
+        return []
+    paths = [task_file(cfg, split) for split in cfg.task.files]
+    return [checked_digest(path) for path in paths if path.is_file()]
+
+
 def _cache_key(cfg: DictConfig, split: str, limit: int | None, tokenizer) -> str:
     source = cfg.data.source
-    if source == "local":
+    if source == "local":  # the content, not size + mtime: an edit that keeps both must not reuse stale rows
         path = task_file(cfg, split)
-        stat = path.stat()
-        source = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if not path.is_file():
+            raise ConfigError(missing_data_message(path, cfg.task.name))
+        source = "sha256:" + checked_digest(path)
     task = OmegaConf.to_container(cfg.task, resolve=True)
     task.pop("batch_size", None)
     blob = json.dumps([source, task, split, limit, cfg.trainer.max_len, tokenizer.name_or_path,
@@ -50,10 +63,20 @@ def _cache_key(cfg: DictConfig, split: str, limit: int | None, tokenizer) -> str
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
+# Characters kept per text (and words per sentence) for each token of max_len: far more than any tokenizer needs
+# for max_len tokens, so normal rows tokenize identically, while a 5 MB line is not tokenized in full first.
+CHARS_PER_TOKEN = 32
+
+
+def clip(texts: list[str], max_len: int) -> list[str]:
+    cap = max_len * CHARS_PER_TOKEN
+    return [text[:cap] for text in texts]
+
+
 def tokenize(raw: RawSplit, task: DictConfig, tokenizer, max_len: int) -> datasets.Dataset:
     if task.type == "token_classification":
         return _tokenize_tokens(raw, tokenizer, max_len)
-    enc = tokenizer(*raw.texts, truncation=True, max_length=max_len)
+    enc = tokenizer(*(clip(field, max_len) for field in raw.texts), truncation=True, max_length=max_len)
     columns = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
     columns["labels"] = raw.labels
     return datasets.Dataset.from_dict(columns)
@@ -61,7 +84,7 @@ def tokenize(raw: RawSplit, task: DictConfig, tokenizer, max_len: int) -> datase
 
 def _tokenize_tokens(raw: RawSplit, tokenizer, max_len: int) -> datasets.Dataset:
     """Word-level tags -> first-sub-token labels; other sub-tokens and specials get -100 (ignored)."""
-    words = raw.texts[0]
+    words = [clip(sentence[:max_len * CHARS_PER_TOKEN], max_len) for sentence in raw.texts[0]]
     enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len)
     labels = []
     for i, tags in enumerate(raw.labels):
@@ -77,19 +100,66 @@ def _tokenize_tokens(raw: RawSplit, tokenizer, max_len: int) -> datasets.Dataset
 
 
 def load_split(cfg: DictConfig, split: str, tokenizer, limit: int | None = None) -> datasets.Dataset:
-    """Tokenized split, cached on disk under a key of file identity, task, tokenizer and max_len."""
+    """Tokenized split, cached on disk under a key of file content, task, tokenizer and max_len."""
     cache = cache_root(cfg) / "tokenized" / f"{cfg.task.name}-{split}-{_cache_key(cfg, split, limit, tokenizer)}"
+    _drop_orphaned_temps(cache.parent)
     if cache.is_dir():
-        return _quiet(datasets.load_from_disk, str(cache))
+        cached = _read_cache(cache)
+        if cached is not None:
+            return cached
     ds = tokenize(read_split(cfg, split, limit), cfg.task, tokenizer, cfg.trainer.max_len)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}@{socket.gethostname()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had our pid (containers reuse pids)
     _quiet(ds.save_to_disk, str(tmp))
+    (tmp / ROWS_FILE).write_text(str(len(ds)))
     try:
         tmp.rename(cache)
     except OSError:  # another process won the race: theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"tokenized {cfg.task.name}/{split}: {len(ds)} rows (cached)")
-    return _quiet(datasets.load_from_disk, str(cache))
+    cached = _read_cache(cache)
+    return ds if cached is None else cached
+
+
+ROWS_FILE = "spafit_rows"  # the row count, written last: Arrow cut at a batch boundary loads with fewer rows, silently
+_TEMP = re.compile(r"\.tmp(\d+)(?:@(.+))?$")
+
+
+def _read_cache(cache: Path) -> datasets.Dataset | None:
+    """The cached split, or None after one warning when it is damaged (cut short, emptied, half-written): the
+    entry is dropped and the split tokenized again, so a damaged cache never fails every rerun."""
+    try:
+        ds = _quiet(datasets.load_from_disk, str(cache))
+        rows = int((cache / ROWS_FILE).read_text())
+        if len(ds) != rows:
+            raise ValueError(f"{len(ds)} rows of {rows}")
+        return ds
+    except Exception as err:  # any failure to read a derived file means: make it again
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        print(f"warning: tokenized cache {cache} is damaged ({reason}); dropped, tokenizing again", file=sys.stderr)
+        shutil.rmtree(cache, ignore_errors=True)
+        return None
+
+
+def _drop_orphaned_temps(folder: Path) -> None:
+    """Remove half-written cache folders of processes that died on this host (a live writer's are kept)."""
+    if not folder.is_dir():
+        return
+    host = socket.gethostname()
+    for path in folder.iterdir():
+        match = _TEMP.search(path.name)
+        if match and match[2] in (None, host) and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _quiet(fn, *args):
@@ -172,7 +242,9 @@ def wikitext_paragraphs(path: Path | None = None) -> list[str]:
     path = Path(path) if path else DATA_DIR / "wikitext2" / "wiki.test.raw"
     if not path.is_file():
         raise ConfigError(f"wikitext file {path}: not found")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    checked_digest(path)
+    with utf8_errors(path):
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line and not line.startswith("=")]
 
 
@@ -181,7 +253,7 @@ def mlm_batches(texts: list[str], tokenizer, max_len: int, batch_size: int, seed
     """BERT-style masked batches (80% [MASK] / 10% random / 10% kept), reproducible from `seed`."""
     from transformers import DataCollatorForLanguageModeling
 
-    encoded = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
+    encoded = tokenizer(clip(texts, max_len), truncation=True, max_length=max_len)["input_ids"]
     torch.manual_seed(seed)  # the collator's masking draws from the global generator
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_probability, return_tensors="pt")
     return [collator([{"input_ids": ids} for ids in encoded[i:i + batch_size]])

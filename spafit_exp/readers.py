@@ -1,11 +1,16 @@
 """Task files: where each split lives (GLUE download-script layout under data.dir, or the hub), and the readers
 that turn a file into texts + labels. A task's `reader:` names an entry of READERS; adding a file format is a
-function here. Every problem is a ConfigError naming the file and line."""
+function here. Every problem is a ConfigError naming the file and line; a vendored file must match data/manifest.json."""
 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
+import json
+import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +56,77 @@ def check_data_files(cfg: DictConfig) -> None:
         path = task_file(cfg, split)
         if not path.is_file():
             raise ConfigError(missing_data_message(path, cfg.task.name))
+        checked_digest(path)  # a damaged vendored file is refused here, before the run directory is claimed
+
+
+# ---------------------------------------------------------------- file identity and the vendored manifest
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content, hashed once per process per version of the file: a write changes ctime (and
+    usually size or mtime), and unlike mtime, ctime cannot be set back by the tool that edited the file."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        with open(path, "rb") as handle:
+            _DIGESTS[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _DIGESTS[key]
+
+
+@functools.cache
+def _manifest() -> dict[Path, dict]:
+    path = DATA_DIR / "manifest.json"
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    return {(DATA_DIR.parent / e["path"]).resolve(): e for e in entries}
+
+
+def vendored(path: Path) -> bool:
+    return Path(path).resolve() in _manifest()
+
+
+def checked_digest(path: Path) -> str:
+    """The file's sha256; a vendored file (listed in data/manifest.json) must match its entry, or a run would train
+    and report on other data than the tables claim. A user's own data.dir is not checked."""
+    digest = file_digest(path)
+    entry = _manifest().get(Path(path).resolve())
+    if entry is not None and digest != entry["sha256"]:
+        raise ConfigError(
+            f"{path}: vendored data file differs from data/manifest.json ({Path(path).stat().st_size} bytes; expected "
+            f"{entry['bytes']} bytes, {entry['rows']} rows, sha256 {entry['sha256'][:16]}...): truncated or edited; "
+            f"restore it (git checkout -- {entry['path']}) or put your own copy in another folder and set data.dir")
+    return digest
+
+
+@contextmanager
+def utf8_errors(path: Path):
+    """A UnicodeDecodeError while reading `path` becomes one line naming the file, line and byte."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        data = Path(path).read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1
+            column = err.start - data.rfind(b"\n", 0, err.start)
+            raise ConfigError(f"{path}:{line}: byte 0x{data[err.start]:02x} (column {column}) is not UTF-8; "
+                              "save the file as UTF-8") from None
+        raise ConfigError(f"{path}: not UTF-8; save the file as UTF-8") from None
+
+
+def _check_last_row(path: Path, line_no: int) -> None:
+    """A file cut short inside its last field still parses; only the missing line break shows it. A warning, not an
+    error: some originals (CoLA's dev.tsv) end without one. Vendored files are checked by their hash instead."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(size - 1, 0))
+        complete = size == 0 or handle.read(1) == b"\n"
+    if not complete and not vendored(path):
+        print(f"warning: {path}:{line_no}: the last row has no line break; check that the file is not cut short",
+              file=sys.stderr)
 
 
 # ---------------------------------------------------------------- readers
@@ -63,22 +139,25 @@ class RawSplit:
     source: str  # file path or hub id: names the data in errors and cache keys
 
 
+# Complete numbers only: float() takes "4." (a "4.000" cut short), " 4", "nan" and "1_0"; int() takes " 1" and "+1".
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d+)?|\.\d+)([eE][-+]?\d+)?")
+_INTEGER = re.compile(r"\d+")
+
+
 def _glue_label(value: str, task: DictConfig, where: str):
     if task.type == "regression":
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: label {value!r} is not a number") from None
+        if not _NUMBER.fullmatch(value):
+            raise ConfigError(f"{where}: label {value!r} is not a number")
+        return float(value)
     if task.labels is not None:
         names = list(task.labels)
         if value not in names:
             raise ConfigError(f"{where}: label {value!r} not in {names}")
         return names.index(value)
-    try:
-        label = int(value)
-    except ValueError:
-        raise ConfigError(f"{where}: label {value!r} is not an integer") from None
-    if not 0 <= label < task.num_labels:
+    if not _INTEGER.fullmatch(value):
+        raise ConfigError(f"{where}: label {value!r} is not an integer")
+    label = int(value)
+    if label >= task.num_labels:
         raise ConfigError(f"{where}: label {label} outside 0..{task.num_labels - 1}")
     return label
 
@@ -99,14 +178,18 @@ def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None, labell
         idx = [header.index(c) for c in wanted]
         texts: list[list[str]] = [[] for _ in task.text_fields]
         labels = []
+        line_no = 1
         for line_no, row in enumerate(reader, start=2 if has_header else 1):
             if limit is not None and len(labels) >= limit:
                 break
-            if len(row) <= max(idx):
-                raise ConfigError(f"{path}:{line_no}: expected at least {max(idx) + 1} tab-separated fields, got {len(row)}")
+            if len(row) != len(header):  # a row cut short, or a tab inside a text, shifts the columns
+                raise ConfigError(f"{path}:{line_no}: expected {len(header)} tab-separated fields "
+                                  f"({'as in the header' if has_header else 'task.columns'}), got {len(row)}")
             for field, i in zip(texts, idx):
                 field.append(row[i])
             labels.append(_glue_label(row[idx[-1]], task, f"{path}:{line_no}") if labelled else None)
+        else:
+            _check_last_row(path, line_no)
     if not labels:
         raise ConfigError(f"{path}: no data rows")
     return RawSplit(texts, labels, str(path))
@@ -116,6 +199,7 @@ def read_trec(path: Path, task: DictConfig, limit: int | None = None, labelled: 
     """UIUC question classification: `COARSE:fine question words`; latin-1 (one 0xF0 byte in the train file)."""
     names = list(task.labels)
     texts, labels = [], []
+    line_no = 0
     with open(path, encoding="latin-1") as handle:
         for line_no, line in enumerate(handle, start=1):
             if limit is not None and len(labels) >= limit:
@@ -128,6 +212,8 @@ def read_trec(path: Path, task: DictConfig, limit: int | None = None, labelled: 
                 raise ConfigError(f"{path}:{line_no}: expected 'COARSE:fine question', coarse label in {names}")
             texts.append(question)
             labels.append(names.index(coarse))
+        else:
+            _check_last_row(path, line_no)
     if not labels:
         raise ConfigError(f"{path}: no data rows")
     return RawSplit([texts], labels, str(path))
@@ -140,6 +226,7 @@ def read_conll(path: Path, task: DictConfig, limit: int | None = None, labelled:
     tags: list[list[int]] = []
     words: list[str] = []
     word_tags: list[int] = []
+    line_no = 0
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             fields = line.split()
@@ -155,6 +242,8 @@ def read_conll(path: Path, task: DictConfig, limit: int | None = None, labelled:
                 raise ConfigError(f"{path}:{line_no}: expected 'token POS chunk NER' with NER in {names}")
             words.append(fields[0])
             word_tags.append(names.index(fields[-1]))
+        else:
+            _check_last_row(path, line_no)
     if words and (limit is None or len(sentences) < limit):
         sentences.append(words)
         tags.append(word_tags)
@@ -170,8 +259,10 @@ def read_local(cfg: DictConfig, split: str, limit: int | None = None) -> RawSpli
     path = task_file(cfg, split)
     if not path.is_file():
         raise ConfigError(missing_data_message(path, cfg.task.name))
+    checked_digest(path)
     labelled = not split.startswith("test") or cfg.task.report == "test"  # GLUE's test files have no labels
-    return READERS[cfg.task.reader](path, cfg.task, limit, labelled=labelled)
+    with utf8_errors(path):
+        return READERS[cfg.task.reader](path, cfg.task, limit, labelled=labelled)
 
 
 def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:

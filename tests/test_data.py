@@ -83,8 +83,10 @@ BAD_DATA = [
     ("", "empty file"),
     ("index\tsentence1\tsentence2\tlabel\n", "no data rows"),
     ("index\tsentence1\tlabel\n0\ta\tentailment\n", "columns ['sentence2'] not in header"),
-    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n", "train.tsv:3: expected at least 4"),
+    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\n", "train.tsv:3: expected 4 tab-separated"),
     ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", "train.tsv:2: label 'maybe' not in"),
+    # a tab inside a text shifts the columns; the label column would be read from the wrong field
+    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tx\tentailment\n", "train.tsv:2: expected 4 tab-separated fields"),
 ]
 
 
