@@ -1,6 +1,7 @@
 """DPS_Mix after its reference code: exploration stages mix toward the pretrained weights under per-step column
 masks and average the masked squared gradients by times kept; exploitation keeps each layer's top (1 - p) by that
-average and mixes toward the stage-start weights; everything outside the encoder's Linear weights trains densely."""
+average and mixes toward the stage-start weights; the Linear weights of the encoder, the pooler and the head are
+masked as in the reference, everything else trains densely."""
 
 import math
 
@@ -10,16 +11,16 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from spafit_exp.methods import apply_method
-from spafit_exp.methods.dps import encoder_linears
+from spafit_exp.methods.dps import dps_linears
 from tests.helpers import tiny_model
 
 P = 0.3
 
 
-def dps(update_ratio=0.25, **kw):
+def dps(update_ratio=0.25, family="bert", **kw):
     cfg = {"name": "dps_mix", "tag": "dps_mix", "lr": 1e-3, "drop": P, "update_ratio": update_ratio,
            "decay_from": 50, "seed": 0, **kw}
-    return apply_method(tiny_model(), OmegaConf.create(cfg))
+    return apply_method(tiny_model(family), OmegaConf.create(cfg))
 
 
 def batch(step):
@@ -108,7 +109,36 @@ def test_exploitation_keeps_top_mean_squared_gradient_per_layer():
 def test_dropout_is_off_and_per_step_count_recorded():
     prepared = dps()
     assert all(m.p == 0.0 for m in prepared.model.modules() if isinstance(m, nn.Dropout))
-    masked = sum(m.weight.numel() for m in encoder_linears(prepared.model))
+    masked = sum(m.weight.numel() for m in dps_linears(prepared.model))
     dense = sum(p.numel() for p in prepared.model.parameters())
     assert prepared.info["dense_trainable"] == dense
     assert prepared.info["trainable"] == dense - masked + math.ceil(masked * (1 - P))
+
+
+def test_pooler_and_head_are_masked_as_in_the_reference():
+    """The reference makes BertPooler.dense and the sequence classifier DPSMix layers too (modeling_bert.py);
+    RoBERTa's head (dense + out_proj) stands where they are. Their gradients are column-masked like the encoder's."""
+    encoder = {f"layer.{i}.{m}" for i in range(4) for m in ("attention.self.query", "attention.self.key",
+                                                               "attention.self.value", "attention.output.dense",
+                                                               "intermediate.dense", "output.dense")}
+    heads = {"bert": {"bert.pooler.dense", "classifier"}, "roberta": {"classifier.dense", "classifier.out_proj"}}
+    for family, head in heads.items():
+        prepared = dps(family=family)
+        schedule = prepared.before_step
+        wrapped = {id(m) for m in schedule.modules}
+        names = {n.split("encoder.", 1)[-1] for n, m in prepared.model.named_modules() if id(m) in wrapped}
+        assert names == encoder | head, family
+        layers = {id(m): layer for m, layer in zip(schedule.modules, schedule.layers)}
+        watched = {n: (m, layers[id(m)]) for n, m in prepared.model.named_modules() if n in head}
+        seen = []
+
+        def watch(step):
+            for name, (module, layer) in watched.items():
+                dropped = layer.mask[0] == 0
+                assert dropped.any() and (~dropped).any(), name
+                assert torch.all(module.weight.grad[:, dropped] == 0), name
+                assert module.weight.grad[:, ~dropped].abs().sum() > 0, name
+                seen.append(name)
+
+        run(prepared, steps=1, watch=watch)
+        assert sorted(seen) == sorted(head)

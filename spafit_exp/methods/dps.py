@@ -1,9 +1,9 @@
 """DPS_Mix: Dynamic Parameter Selection, mixed variant (Zhang et al. 2022), after its reference code
 (github.com/ZhangHaojie077/DPS: transformers/DPSMix/moudle.py and grads_ops.py, script/run_glue.sh).
 
-Only the encoder's Linear weights are masked; embeddings, LayerNorms, biases, pooler and head train densely with
-the ordinary AdamW (the reference trains with the HF Trainer's AdamW). Training alternates stages of
-U = int(update_ratio * total optimizer steps) steps:
+The Linear weights of the encoder blocks, the pooler and the head are masked (where the reference puts its DPSMix
+layers); embeddings, LayerNorms and biases train densely with the ordinary AdamW (the reference trains with the HF
+Trainer's AdamW). Training alternates stages of U = int(update_ratio * total optimizer steps) steps:
 
 - exploration (stages 1, 3, 5, ...): every step draws, per layer, a Bernoulli(1 - p) mask M over the weight's
   input columns; the forward uses W' = θ0 + M ⊙ (W − θ0) / (1 − p) (Mixout toward the pretrained weights θ0),
@@ -88,11 +88,13 @@ def _mixed_forward(module: nn.Linear, layer: _Layer, scale: float, x: torch.Tens
     return F.linear(x, weight, module.bias)
 
 
-def encoder_linears(model: nn.Module) -> list[nn.Linear]:
-    """The Linear layers inside the encoder blocks (q, k, v, attention output, intermediate, output): where the
-    reference puts its DPSMix layers. The pooler and the head stay plain."""
-    return [m for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and ".encoder.layer." in f".{n}." and not is_head(n)]
+def dps_linears(model: nn.Module) -> list[nn.Linear]:
+    """Where the reference puts its DPSMix layers (transformers/models/bert/modeling_bert.py: query, key, value,
+    BertSelfOutput, BertIntermediate and BertOutput dense, BertPooler.dense and the sequence classifier): the
+    Linear layers of the encoder blocks, the pooler and the head. RoBERTa's head (dense + out_proj) stands where
+    BERT's pooler dense and classifier do; under `model.head=linear` the head is its one Linear."""
+    return [m for n, m in model.named_modules() if isinstance(m, nn.Linear)
+            and (".encoder.layer." in f".{n}." or ".pooler." in f".{n}." or is_head(n))]
 
 
 class DpsMix:
@@ -101,7 +103,7 @@ class DpsMix:
 
     def __init__(self, model: nn.Module, cfg: DpsOptions):
         self.p, self.update_ratio, self.decay_from = float(cfg.drop), float(cfg.update_ratio), int(cfg.decay_from)
-        self.modules = encoder_linears(model)
+        self.modules = dps_linears(model)
         device = self.modules[0].weight.device
         self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
         self.layers = [] if device.type == "meta" else [_Layer(m.weight) for m in self.modules]
