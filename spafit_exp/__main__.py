@@ -16,7 +16,7 @@ from spafit_exp import CONF_DIR
 from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
 from spafit_exp.lr_search import edge_commands
-from spafit_exp.results import SkippedRecord, remove_empty_dirs, require_writable_root
+from spafit_exp.results import SkippedRecord, WriteFailed, check_run_dir, remove_empty_dirs, require_writable_root
 from spafit_exp.stops import hand_back
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message).
@@ -53,6 +53,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         SWEEP.append((cfg.run.dir, "refused", time.time() - started, "different recipe"))
         return
     except Exception as err:  # noqa: BLE001 - recorded in results.json and logged; the sweep goes on
+        if isinstance(err, WriteFailed) and hydra_cfg.mode == RunMode.RUN:  # a full disk: one line naming the file
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
         if not in_process_sweep:
             raise
         SWEEP.append((cfg.run.dir, "failed", time.time() - started, f"{type(err).__name__}: {err}"[:80]))
@@ -90,6 +93,11 @@ def main() -> None:
         check_group_overrides(sys.argv[1:], CONF_DIR)
         first = check_overrides_compose(sys.argv[1:])
         require_writable_root(first.run.root)  # before Hydra creates the run directory there
+        check_run_dir(first, writable=True)  # a folder name leading out of run.root, a read-only experiment folder
+        if {"-m", "--multirun"} & set(sys.argv[1:]):
+            from spafit_exp.validation import check_swept_paths
+
+            check_swept_paths(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

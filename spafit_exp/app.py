@@ -72,8 +72,9 @@ def run(cfg: DictConfig) -> dict | None:
     try:
         with logged_to(directory / RUN_LOG, enabled=group is None or group.is_main_process):
             return train_and_record(cfg, directory)
-    except ConfigError as err:  # bad data found while loading, or a changed recipe: leave nothing behind
-        claim.undo(directory)
+    except (ConfigError, results.WriteFailed) as err:  # bad data or a changed recipe found while loading, or a
+        if isinstance(err, ConfigError) or not (directory / results.RESULTS).exists():  # full disk before any record:
+            claim.undo(directory)  # leave nothing behind
         _config_error(err, cfg, directory)
     finally:
         results.release_lock(claim.lock)
@@ -114,7 +115,7 @@ def _claim(cfg: DictConfig, directory: Path) -> Claim:
         previous = _previous(cfg, directory, locked=False)
         if previous is not None:
             return Claim("skip", f"skip: {directory} is completed (run.force=true to rerun)", previous)
-        created = tuple(n for n in (results.LOCK, RUN_LOG) if not (directory / n).exists())
+        created = tuple(n for n in (results.LOCK, RUN_LOG) if not os.path.lexists(directory / n))  # a link is not ours
         lock = results.acquire_lock(directory)
         if lock is None:
             return Claim("busy", f"skip: {directory} is being run by another process")
@@ -226,7 +227,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     trainable = prepared.info.get("trainable", trainable)  # element-level methods count elements, not tensors
     if cfg.run.force or not cfg.run.resume:
         drop_resume(directory)
-    earlier = _earlier_sessions_s(directory) if (directory / RESUME_FILE).is_file() else 0.0
+    earlier = results.earlier_sessions_s(directory) if (directory / RESUME_FILE).is_file() else 0.0
 
     record = results.base_record(cfg)
     dense = {"dense_trainable": prepared.info["dense_trainable"]} if "dense_trainable" in prepared.info else {}
@@ -251,7 +252,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
                       timing={"wall_s": earlier + time.time() - started, "earlier_sessions_s": earlier},
                       memory=peak_memory(accelerator.device))
         if main_process:
-            results.write(directory, record)
+            results.write_if_possible(directory, record)
         accelerator.end_training()
         log.error("run %s: %s (%s)", record["status"], err, directory)
         if interrupted:  # stop the whole sweep, not just this job
@@ -260,6 +261,8 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
                                  int(signum)) from None
         raise
 
+    if prepared.summarize is not None and outcome.best_state:
+        record["method_info"].update(prepared.summarize(outcome.best_state))
     wall = earlier + time.time() - started  # a resumed run's time includes its earlier sessions
     tokens = cfg.trainer.epochs * sum(len(row["input_ids"]) for row in data.train)  # real tokens, padding excluded
     record.update(
@@ -278,20 +281,17 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
         memory=peak_memory(accelerator.device),
     )
     if main_process:
-        if cfg.trainer.save_trainable and outcome.best_state:
-            record["artifacts"] = {"trainable": save_trainable(outcome.best_state, directory)}
-        results.write(directory, record)
+        try:
+            if cfg.trainer.save_trainable and outcome.best_state:
+                record["artifacts"] = {"trainable": save_trainable(outcome.best_state, directory)}
+            results.write(directory, record)
+        except results.WriteFailed as err:  # a full disk: the record says failed, where it can still be written
+            results.write_if_possible(directory, {**record, "status": "failed", "error": f"WriteFailed: {err}"})
+            accelerator.end_training()
+            raise
         drop_resume(directory)
     accelerator.end_training()
     if main_process:
         print(summary(record, directory))
     return record
 
-
-def _earlier_sessions_s(directory: Path) -> float:
-    """Wall time already spent on a run being resumed (its interrupted or failed record's total)."""
-    try:
-        timing = (results.read(directory) or {}).get("timing") or {}
-    except results.CorruptRecord:
-        return 0.0
-    return float(timing.get("wall_s", timing.get("earlier_sessions_s", 0.0)))

@@ -4,9 +4,10 @@ file (`run.log`) holding the same lines, so a Slurm job's output is readable nex
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from spafit_exp import results
 from spafit_exp.metrics import loss_falls
+from spafit_exp.run_files import open_plain
 
 RUN_LOG = "run.log"
 
@@ -87,9 +89,12 @@ class _Tee:
         while "\n" in self.pending:
             line, self.pending = self.pending.split("\n", 1)
             line = line.split("\r")[-1]
-            if line.strip():
-                self.log.write(line + "\n")
-                self.log.flush()
+            if line.strip() and self.log is not None:
+                try:
+                    self.log.write(line + "\n")
+                    self.log.flush()
+                except OSError:  # a full disk: the run goes on (and records its own failure) on the console alone
+                    self.log = None
         return self.stream.write(text)
 
     def flush(self) -> None:
@@ -101,15 +106,18 @@ class _Tee:
 
 @contextmanager
 def logged_to(path: Path, enabled: bool = True):
-    """Everything printed to stdout/stderr inside the block is also appended to `path` (run.log)."""
+    """Everything printed to stdout/stderr inside the block is also appended to `path` (run.log), which must be a
+    plain file of the run's own (a planted link is refused: ConfigError)."""
     if not enabled:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log:
-        out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
-        try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = out, err
+    log = os.fdopen(open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+        with suppress(OSError):  # a line a full disk refused is not worth hiding the run's own outcome for
+            log.close()

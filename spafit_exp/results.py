@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import REPO_ROOT, fingerprint
 from spafit_exp.errors import ConfigError
+from spafit_exp.run_files import (  # noqa: F401 - the run directory's lock and write error, also named here
+    LOCK,
+    WriteFailed,
+    acquire_lock,
+    lock_is_held,
+    lock_owner,
+    release_lock,
+    write_failed,
+)
+from spafit_exp.safe_paths import check_component, is_within
 
 RESULTS = "results.json"
 RESUME_FILE = "resume.pt"  # the loop's resume checkpoint (checkpointer.py); named here for readers without torch
@@ -29,10 +40,37 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run.dir)
 
 
+PATH_KEYS = ("experiment_name", "task.name", "method.tag", "model.name")  # the folders of a run directory
+
+
+def check_run_dir(cfg: DictConfig, writable: bool) -> None:
+    """ConfigError (one line) unless each value naming a folder of run.dir is one safe folder name, run.dir
+    resolves inside run.root (no `..`, no planted symbolic link leads out) and, if `writable`, the folder it is
+    to be created in can be written (a read-only experiment folder is named before anything is created)."""
+    for key in PATH_KEYS:
+        check_component(key, OmegaConf.select(cfg, key))
+    directory, root = Path(cfg.run.dir), Path(cfg.run.root)
+    if not is_within(directory, root):
+        raise ConfigError(f"run.dir={directory}: resolves outside run.root={root} (a symbolic link?); a run "
+                          "writes only inside run.root")
+    problem = check_writable(directory) if writable else None
+    if problem:
+        absolute = directory.expanduser().absolute()
+        folder = next(p for p in [absolute, *absolute.parents] if p.exists())
+        raise ConfigError(f"{folder}: cannot write there ({problem}), so the run directory "
+                          f"{directory} cannot be written; make it writable or choose another run.root")
+
+
 def layout_dir(root, experiment: str, task: str, method_tag: str, model: str, lr, seed) -> Path:
     """The run-directory layout of conf/config.yaml's run.dir, for records written outside a composed run
-    (the studies): <root>/<experiment>/<task>/<method tag>/<model>/lr=<lr>/seed=<seed>."""
-    return Path(root) / experiment / task / method_tag / model / f"lr={lr}" / f"seed={seed}"
+    (the studies): <root>/<experiment>/<task>/<method tag>/<model>/lr=<lr>/seed=<seed>. The values may come from
+    other runs' records, so each must be one folder name and the result lie inside `root` (else ConfigError)."""
+    names = {"experiment": experiment, "task": task, "method_tag": method_tag, "model": model, "lr": f"lr={lr}",
+             "seed": f"seed={seed}"}
+    directory = Path(root).joinpath(*(check_component(key, value) for key, value in names.items()))
+    if not is_within(directory, Path(root)):
+        raise ConfigError(f"{directory}: resolves outside {root} (a symbolic link?)")
+    return directory
 
 
 class CorruptRecord(ValueError):
@@ -55,6 +93,15 @@ def read(directory: Path) -> dict | None:
 
 class SkippedRecord(dict):
     """A finished run's record returned instead of running it again (skip-if-done)."""
+
+
+def earlier_sessions_s(directory: Path) -> float:
+    """Wall time already spent on a run being resumed (its interrupted or failed record's total)."""
+    try:
+        timing = (read(directory) or {}).get("timing") or {}
+    except CorruptRecord:
+        return 0.0
+    return float(timing.get("wall_s", timing.get("earlier_sessions_s", 0.0)))
 
 
 def is_completed(directory: Path) -> bool:
@@ -85,34 +132,45 @@ def replace_atomically(path: Path):
     """Yield a temp path beside `path` (one per process) to write to; it is renamed onto `path` when the block
     succeeds and removed when it fails, so readers see the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh random name created with O_EXCL (a predictable one could be planted as a link for the writer to
+        # follow); mode 0o666 less the umask, as for any file the run writes, so colleagues can read the result.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+    except OSError as err:
+        raise write_failed(path, err) from None
     try:
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, path)  # replaces a link planted at `path` itself, never writes through it
+    except BaseException as err:
+        failed = write_failed(path, err) if isinstance(err, Exception) else None  # before the temp frees its blocks
         tmp.unlink(missing_ok=True)
+        if failed is not None:
+            raise failed from None
         raise
 
 
 def write_json_atomic(path: Path, obj) -> None:
     """Temp file in the same folder + rename: readers see the old record or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
+    with replace_atomically(path) as tmp:
+        with open(tmp, "w") as handle:
             json.dump(obj, handle, indent=2, sort_keys=False, default=str)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write(directory: Path, record: dict) -> None:
     write_json_atomic(Path(directory) / RESULTS, record)
+
+
+def write_if_possible(directory: Path, record: dict) -> None:
+    """Write a failed or interrupted run's record unless the disk refuses it too (still full): then the record
+    stays as last written (`running`: sweep status calls it crashed) and the caller raises the run's own error."""
+    try:
+        write(directory, record)
+    except WriteFailed:
+        pass
 
 
 def require_writable_root(root) -> None:
@@ -213,76 +271,6 @@ def base_record(cfg: DictConfig) -> dict:
         "fingerprint": fingerprint.of(cfg),
         "provenance": provenance(),
     }
-
-
-# ---------------------------------------------------------------- one owner per run directory
-
-LOCK = ".lock"
-# A status probe (lock_is_held) holds a run's lock for microseconds; a job that finds it busy retries this often,
-# this far apart, before it concludes that another process owns the directory.
-LOCK_TRIES, LOCK_RETRY_S = 5, 0.05
-
-
-def acquire_lock(directory: Path):
-    """Exclusive, non-blocking `flock` on `<run dir>/.lock`. The kernel drops it when the owner exits, even on
-    SIGKILL, so a lock is never stale. Returns the open handle (keep it), or None if another process holds it."""
-    import fcntl
-
-    path = Path(directory) / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
-    for attempt in range(LOCK_TRIES):
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if attempt == LOCK_TRIES - 1:
-                handle.close()
-                return None
-            time.sleep(LOCK_RETRY_S)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{platform.node()} {os.getpid()}\n")
-    handle.flush()
-    return handle
-
-
-def lock_is_held(directory: Path) -> bool:
-    """Whether a live process owns the run directory, from its `.lock` alone: a shared non-blocking `flock` on a
-    read-only handle fails only while an owner holds it (the kernel, or NFS's lock manager, drops a dead owner's
-    lock), so no process table is read and it works for runs on other nodes. Never creates the file."""
-    import fcntl
-
-    try:
-        fd = os.open(Path(directory) / LOCK, os.O_RDONLY)
-    except OSError:  # no lock file: nobody ever ran here, or the directory is gone
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def lock_owner(directory: Path) -> str:
-    """`<host> <pid>` as the last owner wrote it into `.lock` (shown by `sweep status`; informative only)."""
-    try:
-        return (Path(directory) / LOCK).read_text().strip()
-    except OSError:
-        return ""
-
-
-def release_lock(handle) -> None:
-    """Unlock without deleting the file: unlinking a lock file races with processes that already opened it."""
-    import fcntl
-
-    if handle is not None:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def write_bench(out: str | Path, name: str, meta: dict, rows: list[dict], markdown: str) -> None:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from spafit_exp.data import STAGE_SEEDS
 from spafit_exp.errors import ConfigError
+from spafit_exp.heads import HEADS, head_of
 from spafit_exp.methods import get_method, validate_method
 from spafit_exp.readers import check_data_files
-from spafit_exp.results import require_writable_root
+from spafit_exp.results import check_run_dir, require_writable_root
 from spafit_exp.selectors import SELECTORS, validate_selector
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -32,17 +34,43 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Cross-field checks on the composed config. Raises ConfigError on the first violation."""
+    check_run_dir(cfg, writable=False)  # dry runs and studies too: no folder name may lead out of run.root
     _check_method(cfg)
     _check_trainer(cfg)
     _check_task(cfg.task)
     _check_model(cfg)
     _require(cfg.data.source in ("local", "hub"), "data.source", cfg.data.source, "local or hub")
+    _require(cfg.decoder.stage_seed in STAGE_SEEDS, "decoder.stage_seed", cfg.decoder.stage_seed,
+             f"one of {', '.join(STAGE_SEEDS)}")
     _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
     _require(cfg.tracking.mode in TRACKING_MODES, "tracking.mode", cfg.tracking.mode, f"one of {', '.join(TRACKING_MODES)}")
     if not trainer_is_dry(cfg):
         check_data_files(cfg)
         require_writable_root(cfg.run.root)
+        check_run_dir(cfg, writable=True)  # a read-only experiment folder, named before the run creates anything
         _check_hub(cfg)
+
+
+def check_swept_paths(argv: list[str]) -> None:
+    """Hydra creates each sweep job's run directory before the job starts, so every swept value that could name
+    a folder of one is checked before the first job (the CLI checks the first job's whole config itself). Only
+    string values of plain keys can: config groups name existing files and numbers are safe; each such value is
+    composed once, the other swept keys at their first value, and its run.dir checked."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from spafit_exp.config import GROUPS, check_overrides_compose
+
+    args = [a for a in argv if not a.startswith("-") and "=" in a and not a.lstrip("+~").startswith("hydra")]
+    for i, override in enumerate(OverridesParser.create().parse_overrides(args)):
+        if not override.is_sweep_override() or override.key_or_group in GROUPS:
+            continue
+        for value in list(override.sweep_string_iterator())[1:]:
+            try:
+                float(value)
+            except ValueError:
+                quote = "'" if "'" not in value else '"'  # quoted: any string parses as one value
+                line = f"{override.input_line.partition('=')[0]}={quote}{value}{quote}"
+                check_run_dir(check_overrides_compose([*args[:i], line, *args[i + 1:]]), writable=False)
 
 
 def _check_method(cfg: DictConfig) -> None:
@@ -108,6 +136,7 @@ def _check_model(cfg: DictConfig) -> None:
     m, arch = cfg.model, cfg.model.arch
     _require(m.family in ("bert", "roberta"), "model.family", m.family, "bert or roberta")
     _require(m.init in ("pretrained", "random"), "model.init", m.init, "pretrained or random")
+    _require(head_of(m) in HEADS, "model.head", m.get("head"), " or ".join(HEADS))
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
         _require(isinstance(arch[key], int) and arch[key] >= 1, f"model.arch.{key}", arch[key], "an integer >= 1")
     _require(arch.hidden_size % arch.num_attention_heads == 0, "model.arch.hidden_size", arch.hidden_size,

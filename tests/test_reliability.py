@@ -1,5 +1,6 @@
 """Failure records, resume after interruption or SIGKILL, and concurrent sweeps into one outputs/ folder."""
 
+import errno
 import json
 import os
 import signal
@@ -176,3 +177,75 @@ def test_non_finite_loss_survives_pickling():
 
     err = pickle.loads(pickle.dumps(NonFiniteLoss(7, float("nan"))))
     assert isinstance(err, NonFiniteLoss) and err.step == 7 and "step 7" in str(err)
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_at_the_first_record_leaves_nothing(tmp_path, monkeypatch):
+    """Nothing could be recorded: no record, `.lock`, `run.log` or empty folder is left to look like a run."""
+    real_dump = results.json.dump
+
+    def dump(obj, handle, *args, **kwargs):
+        return no_space() if results.RESULTS in handle.name else real_dump(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(results.json, "dump", dump)
+    cfg = tiny(tmp_path)
+    with pytest.raises(results.WriteFailed, match=f"cannot write {results.run_dir(cfg)}/results.json: No space left"):
+        run(cfg)
+    assert not (tmp_path / "default").exists()
+
+
+@pytest.mark.parametrize("module,writer,written", [("spafit_exp.checkpoint", "save_file", TRAINABLE_FILE),
+                                                   ("spafit_exp.checkpointer", "torch.save", RESUME_FILE)],
+                         ids=["trained_tensors", "checkpoint"])
+def test_disk_full_writing_tensors_is_one_line_and_a_failed_record(tmp_path, module, writer, written):
+    """The real command line, with safetensors' or torch's writer failing as on a full disk."""
+    code = (f"import errno, sys\nimport {module}\n"
+            "def full(*args, **kwargs):\n    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            f"{module}.{writer} = full\nfrom spafit_exp.__main__ import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", code, *TINY_RUN, "trainer.checkpoint_every=2", f"run.root={tmp_path}/out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    directory = tmp_path / "out/default/rte/full_ft/tiny_bert/lr=0.001/seed=1"
+    expected = f"cannot write {directory}/{written}: No space left on device"
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")] == [f"error: {expected}"]
+    record = results.read(directory)
+    assert record["status"] == "failed" and expected in record["error"]
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_run_log_that_cannot_be_written_does_not_stop_the_run():
+    """A full disk refusing run.log lines: the console goes on, the run reaches its own outcome."""
+    import io
+
+    from spafit_exp.console import _Tee
+
+    class FullDisk(io.StringIO):
+        write = no_space
+
+    console = io.StringIO()
+    tee = _Tee(console, FullDisk())
+    print("epoch 1", file=tee)
+    print("epoch 2", file=tee)
+    assert console.getvalue() == "epoch 1\nepoch 2\n"
+
+
+def test_a_writers_own_disk_full_error_names_the_file(tmp_path, monkeypatch):
+    """safetensors (SafetensorError) and torch.save (RuntimeError) report a full disk as no OSError."""
+    from types import SimpleNamespace
+
+    with pytest.raises(results.WriteFailed, match=f"cannot write {tmp_path}/{TRAINABLE_FILE}: No space left"):
+        with results.replace_atomically(tmp_path / TRAINABLE_FILE):
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "statvfs", lambda folder: SimpleNamespace(f_bavail=0))  # the temp took the last block
+        with pytest.raises(results.WriteFailed, match=f"cannot write {tmp_path}/{RESUME_FILE}: No space left"):
+            with results.replace_atomically(tmp_path / RESUME_FILE):
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    with pytest.raises(RuntimeError, match="not the disk"):  # any other error is the writer's own
+        with results.replace_atomically(tmp_path / RESUME_FILE):
+            raise RuntimeError("not the disk")
+    assert list(tmp_path.iterdir()) == []
