@@ -32,10 +32,26 @@ def cache_root(cfg: DictConfig) -> Path:
     return Path(os.environ.get("SPAFIT_CACHE", Path.home() / ".cache" / "spafit_exp"))
 
 
-def run_key(cfg: DictConfig, *extra) -> str:
-    """What a cached decoder or statistic depends on: model, task data slice, seed, max_len, and `extra`."""
+STAGE_SEED = 1  # the seed of stages shared by every repetition (decoder.stage_seed=shared): trainer.seed's default
+STAGE_SEEDS = ("shared", "run")
+
+
+def stage_seed(cfg: DictConfig) -> int:
+    """The seed of the stages before a run (decoder pre-tuning, selection statistics, diff pruning's fine-tune).
+    `decoder.stage_seed=shared` (default): STAGE_SEED for every repetition, as the subset paper tunes one decoder
+    from one initialisation and shares it and its statistics across repetitions; `run`: the run's own seed. A
+    randomly initialised model (`model.init=random`) always uses the run's: its theta0 is a function of that seed.
+    A config without the key (records written before it) used the run's."""
+    shared = OmegaConf.select(cfg, "decoder.stage_seed", default="run") == "shared"
+    return STAGE_SEED if shared and cfg.model.init != "random" else int(cfg.trainer.seed)
+
+
+def run_key(cfg: DictConfig, *extra, seed: int | None = None) -> str:
+    """What a cached decoder or statistic depends on: model, task data slice, the stage's seed (`seed`, default
+    `stage_seed(cfg)`: not the run's under shared stages), max_len, and `extra`."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    blob = json.dumps([model, cfg.task.name, cfg.data.source, _data_identity(cfg), cfg.trainer.seed,
+    seed = stage_seed(cfg) if seed is None else seed
+    blob = json.dumps([model, cfg.task.name, cfg.data.source, _data_identity(cfg), seed,
                        cfg.trainer.max_train_samples, cfg.trainer.max_len, *extra], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

@@ -1,22 +1,25 @@
 """Decoder pre-tuning (subset paper, Appendix A Table 4): train the task head alone on the frozen encoder —
 5 epochs, lr 4e-4, batch 64, clip 5, 10% warm-up, no weight decay — starting from the head initialisation of the
-run's seed (shared by every variant of one task/seed), cached on disk and reused. The same recipe gives the
-transfer study its decoder-only score (`train_head`)."""
+stage's seed (`decoder.stage_seed`: one for every repetition by default, as the paper shares its decoder), cached on
+disk and reused by every variant and seed of a task. The same recipe gives the transfer study its decoder-only
+score (`train_head`)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from spafit_exp.data import TaskData, cache_root, load_task_data, run_key
+from spafit_exp.data import TaskData, cache_root, load_task_data, run_key, stage_seed
 from spafit_exp.methods import Prepared
-from spafit_exp.modeling import build_tokenizer
+from spafit_exp.modeling import build_model, build_tokenizer
 from spafit_exp.params import freeze_all, is_head, restored, unfreeze
 from spafit_exp.results import replace_atomically, write_json_atomic
 from spafit_exp.train import TrainResult, train
@@ -42,24 +45,41 @@ def train_head(cfg: DictConfig, recipe, model: torch.nn.Module, data: TaskData |
 
 
 def pretuned_head(cfg: DictConfig, model: torch.nn.Module, recipe) -> tuple[dict[str, torch.Tensor], str]:
-    """The pre-tuned head's tensors for this model/task/seed (trained once, then read from the cache); the model
-    is left as it was."""
+    """The pre-tuned head's tensors for this model/task and the stage's seed (trained once, then read from the
+    cache); the model is left as it was."""
     key = run_key(cfg, "decoder", OmegaConf.to_container(OmegaConf.structured(recipe), resolve=True))
     path = cache_root(cfg) / "decoders" / f"{cfg.task.name}-{key}.safetensors"
     if path.is_file():
         return load_file(str(path)), str(path)
+    seed = stage_seed(cfg)
     tuned = decoder_cfg(cfg, recipe)
+    tuned.trainer.seed = seed  # its data order
     # A label over the loop's own epoch bars: which phase of the run they belong to.
-    with restored(model), tqdm(total=1, desc=f"decoder pre-tuning ({cfg.task.name}, {recipe.epochs} epochs)",
-                               bar_format="{desc}", leave=False):
+    with _stage_model(cfg, model, seed) as start, tqdm(
+            total=1, desc=f"decoder pre-tuning ({cfg.task.name}, {recipe.epochs} epochs)", bar_format="{desc}",
+            leave=False):
         tuned.trainer.eval_every_epoch = False
-        result = train_head(tuned, recipe, model)
-        head = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)}
+        set_seed(seed)  # its dropout: the same decoder whichever run computes it
+        result = train_head(tuned, recipe, start)
+        head = {n: p.detach().cpu().clone() for n, p in start.named_parameters() if is_head(n)}
     with replace_atomically(path) as tmp:
         save_file({k: v.contiguous() for k, v in head.items()}, str(tmp))
-    # The decoder-only dev score: the frozen-encoder baseline every subset run of this task/seed starts from.
+    # The decoder-only dev score: the frozen-encoder baseline every subset run of this task starts from.
     write_json_atomic(path.with_suffix(".json"), result.best.get("dev", {}))
     return head, str(path)
+
+
+@contextmanager
+def _stage_model(cfg: DictConfig, model: torch.nn.Module, seed: int):
+    """The model the decoder is tuned on: the run's own (restored afterwards) when the stage's seed is the run's,
+    else the one that seed builds (as `checkpoint.seeded_model` would): the shared head initialisation, on the same
+    pretrained encoder."""
+    if seed == int(cfg.trainer.seed):
+        with restored(model):
+            yield model
+        return
+    set_seed(seed)
+    yield build_model(cfg.model, cfg.task)
 
 
 def decoder_scores(path: str) -> dict:

@@ -49,6 +49,7 @@ class DecoderConfig:
     method trains. pretune: null = for fixed-subset methods only, true = every method, false = never."""
 
     pretune: Optional[bool] = MISSING
+    stage_seed: str = MISSING  # shared | run (spafit_exp/data.py: stage_seed)
     epochs: int = MISSING
     lr: float = MISSING
     batch_size: int = MISSING

@@ -1,5 +1,6 @@
 """Diff pruning prunes once: the L1 fine-tune runs at the selector's own rate (selector.prune_lr) and its deltas
-are cached per (model, task, seed, recipe), so every retraining learning rate of a grid retrains the same mask."""
+are cached per (model, task, decoder, recipe), so every retraining learning rate of a grid retrains the same mask;
+by default (the paper's procedure) the mask is the top k of the finished fine-tune's |theta - theta0|."""
 
 from spafit_exp.app import prepare
 from spafit_exp.selectors import diff_pruning as pruning
@@ -25,9 +26,43 @@ def test_one_pruning_finetune_serves_every_retraining_lr(tmp_path, monkeypatch):
     assert masks[0] == masks[1]
 
 
+def test_default_prunes_once_after_the_l1_finetune(tmp_path, monkeypatch):
+    """selector=diff_pruning's defaults are the paper's procedure (dguo98/DiffPruning run_glue_mag.py): a full
+    L1-penalised fine-tune with no pruning inside it — its final model differs from theta0 in far more than k
+    candidates — then, once, the k largest |theta - theta0| of that final model."""
+    import torch
+
+    from spafit_exp.masking import FlatParams, candidate_params
+    from spafit_exp.selection import pretune_decoder, run_selection
+    from tests.test_selectors import tiny_model_from
+
+    finetuned, penalties = {}, []
+    real = pruning.train
+
+    def keep_model(cfg, prepared, *args, **kwargs):
+        penalties.append(prepared.info.get("penalty"))
+        outcome = real(cfg, prepared, *args, **kwargs)
+        finetuned.update({n: p.detach().clone() for n, p in prepared.model.named_parameters()})
+        return outcome
+
+    monkeypatch.setattr(pruning, "train", keep_model)
+    k = 40
+    cfg = run_cfg(tmp_path, "diff_pruning", f"selector.k={k}", "selector.prune_lr=1e-2", "trainer.epochs=2")
+    model = tiny_model_from(cfg)
+    decoder = pretune_decoder(cfg, model, fixed_subset=True)
+    theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}  # with the pre-tuned head
+    selection = run_selection(cfg, model, decoder["decoder"])
+    assert penalties == ["l1"]
+    names = FlatParams(candidate_params(model, cfg.method.candidates)).names
+    delta = torch.cat([(finetuned[n] - theta0[n]).reshape(-1) for n in names])
+    assert int(torch.count_nonzero(delta)) > 100 * k  # nothing pruned while it trained (gradual leaves exactly k)
+    assert selection.index.tolist() == torch.topk(delta.abs(), k).indices.sort().values.tolist()
+
+
 def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
-    """prune_schedule=gradual: the fine-tune itself ends with exactly k differences among the candidates and
-    nothing else of the encoder moved, so the pruned model is the fine-tuned model (nothing lost by pruning)."""
+    """selector=diff_pruning_gradual_noretrain (prune_schedule=gradual): the fine-tune itself ends with exactly k
+    differences among the candidates and nothing else of the encoder moved, so the pruned model is the fine-tuned
+    model (nothing lost by pruning)."""
     import torch
 
     from spafit_exp.params import is_head
@@ -42,8 +77,9 @@ def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
         return outcome
 
     monkeypatch.setattr(pruning, "train", keep_model)
-    cfg = run_cfg(tmp_path, "diff_pruning_noretrain", "selector.k=40", "selector.prune_lr=1e-2",
+    cfg = run_cfg(tmp_path, "diff_pruning_gradual_noretrain", "selector.k=40", "selector.prune_lr=1e-2",
                   "trainer.epochs=2", "selector.prune_end=0.5")
+    assert cfg.selector.prune_schedule == "gradual" and not cfg.selector.retrain
     theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
     prepared = prepare(cfg)
     encoder = [n for n in theta0 if not is_head(n)]

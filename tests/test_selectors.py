@@ -38,6 +38,24 @@ def test_combined_matches_eq3():
     assert int(torch.topk(combine(down, pre, "mean"), 1).indices) == 0  # 9/(1+8) loses to 4/(1+1)
 
 
+def test_default_combined_scores_eq3_literally(monkeypatch):
+    """selector=combined's defaults score F_down / (1 + F_pretr) elementwise (eq. 3 as printed, no rescaling), and
+    pick its top k: statistics of different scales, on which mean normalisation picks another set."""
+    from spafit_exp.selectors import sqgrad
+
+    g = torch.Generator().manual_seed(0)
+    down, pre = torch.rand(1000, generator=g) * 1e-3, torch.rand(1000, generator=g) * 1e2
+    monkeypatch.setattr(sqgrad, "downstream_stats", lambda ctx: down)
+    monkeypatch.setattr(sqgrad, "pretrain_stats", lambda ctx: pre)
+    cfg = compose(["method=subset", "selector=combined"])
+    options = selector_options(cfg.selector)
+    torch.testing.assert_close(combine(down, pre, options.normalise), down / (1 + pre), rtol=0, atol=0)
+    picked = sqgrad.combined(Context(cfg, options, None, None, 100, "none"))
+    expected = set(torch.topk(down / (1 + pre), 100).indices.tolist())
+    assert set(picked.index.tolist()) == expected
+    assert set(torch.topk(combine(down, pre, "mean"), 100).indices.tolist()) != expected
+
+
 @pytest.mark.parametrize("chunk", [1, 4])
 def test_combined_none_is_eq3_of_means(tmp_path, chunk):
     """Eq. 2 makes each F a mean over its own N examples: with 6 training rows and 9 paragraphs, `none` is

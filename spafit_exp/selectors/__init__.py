@@ -9,12 +9,14 @@ Adding a selector = a module in this package with `@register(name, options=...)`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from omegaconf import MISSING, DictConfig
 from torch import nn
 
+from spafit_exp.data import stage_seed as shared_stage_seed
 from spafit_exp.masking import FlatParams, check_size_options
 from spafit_exp.registry import Registry, discover, typed_options
 
@@ -52,6 +54,19 @@ class Context:
     flat: FlatParams
     k: int
     decoder_key: str
+
+    @property
+    def stage_seed(self) -> int:
+        """The seed a selector's own computations draw from and are cached under (data.py `stage_seed`): shared by
+        the repetitions when the head is the shared pre-tuned decoder; the run's own when no decoder was pre-tuned,
+        since the head is then the run seed's initialisation."""
+        return shared_stage_seed(self.cfg) if self.decoder_key != "none" else int(self.cfg.trainer.seed)
+
+    @property
+    def decoder_id(self) -> str:
+        """The pre-tuned decoder's file name, its own cache key: what a statistic's key holds, so that it does not
+        depend on where the cache is."""
+        return Path(self.decoder_key).name
 
 
 @dataclass(frozen=True)

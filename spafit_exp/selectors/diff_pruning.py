@@ -1,17 +1,20 @@
-"""`selector=diff_pruning`: fine-tune fully with an L1 penalty on theta - theta0 (method full_ft_l1 in our loop,
-at its own rate `prune_lr`), keep the k largest |theta - theta0|. With `retrain: true` the k elements are
-trained again from theta0; with `retrain: false` (`selector=diff_pruning_noretrain`) the pruned model itself —
-theta0 plus the k kept differences, with the fine-tuned head — is evaluated.
+"""`selector=diff_pruning` (subset paper, section 3.1): fine-tune fully with an L1 penalty on theta - theta0
+(method full_ft_l1 in our loop, at its own rate `prune_lr`), then keep the k largest |theta - theta0| of the
+fine-tuned model, once (`prune_schedule=once`): the magnitude pruning of a finished fine-tune to a target sparsity
+that dguo98/DiffPruning's examples/run_glue_mag.py does. With `retrain: true` the k elements are trained again
+from theta0 (their examples/run_glue_fixmask_finetune.py); with `retrain: false` (`selector=diff_pruning_noretrain`)
+the pruned model itself — theta0 plus the k kept differences, with the fine-tuned head — is evaluated.
 
-The fine-tune runs once per (model, task, seed, recipe): its deltas and head are cached and shared by every
-retraining learning rate of a grid, as the paper prunes once.
+The fine-tune runs once per (model, task, decoder, recipe, stage seed): its deltas and head are cached and shared
+by every retraining learning rate of a grid, by both variants and, under `decoder.stage_seed=shared` (default), by
+every repetition, as the paper prunes once.
 
-`prune_schedule`: `once` is the paper read literally (fine-tune, then keep the top k once); `gradual` (default)
-prunes the differences during the fine-tune, as Guo et al. project their diff vector to the target sparsity and
-then keep training it: the kept count follows Zhu & Gupta's cubic schedule from all candidates down to k by
-`prune_end` of the steps, and the rest of the fine-tune trains those k. The pruned model is then the fine-tuned
-model itself; under `once` the fine-tune's changes are dense and the top 0.1% keeps almost none of them
-(SST-2 sanity, embedded model: 0.516, the majority class; docs/subset.md)."""
+`prune_schedule=gradual` (`selector=diff_pruning_gradual`, `diff_pruning_gradual_noretrain`; ours) prunes the
+differences during the fine-tune, as Guo et al. project their diff vector to the target sparsity and then keep
+training it: the kept count follows Zhu & Gupta's cubic schedule from all candidates down to k by `prune_end` of the
+steps, and the rest of the fine-tune trains those k. The pruned model is then the fine-tuned model itself; under
+`once` the fine-tune's changes are dense and the top 0.1% keeps little of them (SST-2 sanity, embedded model:
+0.516 once, 0.773 gradual; docs/subset.md)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from omegaconf import MISSING, OmegaConf
 from tqdm.auto import tqdm
 
@@ -98,14 +102,15 @@ def _check(s: DiffPruningOptions) -> None:
 def pruning_finetune(ctx: Context) -> dict:
     """{'delta': flat theta - theta0 of the candidates, 'head': tuned head tensors}, cached."""
     cfg, s = ctx.cfg, ctx.options
-    recipe = OmegaConf.to_container(cfg.trainer, resolve=True) | {"lr": float(s.prune_lr)}
+    seed = ctx.stage_seed  # not the run's under shared stages: one fine-tune for every repetition
+    recipe = OmegaConf.to_container(cfg.trainer, resolve=True) | {"lr": float(s.prune_lr), "seed": seed}
     schedule = [s.prune_schedule] + ([float(s.prune_end), ctx.k] if s.prune_schedule == "gradual" else [])
-    key = run_key(cfg, "diff_pruning", float(s.l1), recipe, ctx.flat.names, schedule)
+    key = run_key(cfg, "diff_pruning", float(s.l1), recipe, ctx.flat.names, schedule, ctx.decoder_id, seed=seed)
     path = cache_root(cfg) / "stats" / f"{cfg.task.name}-diffprune-{key}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu")
     tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr))
+    tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr), seed=seed)
     phase = tqdm(total=1, desc=f"diff-pruning fine-tune ({cfg.task.name}, l1={float(s.l1):g})",
                  bar_format="{desc}", leave=False)  # a label over the loop's own epoch bars
     with phase, restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
@@ -115,7 +120,9 @@ def pruning_finetune(ctx: Context) -> dict:
         prepared = full_ft_l1(model, options)
         if s.prune_schedule == "gradual":
             prepared = _pruned_while_training(prepared, ctx, theta0)
-        outcome = train(tuned, prepared, load_task_data(tuned, build_tokenizer(cfg.model)), Accelerator())
+        data = load_task_data(tuned, build_tokenizer(cfg.model))
+        set_seed(seed)  # its dropout: the same fine-tune whichever run computes it
+        outcome = train(tuned, prepared, data, Accelerator())
         saved = {"delta": torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(ctx.flat.params, theta0)]),
                  "head": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)},
                  "losses": outcome.losses}  # the fine-tune's loss curve: what a check of "did it learn" reads

@@ -3,11 +3,12 @@
 - `downstream_sqgrad`: F_down, the mean over the training rows of each row's squared task-loss gradient (eq. 2,
   the empirical Fisher diagonal);
 - `pretrain_sqgrad`: F_pretr, the same for the MLM loss on WikiText paragraphs (vendored WikiText-2 raw);
-- `combined`: F_down / (1 + F_pretr) (eq. 3).
+- `combined`: F_down / (1 + F_pretr) (eq. 3, literally by default; `normalise=mean` rescales both first).
 
 Gradients are per example whatever `stat_batch_size` is: it only sets how many examples share one batched
 forward/backward (spafit_exp/persample.py). Statistics are computed once, cached on disk (keyed by model, task
-slice, seed, decoder and sample count) and shared by every learning rate and repetition of a grid."""
+slice, decoder, sample count and the stage's seed — one for every repetition by default, `decoder.stage_seed`) and
+shared by every learning rate and repetition of a grid, as the paper shares them."""
 
 from __future__ import annotations
 
@@ -49,11 +50,13 @@ class PretrainOptions(SelectorOptions):
 class CombinedOptions(DownstreamOptions):
     pretrain_samples: int = MISSING
     wikitext: Optional[str] = MISSING
-    normalise: str = MISSING  # mean | none
+    normalise: str = MISSING  # none (eq. 3) | mean (each statistic scaled to mean 1 first)
 
 
-def _cached(cfg, kind: str, extra, compute) -> torch.Tensor:
-    path = cache_root(cfg) / "stats" / f"{cfg.task.name}-{kind}-{run_key(cfg, kind, STATS_VERSION, extra)}.pt"
+def _cached(ctx: Context, kind: str, extra, compute) -> torch.Tensor:
+    cfg = ctx.cfg
+    key = run_key(cfg, kind, STATS_VERSION, extra, seed=ctx.stage_seed)
+    path = cache_root(cfg) / "stats" / f"{cfg.task.name}-{kind}-{key}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu")
     value = compute()
@@ -77,7 +80,7 @@ def downstream_stats(ctx: Context) -> torch.Tensor:
         return mean_sq_grad(ctx.model, ctx.flat, rows, data.collate, s.stat_batch_size,
                             f"downstream sq-grad ({cfg.task.name})")
 
-    return _cached(cfg, "downstream", [ctx.decoder_key, s.stat_samples, ctx.flat.names], compute)
+    return _cached(ctx, "downstream", [ctx.decoder_id, s.stat_samples, ctx.flat.names], compute)
 
 
 def pretrain_stats(ctx: Context) -> torch.Tensor:
@@ -86,22 +89,23 @@ def pretrain_stats(ctx: Context) -> torch.Tensor:
     s, cfg = ctx.options, ctx.cfg
 
     def compute():
-        mlm = mlm_model_like(cfg.model, ctx.model, cfg.trainer.seed)
+        mlm = mlm_model_like(cfg.model, ctx.model, ctx.stage_seed)
         tokenizer = build_tokenizer(cfg.model)
         texts = wikitext_paragraphs(s.wikitext)[: s.pretrain_samples]
-        rows = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, cfg.trainer.seed)
+        rows = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, ctx.stage_seed)
                 if any(label != -100 for label in r["labels"])]
         return mean_sq_grad(mlm, ctx.flat, rows, PadCollator(tokenizer.pad_token_id or 0), s.stat_batch_size,
                             f"pretrain sq-grad (WikiText, {len(rows)} paragraphs)")
 
-    return _cached(cfg, "pretrain", [s.pretrain_samples, str(s.wikitext), ctx.flat.names], compute)
+    return _cached(ctx, "pretrain", [s.pretrain_samples, str(s.wikitext), ctx.flat.names], compute)
 
 
 def combine(f_down: torch.Tensor, f_pretr: torch.Tensor, normalise: str) -> torch.Tensor:
     """Eq. 3: F_down / (1 + F_pretr), each F a mean over its examples (eq. 2: 1/N sum_i g_i^2, N rows or
-    paragraphs), as downstream_stats / pretrain_stats return them. The two still differ by orders of magnitude
-    (different losses and heads), which decides whether the `1 +` matters at all: `mean` rescales each to mean 1
-    over the candidates first, so the ratio trades them off on equal terms; `none` is eq. 3 literally."""
+    paragraphs), as downstream_stats / pretrain_stats return them. `none` (default) is eq. 3 literally. The two
+    differ by orders of magnitude (different losses and heads), which decides whether the `1 +` matters at all:
+    `mean`, an option of ours, rescales each to mean 1 over the candidates first, so the ratio trades them off on
+    equal terms."""
     if normalise == "mean":
         f_down = f_down / f_down.mean().clamp_min(1e-30)
         f_pretr = f_pretr / f_pretr.mean().clamp_min(1e-30)
