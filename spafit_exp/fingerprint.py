@@ -19,6 +19,12 @@ IGNORED = (
 )
 
 
+# Keys added after records existed, with the value that reproduces what runs did before them. A setting at that
+# value is left out of the fingerprint, so a finished run of an older version is still recognised (skipped, resumed,
+# averaged in one table cell) instead of refused as "model.head <unset> → default".
+INTRODUCED_AT = {"model.head": "default", "model.trust_remote_code": False}
+
+
 def _flatten(value, prefix: str, out: dict) -> dict:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -36,7 +42,8 @@ def settings(cfg: DictConfig | dict) -> dict:
     """The maths-relevant settings of a config as {dotted key: value}, sorted."""
     tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     flat = _flatten(tree, "", {})
-    return {k: flat[k] for k in sorted(flat) if not _ignored(k)}
+    return {k: flat[k] for k in sorted(flat)
+            if not _ignored(k) and not (k in INTRODUCED_AT and flat[k] == INTRODUCED_AT[k])}
 
 
 def digest(values: dict) -> str:

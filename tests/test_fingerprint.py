@@ -136,3 +136,17 @@ def test_unmixed_cells_have_no_marker(tmp_path):
     cell = tables.select_lr(tables.collect(tmp_path)).iloc[0]
     assert tables.MIXED not in tables.fmt(cell, "accuracy")
     assert json.dumps(cell["mixed_keys"]) == "[]"
+
+
+def test_keys_added_later_keep_older_records_fingerprints():
+    """A record written before `model.head` (or `model.trust_remote_code`) existed has no such setting; at the
+    value that reproduces the old behaviour the new key must not change the fingerprint, or every finished run
+    would be refused after an upgrade. Any other value must."""
+    from omegaconf import OmegaConf
+
+    cfg = compose(FIRST)
+    old_tree = OmegaConf.to_container(cfg, resolve=True)
+    for name in ("head", "trust_remote_code"):
+        old_tree["model"].pop(name, None)
+    assert fingerprint.of(old_tree) == fingerprint.of(cfg)
+    assert fingerprint.of(compose([*FIRST, "model.head=linear"]))["hash"] != fingerprint.of(cfg)["hash"]
