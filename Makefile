@@ -6,7 +6,7 @@ export WANDB_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all tables sanity bench lint clean
+.PHONY: install run test test-all tables sanity repro bench lint clean
 
 install:
 	python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ tables:
 # Every method (and method=subset with every selector) learns on SST-2 at its recommended rate (~30 min, 2 cores)
 sanity:
 	$(PY) scripts/sanity.py
+
+# One paper's main table, its published numbers beside ours and its claims checked (docs/reproductions.md):
+#   make repro PAPER=stoc [ARGS="--scale tiny|cpu|paper --plan --report"]
+repro:
+	$(PY) -m spafit_exp.repro $(PAPER) $(ARGS)
 
 bench:
 	$(PY) scripts/bench_peer.py --repeats 3 --padded --bf16 --subset --overhead

@@ -104,4 +104,12 @@ def test_lower_layers_never_import_upper_ones():
     for module in bottom:
         assert graph[module] <= bottom | {"spafit_exp"}, (module, graph[module] - bottom)
     assert "spafit_exp.app" not in set().union(*(graph[m] for m in graph if m not in ("spafit_exp.__main__",
-                                                                                     "spafit_exp.lr_search")))
+                                                                                     "spafit_exp.lr_search")
+                                                  and not m.startswith("spafit_exp.repro")))
+
+
+def test_nothing_imports_the_reproductions():
+    """spafit_exp.repro sits on top: it runs runs and reads records; no other module may depend on it."""
+    graph = import_graph()
+    outside = {m: graph[m] for m in graph if m != "spafit_exp.repro" and not m.startswith("spafit_exp.repro.")}
+    assert not {m for m, targets in outside.items() if any(t.startswith("spafit_exp.repro") for t in targets)}
