@@ -42,6 +42,7 @@ bench:
 	$(PY) scripts/bench_sampling.py --sizes 22.7e6,125e6
 	$(PY) scripts/bench_memory.py --task sst2 --method full_ft --rows 32000
 	$(PY) scripts/bench_stats.py --rows 256 --paragraphs 256
+	$(PY) scripts/bench_cli.py
 
 lint:
 	$(PY) -m ruff check spafit_exp scripts tests

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import functools
-import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,7 +14,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from spafit_exp import CONF_DIR, fingerprint
-from spafit_exp.results import RESULTS
+from spafit_exp.results import RESULTS, CorruptRecord, read
+from spafit_exp.safe_paths import is_within
 
 KEYS = ["experiment", "task", "method_tag", "model"]
 EDGE = "†"
@@ -64,19 +65,34 @@ def _row(path: Path, record: dict) -> dict:
     return row
 
 
+def _nonfinite(path: Path, record: dict) -> bool:
+    """A completed run with a non-finite score (NaN, ±Infinity) counts as failed: such a score would otherwise
+    win (or poison) the learning-rate choice and print as `inf`."""
+    best = (record.get("metrics") or {}).get("best") or {}
+    bad = [f"{split} {name}={score}" for split in ("dev", "test", "train") for name, score in
+           (best.get(split) or {}).items() if isinstance(score, float) and not math.isfinite(score)]
+    if not bad or record.get("status") != "completed":
+        return False
+    print(f"warning: {path}: non-finite score ({', '.join(bad)}): counted as a failed run", file=sys.stderr)
+    return True
+
+
 def collect(root: Path) -> pd.DataFrame:
-    """One row per run. Unreadable or malformed files are reported and skipped: one bad file must not hide the
-    others (records are written atomically, but disks fill up and people edit files by hand)."""
+    """One row per run. Unreadable or malformed records (results.read: no plain file, bad JSON, a field of the
+    wrong type or a path-like identity field) are reported and skipped, one warning each: one bad file must not
+    hide the others (records are written atomically, but disks fill up and people edit files by hand)."""
     rows, skipped = [], []
     for path in sorted(Path(root).rglob(RESULTS)):
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            rows.append(_row(path, record))
-        except (OSError, ValueError, AttributeError, TypeError, KeyError) as err:  # ValueError: bad JSON/UTF-8
-            print(f"warning: skipping {path}: {type(err).__name__}: {err}", file=sys.stderr)
+            if not is_within(path.parent, Path(root)):
+                raise CorruptRecord(f"{path}: resolves outside {root} (a symbolic link?)")
+            record = read(path.parent)
+        except CorruptRecord as err:
+            print(f"warning: skipping {err}", file=sys.stderr)
             skipped.append(str(path))
+            continue
+        if record is not None:  # None: removed since the folder was listed
+            rows.append(_row(path, record) | ({"status": "failed"} if _nonfinite(path, record) else {}))
     df = pd.DataFrame(rows)
     df.attrs["skipped"] = skipped  # unreadable records: every table's footer counts them
     if df.empty:

@@ -32,14 +32,15 @@ def next_lr(lrs: list[float], best: float) -> float:
 
 
 def extend_grid(grid: list[float], score: Callable[[float], float], max_extensions: int = 4) -> dict:
-    """`score(lr)` -> mean dev main metric (higher is better). Returns tried scores, best LR, interior flag."""
+    """`score(lr)` -> mean dev main metric (higher is better). Returns tried scores, best LR, interior flag. A
+    non-finite score (NaN, ±Infinity: a failed rate) never wins."""
     if len(grid) < 2:
         raise ValueError("the grid needs at least two learning rates")
     tried = {lr: score(lr) for lr in sorted(grid)}
     extensions = 0
     while True:
         lrs = sorted(tried)
-        best = max(lrs, key=lambda lr: (tried[lr] if not math.isnan(tried[lr]) else -math.inf))
+        best = max(lrs, key=lambda lr: (tried[lr] if math.isfinite(tried[lr]) else -math.inf))
         interior = lrs[0] < best < lrs[-1]
         if interior or extensions >= max_extensions:
             break

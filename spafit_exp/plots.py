@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only: no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from spafit_exp.safe_paths import check_component  # noqa: E402
+
 MARKERS = "osD^v<>pPX*h"
 
 
@@ -101,9 +103,11 @@ def write_plots(computed: list[tuple[str, pd.DataFrame, pd.DataFrame]], out: Pat
     """`computed`: (experiment, its runs, its cells) triples, as `make tables` selected them."""
     written = []
     for experiment, runs, cells in computed:
+        check_component("experiment", experiment)  # folder and file names below: never `../x`
         if "lr" not in cells:  # no completed run anywhere in this experiment
             continue
         for task, group in cells[cells.lr.notna()].groupby("task"):
+            check_component("task", task)
             written += plot_pareto(experiment, task, group, out)
             written += plot_pareto(experiment, task, group, out, cost="peak_bytes")
             written += plot_lr_curves(experiment, task, runs[runs.task == task], out)

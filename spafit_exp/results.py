@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp import REPO_ROOT, fingerprint
+from spafit_exp import REPO_ROOT, fingerprint, record_check
 from spafit_exp.errors import ConfigError
 from spafit_exp.run_files import (  # noqa: F401 - the run directory's lock and write error, also named here
     LOCK,
@@ -24,6 +24,7 @@ from spafit_exp.run_files import (  # noqa: F401 - the run directory's lock and 
     acquire_lock,
     lock_is_held,
     lock_owner,
+    read_plain,
     release_lock,
     write_failed,
 )
@@ -78,16 +79,22 @@ class CorruptRecord(ValueError):
 
 
 def read(directory: Path) -> dict | None:
-    """The run's record, None if there is none; CorruptRecord (naming the file) if it cannot be read."""
+    """The run's record, None if there is none; CorruptRecord (naming the file) if it cannot be read, is no plain
+    file (a FIFO, a link) or is malformed (a field of the wrong type, record_check)."""
     path = Path(directory) / RESULTS
-    if not path.is_file():
-        return None
     try:
-        record = json.loads(path.read_text())
+        raw = read_plain(path)
+        if raw is None:
+            return None
+        record = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CorruptRecord(f"{path}: unreadable record ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise CorruptRecord(f"{path}: unreadable record ({type(err).__name__}: {why})") from None
     if not isinstance(record, dict):
         raise CorruptRecord(f"{path}: unreadable record (not a JSON object)")
+    malformed = record_check.problem(record)
+    if malformed:
+        raise CorruptRecord(f"{path}: malformed record ({malformed})")
     return record
 
 
@@ -115,7 +122,7 @@ def is_completed(directory: Path) -> bool:
 def set_aside(directory: Path, why: str) -> Path | None:
     """Move results.json to results.<why>-<UTC time>.json beside it (kept, never deleted); returns the new path."""
     path = Path(directory) / RESULTS
-    if not path.is_file():
+    if not os.path.lexists(path):  # a FIFO or a link planted as the record is moved aside too (never followed)
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = path.with_name(f"results.{why}-{stamp}.json")

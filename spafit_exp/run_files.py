@@ -63,6 +63,27 @@ def open_plain(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def read_plain(path: Path) -> bytes | None:
+    """The bytes of a file read back from a run directory (a record), None if there is none. Only a plain file is
+    read: OSError naming what `path` is otherwise, since a FIFO would block the reader for ever and a symbolic link
+    would read some other file in place of the run's own."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not the run's own file") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a plain file (a FIFO, a device or a folder?)")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def acquire_lock(directory: Path):
     """Exclusive, non-blocking `flock` on `<run dir>/.lock`. The kernel drops it when the owner exits, even on
     SIGKILL, so a lock is never stale. Returns the open handle (keep it), or None if another process holds it."""

@@ -20,8 +20,10 @@ import pandas as pd
 
 from spafit_exp import costs, significance
 from spafit_exp.cells import EDGE, MISSING, MIXED, collect, fmt, num, select_lr  # noqa: F401 - the tables' vocabulary
-from spafit_exp.layouts import layout_of
+from spafit_exp.errors import ConfigError
+from spafit_exp.layouts import assembled, layout_of
 from spafit_exp.plots import write_plots
+from spafit_exp.safe_paths import check_component
 
 
 def _params(cells: pd.DataFrame) -> str:
@@ -154,6 +156,7 @@ def write_tables(df: pd.DataFrame, out: Path, strict: bool = False, cost: bool =
     unreadable = [f"{len(skipped)} unreadable records skipped (named on stderr): {', '.join(skipped[:3])}"
                   f"{', …' if len(skipped) > 3 else ''}."] if skipped else []
     for experiment, runs in df.groupby("experiment", sort=True):
+        check_component("experiment", experiment)  # a file name below: never `../x` (collect skips such records)
         cells = select_lr(runs)
         table = build_ablation(experiment, cells)
         tested = layout_of(experiment).significance if level is None else level
@@ -167,12 +170,21 @@ def write_tables(df: pd.DataFrame, out: Path, strict: bool = False, cost: bool =
         if strict and any(n.startswith(MIXED) for n in notes):
             raise MixedRecipes(f"{experiment}: " + " ".join(n for n in notes if n.startswith(MIXED)))
         note = " ".join([footer(runs, cells), *notes, *unreadable])
-        markdown = f"## {experiment}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
-        (out / f"{experiment}.md").write_text(markdown)
-        (out / f"{experiment}.tex").write_text(to_latex(table, note))
-        print(markdown)
-        written[experiment] = out / f"{experiment}.md"
+        written[experiment] = _write(out, experiment, table, note)
+    for name, build in assembled():  # tables built from several experiments' runs (the subset paper's Table 3)
+        built = build(df)
+        if built is not None:
+            written[name] = _write(out, name, built[0], " ".join([built[1], *unreadable]))
     return written
+
+
+def _write(out: Path, name: str, table: pd.DataFrame, note: str) -> Path:
+    """`<out>/<name>.md` (also printed) and `<out>/<name>.tex`."""
+    markdown = f"## {name}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n\n{note}\n"
+    (out / f"{name}.md").write_text(markdown)
+    (out / f"{name}.tex").write_text(to_latex(table, note))
+    print(markdown)
+    return out / f"{name}.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else root / "tables"
     try:
         written = write_tables(df, out, strict=args.strict, cost=args.cost, level=args.significance)
-    except MixedRecipes as err:
+    except (MixedRecipes, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for path in written.values():

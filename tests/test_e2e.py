@@ -2,7 +2,9 @@
 
 import json
 import math
-import time
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -110,12 +112,56 @@ BAD_CLI = [
 ]
 
 
+# The CLI as run_cli runs it, reporting on stdout (one `WATCH {...}` line at exit) whether the run itself
+# (spafit_exp.app) was imported and which calls that build a model or tokenizer, or load data, were made.
+WATCHED = {"spafit_exp.modeling": ["build_model", "build_tokenizer", "load_pretrained"],
+           "spafit_exp.data": ["load_task_data"]}
+WATCH = f"""
+import atexit, importlib.machinery, json, runpy, sys
+WATCHED, called = {WATCHED!r}, []
+
+class Watch:
+    def find_spec(self, name, path, target=None):
+        if name not in WATCHED:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            for fn in WATCHED[name]:
+                def spy(*args, _fn=getattr(module, fn), _name=fn, **kwargs):
+                    called.append(_name)
+                    return _fn(*args, **kwargs)
+                setattr(module, fn, spy)
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, Watch())
+atexit.register(lambda: print("WATCH " + json.dumps({{"app": "spafit_exp.app" in sys.modules, "called": called}})))
+sys.argv = ["spafit_exp", *sys.argv[1:]]
+runpy.run_module("spafit_exp", run_name="__main__", alter_sys=True)
+"""
+
+
+def watched_cli(args: list[str], cwd) -> tuple[subprocess.CompletedProcess, dict]:
+    """run_cli's command line under WATCH: the process, its stdout without the WATCH line, and what it did."""
+    proc = subprocess.run([sys.executable, "-c", WATCH, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    lines = proc.stdout.splitlines()
+    watched = [json.loads(line[len("WATCH "):]) for line in lines if line.startswith("WATCH ")]
+    assert len(watched) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc.stdout = "\n".join(line for line in lines if not line.startswith("WATCH "))
+    return proc, watched[0]
+
+
 @pytest.mark.parametrize("args,needle", BAD_CLI, ids=[a[-1] for a, _ in BAD_CLI])
 def test_cli_bad_input_one_line_fast_nothing_written(tmp_path, args, needle):
-    start = time.monotonic()
-    proc = run_cli([f"run.root={tmp_path}/out", *args], cwd=tmp_path)
-    assert time.monotonic() - start < 10
+    """Fast: rejected before the run starts, so no model, tokenizer or data is ever loaded (what would make it slow;
+    a wall-clock limit would fail on a busy machine instead; the CLI's latency is benchmarked: scripts/bench_cli.py)."""
+    proc, watched = watched_cli([f"run.root={tmp_path}/out", *args], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
+    assert watched == {"app": False, "called": []}
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -123,9 +169,10 @@ def test_cli_bad_input_one_line_fast_nothing_written(tmp_path, args, needle):
 
 
 def test_cli_dry_run_prints_report_and_writes_nothing(tmp_path):
-    proc = run_cli([f"run.root={tmp_path}/out", "model=bert_large_cased", "method=spafit_8_12_ii",
-                    "trainer.dry_run=true"], cwd=tmp_path)
+    proc, watched = watched_cli([f"run.root={tmp_path}/out", "model=bert_large_cased", "method=spafit_8_12_ii",
+                                 "trainer.dry_run=true"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert watched["app"] and "build_model" in watched["called"]  # WATCH sees a model built (on the meta device)
     assert proc.stdout.strip().splitlines()[-1] == "trainable_params=5881858 total_params=339348482"
     assert not [p for p in tmp_path.rglob("*") if p.is_file()] and not (tmp_path / "out" / "default").exists()
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from spafit_exp import tables
-from spafit_exp.plots import pareto_front
+from spafit_exp.errors import ConfigError
+from spafit_exp.plots import pareto_front, write_plots
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tables"
 
@@ -263,3 +264,152 @@ def test_sweep_names_edge_cells_with_the_command_that_extends_them(tmp_path):
     assert lines == ["edge: trec6 / subset-random / x: best lr 0.005 at the upper edge of 3 rates; extend: "
                      "python -m spafit_exp -m experiment=subset_table1 trainer.seed=1,2 task=trec6 method=subset "
                      "model=x selector=random trainer.lr=0.0125"]
+
+
+def _damaged(root: Path, where: str, **fields) -> Path:
+    """A completed record at `root/where` with `fields` planted in it (values that would be no valid path)."""
+    good = json.loads(_record(root / ".template", 0.5).read_text())
+    shutil.rmtree(root / ".template")
+    path = root / where / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(good | fields))  # json writes float("inf") as Infinity, as a damaged record has it
+    return path
+
+
+def test_non_finite_score_counts_as_failed_and_never_wins(tmp_path, capsys):
+    from spafit_exp.lr_search import extend_grid
+
+    for lr, score in [(1e-3, 0.7), (2e-3, 0.6)]:
+        _record(tmp_path, score, lr=lr)
+    inf = _record(tmp_path, float("inf"), lr=5e-3)
+    nan = _record(tmp_path, float("nan"), lr=5e-3, seed=2)
+    assert "Infinity" in inf.read_text() and "NaN" in nan.read_text()
+    cell = _cells(tmp_path).iloc[0]
+    assert cell["lr"] == 1e-3 and cell["mean.accuracy"] == pytest.approx(0.7)  # not the Infinity at 5e-3
+    assert cell["failed"] == 2 and cell["runs"] == 4 and cell["lrs_tried"] == 2  # 5e-3 was no rate tried
+    err = capsys.readouterr().err
+    assert f"{inf}: non-finite score (dev accuracy=inf): counted as a failed run" in err and str(nan) in err
+    assert "(2 completed, 2 failed, 0 unfinished)" in tables.footer(tables.collect(tmp_path), _cells(tmp_path))
+    scores = {1e-3: 0.5, 1e-2: 0.6, 1e-1: math.inf}  # an Infinity at the upper edge must not win there either
+    outcome = extend_grid([1e-3, 1e-2, 1e-1], scores.__getitem__, max_extensions=0)
+    assert outcome["best_lr"] == 1e-2 and outcome["interior"]
+
+
+def test_fields_of_the_wrong_type_are_skipped_with_one_warning_each(tmp_path, capsys):
+    _record(tmp_path, 0.5)
+    planted = [_damaged(tmp_path, "list", experiment=["e"]), _damaged(tmp_path, "timing", timing="fast"),
+               _damaged(tmp_path, "lr", lr="1e-3"),
+               _damaged(tmp_path, "score", metrics={"best": {"dev": {"accuracy": "0.9"}}}),
+               _damaged(tmp_path, "config", config={"selector": ["random"]})]
+    assert tables.main(["--root", str(tmp_path), "--out", str(tmp_path / "t"), "--plots", str(tmp_path / "p")]) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    for path, field in zip(planted, ["experiment=['e']: must be a string", "timing: must be an object",
+                                     "lr='1e-3': must be a number", "metrics.best.dev.accuracy='0.9': must be a number",
+                                     "config.selector: must be an object"]):
+        named = [w for w in warnings if str(path) in w]
+        assert len(named) == 1 and named[0].startswith(f"warning: skipping {path}: malformed record ({field}"), named
+    table = (tmp_path / "t" / "e.md").read_text()
+    assert "50.0 @0.001" in table and "1 runs (1 completed" in table and "5 unreadable records skipped" in table
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["e.md", "e.tex"]
+
+
+def test_fifo_or_link_named_results_json_is_skipped_not_read(tmp_path):
+    """A FIFO would block `tables` for ever (run in a subprocess: a hang fails the test instead of the suite); a
+    link would read a record from elsewhere as if it were this run's."""
+    root = tmp_path / "runs"
+    _record(root, 0.5)
+    fifo = root / "fifo" / "results.json"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    elsewhere = _record(tmp_path / "elsewhere", 0.9, lr=2e-3)
+    link = root / "link" / "results.json"
+    link.parent.mkdir()
+    link.symlink_to(elsewhere)
+    proc = subprocess.run([sys.executable, "-m", "spafit_exp.tables", "--root", str(root)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(Path(tables.__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"warning: skipping {fifo}: unreadable record (OSError: not a plain file" in proc.stderr
+    assert f"warning: skipping {link}: unreadable record (OSError: a symbolic link" in proc.stderr
+    table = (root / "tables" / "e.md").read_text()
+    assert "50.0 @0.001" in table and "90.0" not in table and "2 unreadable records skipped" in table
+
+
+def test_record_fields_never_become_paths_outside_the_root(tmp_path, capsys):
+    root = tmp_path / "a" / "b" / "runs"
+    _record(root, 0.5)
+    planted = [_damaged(root, "up", experiment="../../.."), _damaged(root, "task", task="../../../x"),
+               _damaged(root, "abs", experiment=str(tmp_path / "abs")), _damaged(root, "empty", experiment="")]
+    before = {p for p in tmp_path.rglob("*")}
+    assert tables.main(["--root", str(root)]) == 0
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert written and all(root in p.parents for p in written), sorted(written)
+    err = capsys.readouterr().err
+    assert all(f"warning: skipping {path}: malformed record (" in err for path in planted), err
+    cells = _cells(root)  # as the plots get them
+    with pytest.raises(ConfigError, match="experiment='../x'"):  # a frame from elsewhere is checked where written
+        tables.write_tables(tables.collect(root).assign(experiment="../x"), root / "t2")
+    with pytest.raises(ConfigError, match="task='../x'"):
+        write_plots([("e", tables.collect(root), cells.assign(task="../x"))], root / "p2")
+    assert not (root / "x.md").exists() and not (root / "x").exists()
+
+
+def _generality_record(root: Path, experiment: str, task: str, tag: str, lr: float, seed: int, dev: float,
+                       reported: float | None = None, train: float | None = None, decoder: float | None = None,
+                       main: str = "accuracy") -> None:
+    """A finished run or study record of the subset paper's section 4 (roberta_base); `reported` = its score on
+    the task's test set (TREC-6: report=test), else the dev score is reported; `decoder` = a transfer's
+    decoder-only score on the reported split."""
+    split = "test" if task == "trec6" else "dev"
+    best = {"epoch": 1, "dev": {main: dev}}
+    if split == "test":
+        best["test"] = {main: reported}
+    if train is not None:
+        best["train"] = {main: train}
+    if decoder is not None:
+        best[split][f"decoder_{main}"] = decoder
+    record = {"schema": 1, "status": "completed", "experiment": experiment, "task": task, "method": tag,
+              "method_tag": tag, "selector": "none", "model": "roberta_base", "lr": lr, "seed": seed,
+              "main_metric": main, "config": {}, "metrics": {"best": best, "reported_split": split}}
+    path = root / experiment / task / tag / "roberta_base" / f"lr={lr}" / f"seed={seed}" / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+
+
+def test_subset_table3_golden(tmp_path):
+    """Table 3 of the subset paper from hand-written Table 1 runs and study records: differences to full FT on
+    the pretrained model (Prim.), to the pretrained encoder's probe (MLM) and secondary scores (Sec., decoder-only),
+    and the negative train/test gap, in percentage points, mean ± std over seeds × tasks; each from the runs at the
+    learning rate Table 1 (or the study's cell) chose on dev, never the higher test score of another rate."""
+    def put(experiment, task, tag, lr, rows, **kw):
+        for seed, values in enumerate(rows, 1):
+            _generality_record(tmp_path, experiment, task, tag, lr, seed, *values, **kw)
+
+    put("subset_table1", "trec6", "full_ft", 1e-5, [(0.90, 0.95, 0.99), (0.90, 0.97, 1.00)])  # chosen on dev
+    put("subset_table1", "trec6", "full_ft", 1e-4, [(0.80, 0.99, 0.99), (0.80, 0.99, 0.99)])  # better test: unused
+    put("subset_table1", "trec6", "subset-bitfit", 1e-3, [(0.85, 0.93, 0.96), (0.87, 0.95, 0.96)])
+    put("subset_table1", "sst2", "full_ft", 1e-5, [(0.94, None, 0.98), (0.92, None, 0.98)])
+    put("subset_table1", "sst2", "subset-bitfit", 1e-3, [(0.92, None, 0.93), (0.90, None, 0.93)])
+    probe = {"main": "p_at_1"}
+    put("mlm_probe", "none", "pretrained", 0.0, [(0.40,), (0.42,)], **probe)
+    put("mlm_probe", "trec6", "full_ft", 1e-5, [(0.36,), (0.38,)], **probe)
+    put("mlm_probe", "trec6", "full_ft", 1e-4, [(0.50,)], **probe)  # an encoder Table 1 did not choose
+    put("mlm_probe", "sst2", "full_ft", 1e-5, [(0.35,), (0.35,)], **probe)
+    put("mlm_probe", "trec6", "subset-bitfit", 1e-3, [(0.30,), (0.32,)], **probe)  # no SST-2 probe: (1/2)
+    put("transfer", "trec6", "none:pretrained", 2e-5, [(0.91, 0.96, None, 0.80)] * 2)  # the search's best rate
+    put("transfer", "trec6", "none:pretrained", 1e-5, [(0.85, 0.99, None, 0.99)] * 2)
+    put("transfer", "sst2", "none:pretrained", 2e-5, [(0.93, None, None, 0.85)] * 2)
+    put("transfer", "trec6", "sst2:full_ft", 2e-5, [(0.90, 0.95, None, 0.82), (0.90, 0.96, None, 0.84)])
+    put("transfer", "sst2", "trec6:full_ft", 2e-5, [(0.92, None, None, 0.86)] * 2)
+    put("transfer", "trec6", "sst2:subset-bitfit", 2e-5, [(0.90, 0.94, None, 0.70), (0.90, 0.94, None, 0.72)])
+
+    tables.write_tables(tables.collect(tmp_path), tmp_path / "t")
+    # by hand: Prim. of bitfit = mean(93-96, 95-96, 92-93, 90-93) = -2.00, sample std over the four = 1.15
+    assert (tmp_path / "t" / "subset_table3.md").read_text() == (FIXTURES / "subset_table3.md").read_text()
+    latex = (tmp_path / "t" / "subset_table3.tex").read_text()
+    assert "\\textbf{0.00 $\\pm$ 1.15}" in latex and not {"±", "—"} & set(latex)
+
+    shutil.rmtree(tmp_path / "mlm_probe")
+    shutil.rmtree(tmp_path / "transfer")  # Table 1 alone: no study, no Table 3
+    tables.write_tables(tables.collect(tmp_path), tmp_path / "t2")
+    assert (tmp_path / "t2" / "subset_table1.md").is_file() and not (tmp_path / "t2" / "subset_table3.md").exists()
