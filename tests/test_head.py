@@ -156,7 +156,7 @@ def test_lora_run_with_linear_head_saves_and_reloads(tmp_path):
     assert not torch.equal(seeded_model(cfg).classifier.weight, model.classifier.weight)  # the head trained
     # the transfer study rebuilds the primary run's model config, head included, for the secondary task
     out = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=transfer", f"study.run='{results.run_dir(cfg)}'",
-                       "task=trec6", "study.decoder.epochs=1"]))
+                       "task=trec6", "study.decoder.epochs=1", "study.lr_from=trainer"]))
     assert out[0]["status"] == "completed" and "accuracy" in out[0]["metrics"]["decoder"]["dev"]
 
 

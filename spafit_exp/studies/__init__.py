@@ -7,12 +7,14 @@ YAML in conf/study/ + a test."""
 from __future__ import annotations
 
 import glob
+import math
 from pathlib import Path
 from typing import Callable
 
 import torch
 from omegaconf import DictConfig
 
+from spafit_exp import results
 from spafit_exp.errors import ConfigError
 from spafit_exp.registry import Registry, discover
 
@@ -27,15 +29,73 @@ def register(name: str):
     return decorate
 
 
-def source_runs(cfg: DictConfig) -> list[Path | None]:
-    """study.run as a directory, or a glob over run directories; None = the pretrained model."""
+def read_runs(key: str, spec) -> list[tuple[Path, dict]]:
+    """(directory, record) of every run directory the glob `spec` matches; ConfigError naming `key` when none
+    matches or a record cannot be read."""
+    found = []
+    for path in sorted(Path(p) for p in glob.glob(str(spec)) if (Path(p) / results.RESULTS).is_file()):
+        try:
+            record = results.read(path)
+        except results.CorruptRecord as err:
+            raise ConfigError(f"{key}: {err}") from None
+        if record is not None:
+            found.append((path, record))
+    if not found:
+        raise ConfigError(f"{key}={spec}: no run directory with a results.json")
+    return found
+
+
+def _dev_score(record: dict) -> float | None:
+    best = (record.get("metrics") or {}).get("best") or {}
+    score = (best.get("dev") or {}).get(record.get("main_metric"))
+    finite = isinstance(score, (int, float)) and math.isfinite(score) and isinstance(record.get("lr"), (int, float))
+    return float(score) if finite and record.get("status") == "completed" else None
+
+
+def best_lr(records: list[dict]) -> tuple[float, dict[float, float]]:
+    """The learning rate with the best mean dev main metric over seeds among the completed runs, and every rate's
+    mean: the rule `make tables` chooses a cell's rate by (cells.select_lr; a tie goes to the lower rate).
+    ValueError when no run has a dev score."""
+    scores: dict[float, list[float]] = {}
+    for record in records:
+        if (score := _dev_score(record)) is not None:
+            scores.setdefault(float(record["lr"]), []).append(score)
+    means = {lr: sum(values) / len(values) for lr, values in sorted(scores.items())}
+    if not means:
+        raise ValueError("no completed run with a dev score")
+    return max(means, key=means.get), means
+
+
+def sources(cfg: DictConfig) -> list[tuple[Path | None, dict | None]]:
+    """(run directory, record) of the runs to study; (None, None) = the pretrained model (study.run=null).
+    study.run is a run directory or a glob; of a glob over a learning-rate grid only the runs at each cell's
+    chosen rate are studied (cell = experiment, task, method tag, model; rate as `make tables` chooses it), all
+    their seeds: the encoders the primary table reports. Failed and unfinished runs are never studied."""
     spec = cfg.study.run
     if spec is None:
-        return [None]
-    matches = sorted(Path(p) for p in glob.glob(str(spec)) if (Path(p) / "results.json").is_file())
-    if not matches:
-        raise ConfigError(f"study.run={spec}: no run directory with a results.json")
-    return matches
+        return [(None, None)]
+    cells: dict[tuple, list[tuple[Path, dict]]] = {}
+    for path, record in read_runs("study.run", spec):
+        key = tuple(str(record.get(k)) for k in ("experiment", "task", "method_tag", "model"))
+        cells.setdefault(key, []).append((path, record))
+    chosen = []
+    for runs in cells.values():
+        try:
+            lr, _ = best_lr([record for _, record in runs])
+        except ValueError:
+            continue
+        chosen += [(path, record) for path, record in runs if _dev_score(record) is not None and record["lr"] == lr]
+    if not chosen:
+        raise ConfigError(f"study.run={spec}: no completed run with a dev score")
+    skipped = sum(map(len, cells.values())) - len(chosen)
+    if skipped:
+        print(f"study.run: {len(chosen)} runs at their cells' chosen learning rates; {skipped} others not studied")
+    return sorted(chosen, key=lambda pair: str(pair[0]))
+
+
+def source_runs(cfg: DictConfig) -> list[Path | None]:
+    """The run directories `sources` studies; [None] = the pretrained model."""
+    return [path for path, _ in sources(cfg)]
 
 
 def merged_encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

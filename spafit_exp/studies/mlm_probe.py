@@ -96,6 +96,9 @@ def probe_runs(cfg: DictConfig) -> list[dict]:
                       params={"trainable": outcome["head_params"]},
                       metrics={"best": {"epoch": cfg.study.epochs, "dev": {"p_at_1": outcome["p_at_1"]}}},
                       probe=outcome, timing={"wall_s": time.time() - started})
+        # the probed encoder's model and task, not the study's own `task=`: tables label the columns by them
+        record["config"].update(model=OmegaConf.to_container(model_cfg, resolve=True),
+                                task=(src.get("config") or {}).get("task") or {"name": "none", "display": "none"})
         directory = results.layout_dir(cfg.run.root, "mlm_probe", record["task"], record["method_tag"],
                                        model_cfg.name, record["lr"], record["seed"])
         results.write(directory, record)

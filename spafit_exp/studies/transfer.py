@@ -1,6 +1,9 @@
-"""Secondary-task transfer: an encoder tuned on a primary task (any method; LoRA merged) gets a fresh head for the
-secondary task (`task=`). First the head alone is tuned (decoder recipe: the decoder-only score), then the whole
-model is fine-tuned from there with the run's trainer recipe (the full score)."""
+"""Secondary-task transfer (subset paper, section 4.2): an encoder tuned on a primary task (any method; LoRA
+merged) gets a fresh head for the secondary task (`task=`). First the head alone is tuned (decoder recipe, Table 4:
+the decoder-only score), then the whole model is fine-tuned from there with the paper's Table 2 recipe
+(conf/study/transfer.yaml: the full score), at the learning rate a search on the pretrained model chose for the
+secondary task (`study.lr_from`, the same rate for every primary run). Both are scored like a run: selection on
+dev, the task's reported split (test for CoNLL-2003 and TREC-6) recorded beside it."""
 
 from __future__ import annotations
 
@@ -15,22 +18,62 @@ from spafit_exp import results
 from spafit_exp.checkpoint import load_run
 from spafit_exp.data import load_task_data
 from spafit_exp.decoder import train_head
+from spafit_exp.errors import ConfigError
 from spafit_exp.methods import Prepared
 from spafit_exp.modeling import build_model, build_tokenizer
-from spafit_exp.studies import merged_encoder_state, register, source_runs
+from spafit_exp.studies import best_lr, merged_encoder_state, read_runs, register, sources
 from spafit_exp.train import train
 
+PRETRAINED = "none:pretrained"  # the method tag of the pretrained reference's records
 
-def transfer_one(cfg: DictConfig, source: Path | None) -> dict:
+
+def secondary_lr(cfg: DictConfig, model: str) -> tuple[float, dict | None]:
+    """(learning rate, how it was chosen) for the full fine-tune on the secondary task. The paper selects it "based
+    on a grid search conducted on the pretrained version of the model": study.lr_from names the finished full-FT
+    runs of the secondary task on the pretrained `model` (a glob over an LR grid: `experiment=subset_table1
+    method=full_ft` runs, or this study's own `study.run=null` records) and the rate with the best mean dev main
+    metric over seeds is taken. Without it the pretrained reference runs at trainer.lr (that is the search: sweep
+    trainer.lr); a primary run needs it, or `study.lr_from=trainer` to take trainer.lr deliberately."""
+    spec, task = cfg.study.lr_from, cfg.task.name
+    if spec is None and cfg.study.run is not None:
+        raise ConfigError("study.lr_from: required with study.run: the full-FT runs of the secondary task on the "
+                          f"pretrained model whose best rate every transfer uses (e.g. study.lr_from='outputs/"
+                          f"subset_table1/{task}/full_ft/{model}/*/*'), or study.lr_from=trainer for trainer.lr")
+    if spec is None or spec == "trainer":
+        return float(cfg.trainer.lr), (None if spec is None else {"from": "trainer"})
+    runs = read_runs("study.lr_from", spec)
+    for path, record in runs:
+        # a transfer of a primary run records that run's method (full_ft too): only its reference is pretrained
+        study = record.get("experiment") == "transfer"
+        pretrained_ft = record.get("method_tag") == PRETRAINED if study else record.get("method") == "full_ft"
+        if record.get("task") != task or not pretrained_ft or record.get("model") != model:
+            raise ConfigError(f"study.lr_from: {path} is {record.get('task')} / {record.get('method_tag')} / "
+                              f"{record.get('model')}, not full fine-tuning of the pretrained {model} on {task}")
+    try:
+        lr, means = best_lr([record for _, record in runs])
+    except ValueError:
+        raise ConfigError(f"study.lr_from={spec}: no completed run with a dev {cfg.task.main_metric}") from None
+    edge = len(means) > 1 and lr in (min(means), max(means))
+    if edge:
+        print(f"warning: study.lr_from: the best rate {lr:g} is at the edge of the {len(means)} rates searched; "
+              "extend the search past it")
+    return lr, {"from": str(spec), "selection": f"dev.{cfg.task.main_metric}", "runs": len(runs), "lr": lr,
+                "edge": edge, "mean_by_lr": {f"{rate:g}": mean for rate, mean in means.items()}}
+
+
+def transfer_one(cfg: DictConfig, source: Path | None, lr: float, search: dict | None) -> dict:
+    """One primary run (None: the pretrained model) -> one record. A primary run's repetition is paired with its
+    own seed (record `seed`), so the seeds of a primary cell become the seeds of its transfer cell."""
     started = time.time()
-    src, encoder_state, model_cfg = None, None, cfg.model
+    src, encoder_state, model_cfg, seed = None, None, cfg.model, cfg.trainer.seed
     if source is not None:
         prepared, src = load_run(source)
         encoder_state = merged_encoder_state(prepared.model)
-        model_cfg = OmegaConf.create(src["config"]).model
+        model_cfg, seed = OmegaConf.create(src["config"]).model, int(src["seed"])
     run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     run_cfg.model = model_cfg
-    set_seed(cfg.trainer.seed)
+    run_cfg.trainer.update(lr=lr, seed=seed, checkpoint_every=0)
+    set_seed(seed)
     model = build_model(model_cfg, cfg.task)  # fresh head for the secondary task, seeded
     if encoder_state is not None:
         model.base_model.load_state_dict(encoder_state, strict=False)
@@ -39,25 +82,36 @@ def transfer_one(cfg: DictConfig, source: Path | None) -> dict:
     decoder = train_head(run_cfg, cfg.study.decoder, model, data)
     for p in model.parameters():
         p.requires_grad_(True)
-    run_cfg.trainer.checkpoint_every = 0
     full = train(run_cfg, Prepared(model), data, Accelerator())
 
-    src = src or {"task": "none", "method_tag": "pretrained"}
-    record = results.base_record(cfg)
+    # The decoder-only scores ride along as `decoder_<metric>` in every split of `best`, so tables read both.
+    best = {"epoch": full.best["epoch"]}
+    for split in ("dev", "test", "train"):
+        scores = {**full.best.get(split, {}), **{f"decoder_{k}": v for k, v in decoder.best.get(split, {}).items()}}
+        if scores:
+            best[split] = scores
+    src = src or {"task": "none", "method_tag": "pretrained"}  # tagged PRETRAINED below
+    record = results.base_record(run_cfg)
     record.update(status="completed", experiment="transfer", method_tag=f"{src['task']}:{src['method_tag']}",
                   method=src.get("method", "pretrained"), model=model_cfg.name, source_run=str(source) if source else None,
-                  metrics={"best": {"epoch": full.best["epoch"], "dev": full.best["dev"]},
-                           "decoder": decoder.best, "epochs": full.epochs},
+                  source={k: src.get(k) for k in ("experiment", "task", "method_tag", "lr", "seed")},
+                  lr_search=search,
+                  metrics={"best": best, "epochs": full.epochs, "decoder": decoder.best, "selection_split": "dev",
+                           "reported_split": cfg.task.report},
                   timing={"wall_s": time.time() - started})
     directory = results.layout_dir(cfg.run.root, "transfer", cfg.task.name, record["method_tag"], model_cfg.name,
-                                   cfg.trainer.lr, cfg.trainer.seed)
+                                   lr, seed)
     results.write(directory, record)
-    main = cfg.task.main_metric
-    print(f"transfer {record['method_tag']} -> {cfg.task.name}: decoder-only {decoder.best['dev'][main]:.4f}, "
-          f"full {full.best['dev'][main]:.4f}")
+    main, split = cfg.task.main_metric, cfg.task.report
+    print(f"transfer {record['method_tag']} -> {cfg.task.name} (lr {lr:g}, seed {seed}), {split} {main}: "
+          f"decoder-only {decoder.best[split][main]:.4f}, full {full.best[split][main]:.4f}")
     return record
 
 
 @register("transfer")
 def transfer_runs(cfg: DictConfig) -> list[dict]:
-    return [transfer_one(cfg, source) for source in source_runs(cfg)]
+    plan = sources(cfg)
+    models = {record["model"] if record else cfg.model.name for _, record in plan}
+    rates = {model: secondary_lr(cfg, model) for model in sorted(models)}  # every input checked before training
+    return [transfer_one(cfg, source, *rates[record["model"] if record else cfg.model.name])
+            for source, record in plan]
