@@ -128,7 +128,7 @@ def trainer_peft(spec: dict) -> dict:
     cfg = compose([f"model={spec['model']}", "task=sst2"])
     set_seed(spec["seed"])
     source = weights_source(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     def tokenized(split: str, rows: int) -> Dataset:
         raw = read_split(cfg, split, rows)
         ds = Dataset.from_dict({"sentence": raw.texts[0], "label": raw.labels})
@@ -136,7 +136,7 @@ def trainer_peft(spec: dict) -> dict:
                       remove_columns=["sentence"])
 
     ds, dev = tokenized("train", spec["rows"]), tokenized("dev", spec["eval_rows"])
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2, trust_remote_code=False)
     if spec["method"] == "lora_ii":
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=64, lora_alpha=128, lora_dropout=0.0,
                                                  target_modules=LORA_II))

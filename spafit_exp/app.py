@@ -23,7 +23,7 @@ from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, step_per
 from spafit_exp.data import load_task_data
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
 from spafit_exp.methods import apply_method, get_method
-from spafit_exp.modeling import build_tokenizer
+from spafit_exp.modeling import build_tokenizer, check_model_files
 from spafit_exp.params import count_params, report
 from spafit_exp.selection import preserved_rng, pretune_decoder, run_selection
 from spafit_exp.stops import graceful_stop
@@ -115,6 +115,7 @@ def _claim(cfg: DictConfig, directory: Path) -> Claim:
         previous = _previous(cfg, directory, locked=False)
         if previous is not None:
             return Claim("skip", f"skip: {directory} is completed (run.force=true to rerun)", previous)
+        check_model_files(cfg.model)  # a model folder that cannot load: one line, before anything is created
         created = tuple(n for n in (results.LOCK, RUN_LOG) if not os.path.lexists(directory / n))  # a link is not ours
         lock = results.acquire_lock(directory)
         if lock is None:

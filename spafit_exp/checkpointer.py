@@ -1,10 +1,15 @@
 """Resume checkpoints (`resume.pt` in the run directory): everything the loop needs to continue bit-exactly —
 trainable tensors, optimizer, scheduler, the loop's position and partial results, RNG state, and a method's own
-state (a sampler's generator, DPS's Fisher window). Written atomically; the loop only calls save/restore."""
+state (a sampler's generator, DPS's Fisher window). Written atomically; the loop only calls save/restore.
+
+Tensors and plain values only (the loop's position and result as dicts), read back with weights_only=True: a
+resume.pt planted in a run directory runs no code. One that cannot be read (cut short, planted, of an older
+format) is kept aside as resume.corrupt-<time>.pt with one warning and the run starts over."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 
 import torch
@@ -12,6 +17,9 @@ from accelerate.utils import gather_object
 
 from spafit_exp.errors import RecipeMismatch
 from spafit_exp.results import RESUME_FILE, replace_atomically  # noqa: F401 - RESUME_FILE: the loop's name for it
+from spafit_exp.stored import drop_temps, load_tensors, reason, set_aside
+
+_KEYS = ("trainable", "optimizer", "scheduler", "result", "position", "running", "rng")
 
 
 @dataclass
@@ -25,6 +33,11 @@ class Position:
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _plain(value):
+    """A dataclass as a dict of its fields (tensors and plain values load with weights_only=True; classes do not)."""
+    return dict(vars(value)) if is_dataclass(value) else value
 
 
 def drop_resume(directory: Path) -> None:
@@ -53,7 +66,8 @@ class Checkpointer:
             return
         state = {
             "trainable": trainable_state(self.accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "result": result, "position": position, "running": running,
+            "scheduler": scheduler.state_dict(), "result": _plain(result), "position": _plain(position),
+            "running": running,
             "method": method_state.state_dict() if method_state is not None else None,
             "rng": {"torch": rng, "cuda": torch.cuda.get_rng_state_all() if self.on_gpu else None},
             "fingerprint": self.recipe,
@@ -62,11 +76,17 @@ class Checkpointer:
             torch.save(state, tmp)
 
     def restore(self, model, optimizer, scheduler, method_state):
-        """(result, position, running) of the saved loop, with tensors, optimizer, scheduler, method state and
-        RNG put back; None when there is nothing to resume."""
-        if self.path is None or not self.resume or not self.path.is_file():
+        """(the result's fields, position, running) of the saved loop, with tensors, optimizer, scheduler, method
+        state and RNG put back; None when there is nothing to resume (or the checkpoint was unreadable)."""
+        if self.path is None:
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        if self.accelerator.is_main_process:  # the run's lock is held: a temp file here is a killed write's
+            drop_temps(self.path.parent, exclusive=True)
+        if not self.resume or not self.path.is_file():
+            return None
+        saved = self._read()
+        if saved is None:
+            return None
         if self.recipe is not None and saved.get("fingerprint") not in (None, self.recipe):
             raise RecipeMismatch(f"{self.path}: written by a run with a different recipe; run.resume=false or "
                                  f"run.force=true to start over")
@@ -82,7 +102,23 @@ class Checkpointer:
         if self.on_gpu and saved["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         torch.set_rng_state(self.rng_state)
-        return saved["result"], saved["position"], saved["running"]
+        position = saved["position"]
+        return saved["result"], Position(**position) if isinstance(position, dict) else position, saved["running"]
+
+    def _read(self) -> dict | None:
+        try:
+            saved = load_tensors(self.path)
+            if not isinstance(saved, dict) or not all(k in saved for k in _KEYS):
+                raise ValueError("not a resume checkpoint of this version")
+            return saved
+        except FileNotFoundError:  # another rank set it aside first
+            return None
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: keep it, start over
+            if self.accelerator.is_main_process:
+                kept = set_aside(self.path)
+                print(f"warning: {self.path}: unreadable checkpoint ({reason(err)}); kept as {kept.name}, the run "
+                      "starts over", file=sys.stderr)
+            return None
 
     def resume_rng(self) -> None:
         """Set the saved RNG state again just before the first batch a mid-epoch resume trains: creating the epoch's
@@ -95,4 +131,4 @@ class Checkpointer:
 def read_resume(directory: Path) -> dict | None:
     """The raw resume checkpoint of a run directory (None if there is none): for inspection and tests."""
     path = Path(directory) / RESUME_FILE
-    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    return load_tensors(path) if path.is_file() else None

@@ -65,6 +65,8 @@ def header(cfg, trainable: int, total: int, info: dict, train_rows: int, eval_ro
     evals = ", ".join(f"{n:,} {split}" for split, n in eval_rows.items())
     schedule = f"{t.schedule}, warm-up {t.warmup_ratio:g}" if t.schedule == "linear" else t.schedule
     source = "random init" if cfg.model.init == "random" else (cfg.model.path or cfg.model.hub_id)
+    if cfg.model.get("trust_remote_code"):  # the model's own code ran: a record reader should see it
+        source += "; trust_remote_code=true"
     rows = [("model", f"{cfg.model.name} ({source})"),
             ("task", f"{cfg.task.name}: {train_rows:,} train, {evals} rows"),
             ("method", f"{cfg.method.tag}: {what}"),

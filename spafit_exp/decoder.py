@@ -22,6 +22,7 @@ from spafit_exp.methods import Prepared
 from spafit_exp.modeling import build_model, build_tokenizer
 from spafit_exp.params import freeze_all, is_head, restored, unfreeze
 from spafit_exp.results import replace_atomically, write_json_atomic
+from spafit_exp.stored import read_cache
 from spafit_exp.train import TrainResult, train
 
 
@@ -46,11 +47,13 @@ def train_head(cfg: DictConfig, recipe, model: torch.nn.Module, data: TaskData |
 
 def pretuned_head(cfg: DictConfig, model: torch.nn.Module, recipe) -> tuple[dict[str, torch.Tensor], str]:
     """The pre-tuned head's tensors for this model/task and the stage's seed (trained once, then read from the
-    cache); the model is left as it was."""
+    cache; a damaged entry is dropped and trained again); the model is left as it was."""
     key = run_key(cfg, "decoder", OmegaConf.to_container(OmegaConf.structured(recipe), resolve=True))
     path = cache_root(cfg) / "decoders" / f"{cfg.task.name}-{key}.safetensors"
-    if path.is_file():
-        return load_file(str(path)), str(path)
+    own = {n: p.shape for n, p in model.named_parameters() if is_head(n)}
+    head = read_cache(path, _load_decoder, lambda h: {n: t.shape for n, t in h.items()} == own, "decoder cache")
+    if head is not None:
+        return head, str(path)
     seed = stage_seed(cfg)
     tuned = decoder_cfg(cfg, recipe)
     tuned.trainer.seed = seed  # its data order
@@ -80,6 +83,14 @@ def _stage_model(cfg: DictConfig, model: torch.nn.Module, seed: int):
         return
     set_seed(seed)
     yield build_model(cfg.model, cfg.task)
+
+
+def _load_decoder(path: Path) -> dict[str, torch.Tensor]:
+    """The cached head; its scores file must read too (one cache entry: a damaged half is made again whole)."""
+    head = load_file(str(path))
+    if not isinstance(decoder_scores(str(path)), dict):
+        raise ValueError(f"{Path(path).with_suffix('.json').name}: not a JSON object")
+    return head
 
 
 def decoder_scores(path: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import re
 import sys
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
@@ -23,6 +25,8 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from spafit_exp.errors import ConfigError
+from spafit_exp.heads import head_of, with_head
+from spafit_exp.model_files import check_folder, remote_code_error, trusts_remote_code
 
 _FAMILY_CONFIG = {"bert": BertConfig, "roberta": RobertaConfig}
 # Keys a fine-tuning or statistics load is expected to leave new (a task head, the pooler of a checkpoint saved
@@ -44,11 +48,12 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_pretrained(auto, source: str, **kwargs) -> torch.nn.Module:
+def load_pretrained(auto, source: str, trust_remote_code: bool = False, **kwargs) -> torch.nn.Module:
     """from_pretrained without the expected-noise report; keys missing or unexpected beyond EXPECTED_NEW are
-    still reported, in one line."""
+    still reported, in one line. No folder's own code runs unless `trust_remote_code` (model.trust_remote_code)."""
     with _quiet_transformers():
-        model, info = auto.from_pretrained(source, output_loading_info=True, **kwargs)
+        model, info = auto.from_pretrained(source, output_loading_info=True, trust_remote_code=trust_remote_code,
+                                           **kwargs)
     surprising = [k for k in [*info["missing_keys"], *info["unexpected_keys"], *info.get("mismatched_keys", [])]
                   if not EXPECTED_NEW.search(str(k))]
     if surprising:
@@ -74,6 +79,13 @@ def weights_source(mcfg: DictConfig) -> str:
     return source
 
 
+def check_model_files(mcfg: DictConfig) -> None:
+    """A local model folder that cannot load: one line naming the file (ConfigError), cheaply, before a run claims
+    its directory (spafit_exp/model_files.py)."""
+    if mcfg.init == "pretrained" and mcfg.path:
+        check_folder(Path(resolve_path(mcfg.path)), trusts_remote_code(mcfg))
+
+
 def tokenizer_source(mcfg: DictConfig) -> str:
     return resolve_path(mcfg.tokenizer) or weights_source(mcfg)
 
@@ -97,27 +109,38 @@ def architecture_config(mcfg: DictConfig, task: DictConfig) -> PretrainedConfig:
 
 
 def build_model(mcfg: DictConfig, task: DictConfig, device: str = "cpu") -> torch.nn.Module:
-    """Pretrained weights, random init (`model.init=random`) or a weightless meta-device build (`device="meta"`)."""
+    """Pretrained weights, random init (`model.init=random`) or a weightless meta-device build (`device="meta"`),
+    with the task head `model.head` names (spafit_exp/heads.py)."""
+    return with_head(_transformers_model(mcfg, task, device), head_of(mcfg), task.type)
+
+
+def _transformers_model(mcfg: DictConfig, task: DictConfig, device: str) -> torch.nn.Module:
     auto = _auto_class(task)
     if device == "meta":
         with torch.device("meta"):
             return auto.from_config(architecture_config(mcfg, task))
     if mcfg.init == "random":
         return auto.from_config(architecture_config(mcfg, task))
-    source = weights_source(mcfg)
+    source, trusted = weights_source(mcfg), trusts_remote_code(mcfg)
     try:
-        config = AutoConfig.from_pretrained(source, **_task_kwargs(task))
-        return load_pretrained(auto, source, config=config)
-    except OSError as err:
-        raise ConfigError(f"model={mcfg.name}: cannot load weights from {source} ({str(err).splitlines()[0]}); "
-                          f"set model.path=/local/checkpoint or enable the Hugging Face hub") from err
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trusted, **_task_kwargs(task))
+        return load_pretrained(auto, source, trust_remote_code=trusted, config=config)
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
+        if "trust_remote_code" in str(err):  # check_model_files names a local folder before the run starts
+            raise remote_code_error(source, "model.path" if mcfg.path else "model.hub_id") from None
+        hint = "" if mcfg.path else "; set model.path=/local/checkpoint or enable the Hugging Face hub"
+        raise ConfigError(f"model={mcfg.name}: cannot load weights from {source} ({str(err).splitlines()[0]})"
+                          f"{hint}") from err
 
 
 def build_tokenizer(mcfg: DictConfig):
     source = tokenizer_source(mcfg)
     try:
-        return AutoTokenizer.from_pretrained(source)
-    except OSError as err:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trusts_remote_code(mcfg))
+    except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            key = "model.tokenizer" if mcfg.tokenizer else "model.path" if mcfg.path else "model.hub_id"
+            raise remote_code_error(source, key) from None
         raise ConfigError(f"model={mcfg.name}: cannot load the tokenizer from {source}; set model.tokenizer=/local/dir") from err
 
 
@@ -126,7 +149,7 @@ def mlm_model_like(mcfg: DictConfig, model: torch.nn.Module, seed: int) -> torch
     has one, else is freshly initialised (seeded) — the embedded MiniLM ships without one."""
     torch.manual_seed(seed)
     if mcfg.init == "pretrained":
-        mlm = load_pretrained(AutoModelForMaskedLM, weights_source(mcfg))
+        mlm = load_pretrained(AutoModelForMaskedLM, weights_source(mcfg), trust_remote_code=trusts_remote_code(mcfg))
     else:
         mlm = AutoModelForMaskedLM.from_config(model.config)
     mlm.base_model.load_state_dict(model.base_model.state_dict(), strict=False)

@@ -130,7 +130,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
                                 recipe=fingerprint.of(cfg)["hash"])
     restored = checkpointer.restore(model, optimizer, scheduler, prepared.method_state)
     if restored is not None:
-        result, position, (loss_sum, running_n) = restored
+        fields, position, (loss_sum, running_n) = restored
+        result = TrainResult(**fields)  # saved as a dict: a checkpoint holds no pickled classes
         running += loss_sum
         accelerator.print(f"resumed at epoch {position.epoch}, batch {position.batch}, step {result.steps}")
 

@@ -137,6 +137,8 @@ def _check_model(cfg: DictConfig) -> None:
     _require(m.family in ("bert", "roberta"), "model.family", m.family, "bert or roberta")
     _require(m.init in ("pretrained", "random"), "model.init", m.init, "pretrained or random")
     _require(head_of(m) in HEADS, "model.head", m.get("head"), " or ".join(HEADS))
+    _require(isinstance(m.get("trust_remote_code", False), bool), "model.trust_remote_code", m.get("trust_remote_code"),
+             "true or false")
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):
         _require(isinstance(arch[key], int) and arch[key] >= 1, f"model.arch.{key}", arch[key], "an integer >= 1")
     _require(arch.hidden_size % arch.num_attention_heads == 0, "model.arch.hidden_size", arch.hidden_size,

@@ -36,6 +36,7 @@ from spafit_exp.params import is_head, restored
 from spafit_exp.results import replace_atomically
 from spafit_exp.sampling import topk_indices
 from spafit_exp.selectors import Context, Picked, SelectorOptions, register
+from spafit_exp.stored import read_cache
 from spafit_exp.train import train
 
 
@@ -107,8 +108,10 @@ def pruning_finetune(ctx: Context) -> dict:
     schedule = [s.prune_schedule] + ([float(s.prune_end), ctx.k] if s.prune_schedule == "gradual" else [])
     key = run_key(cfg, "diff_pruning", float(s.l1), recipe, ctx.flat.names, schedule, ctx.decoder_id, seed=seed)
     path = cache_root(cfg) / "stats" / f"{cfg.task.name}-diffprune-{key}.pt"
-    if path.is_file():
-        return torch.load(path, map_location="cpu")
+    cached = read_cache(path, valid=lambda v: isinstance(v, dict) and isinstance(v.get("head"), dict)
+                        and torch.is_tensor(v.get("delta")) and v["delta"].numel() == ctx.flat.n, what="statistics")
+    if cached is not None:
+        return cached
     tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr), seed=seed)
     phase = tqdm(total=1, desc=f"diff-pruning fine-tune ({cfg.task.name}, l1={float(s.l1):g})",

@@ -25,6 +25,7 @@ from spafit_exp.persample import length_chunks, sq_grad_sum
 from spafit_exp.results import replace_atomically
 from spafit_exp.sampling import topk_indices
 from spafit_exp.selectors import Context, Picked, SelectorOptions, register
+from spafit_exp.stored import read_cache
 
 # Part of every statistic's cache key. 2: means over examples, computed batched with exact per-example gradients
 # (1 was sums, and with stat_batch_size > 1 squared batch gradients).
@@ -57,8 +58,9 @@ def _cached(ctx: Context, kind: str, extra, compute) -> torch.Tensor:
     cfg = ctx.cfg
     key = run_key(cfg, kind, STATS_VERSION, extra, seed=ctx.stage_seed)
     path = cache_root(cfg) / "stats" / f"{cfg.task.name}-{kind}-{key}.pt"
-    if path.is_file():
-        return torch.load(path, map_location="cpu")
+    cached = read_cache(path, valid=lambda v: torch.is_tensor(v) and v.numel() == ctx.flat.n, what="statistics")
+    if cached is not None:
+        return cached
     value = compute()
     with replace_atomically(path) as tmp:
         torch.save(value.cpu(), tmp)
