@@ -189,7 +189,8 @@ def test_masked_adamw_dense_matches_torch_adamw():
 def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
     """The reference reading (ChildTuning's optimizer, DPS, FISH): zero the unselected gradients, then one dense
     AdamW step with global step count and bias correction — step by step equal to torch's AdamW on those
-    gradients, and undrawn elements keep moving on momentum."""
+    gradients, with the encoder's decoupled weight decay applied to the drawn elements only; undrawn elements
+    keep moving on momentum."""
     import copy
 
     prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=40, update="masked_grad"))
@@ -201,8 +202,10 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
     hook.select = lambda scores, h: drawn.append(select(scores, h)) or drawn[-1]
     ours = prepared.make_optimizer(prepared.model, TRAINER)
     groups = [{"params": [dict(reference.named_parameters())[n] for n, p in prepared.model.named_parameters()
-                          if any(p is q for q in g["params"])], "weight_decay": g["weight_decay"]}
-              for g in ours.param_groups]
+                          if any(p is q for q in g["params"])], "weight_decay": g["weight_decay"],
+               "drawn_decay": g.get("selective_decay", 0.0)} for g in ours.param_groups]
+    assert {g["drawn_decay"] for g in groups} == {0.0, TRAINER.weight_decay}  # the encoder's decay is per element
+    drawn_decay = {id(q): g["drawn_decay"] for g in groups for q in g["params"]}
     ref_opt = torch.optim.AdamW(groups, lr=TRAINER.lr, foreach=False)
     names = dict(zip([id(p) for p in hook.flat.params], hook.flat.names))
     moved_beyond_k = False
@@ -218,7 +221,10 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
         for p, idx in zip(hook.flat.params, hook.split(drawn[-1])):
             keep = torch.zeros(p.numel(), dtype=torch.bool)
             keep[idx] = True
-            ref_params[names[id(p)]].grad.mul_(keep.view_as(p))
+            ref = ref_params[names[id(p)]]
+            ref.grad.mul_(keep.view_as(p))
+            with torch.no_grad():  # AdamW's decoupled decay, on the drawn elements
+                ref.mul_(torch.where(keep.view_as(p), 1 - TRAINER.lr * drawn_decay[id(ref)], 1.0))
         ours.step()
         ref_opt.step()
         ours.zero_grad(set_to_none=True)
@@ -227,7 +233,7 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
             assert torch.allclose(p, ref_params[n], atol=1e-6), (step, n)
         moved = sum(int((before[n] != p).sum()) for n, p in prepared.model.named_parameters() if "classifier" not in n)
         moved_beyond_k |= moved > 40
-    assert moved_beyond_k  # momentum and weight decay move elements that were not drawn this step
+    assert moved_beyond_k  # momentum moves elements that were not drawn this step
 
 
 def test_activation_means_ignore_evaluation_forwards():

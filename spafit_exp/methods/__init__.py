@@ -71,6 +71,9 @@ class Prepared:
     method_state: object | None = None
     # Told the run's total optimizer steps before training (methods whose schedule is a fraction of the run).
     on_schedule: Callable[[int], None] | None = None
+    # Facts about the trained model for results.json's method_info, from the best epoch's trainable tensors
+    # (name -> CPU tensor), e.g. how far the encoder moved from its pre-trained weights.
+    summarize: Callable[[dict[str, torch.Tensor]], dict] | None = None
 
 
 @dataclass(frozen=True)

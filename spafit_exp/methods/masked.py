@@ -7,9 +7,11 @@ optimizer step updates only a sub-network of k elements chosen from the current 
 
 `method.update=masked_grad` (default) zeroes the unselected gradients before one dense AdamW step (global step
 count, moments decay everywhere, momentum keeps moving recently drawn elements): the reference codes of this
-family (ChildTuning's optimizer, DPS, FISH). `masked_step` leaves every unselected element, its Adam moments and
-its weight decay untouched (the paper's eq. 2 read literally, via MaskedAdamW). The default follows the SST-2
-evidence in docs/stochastic_tuning.md.
+family (ChildTuning's optimizer, DPS, FISH). Its weight decay reaches only the step's selected elements
+(optim.SelectiveDecayAdamW), so only elements drawn at some step ever change. `masked_step` leaves every
+unselected element, its Adam moments and its weight decay untouched (the paper's eq. 2 read literally, via
+MaskedAdamW). The default follows the SST-2 evidence in docs/stochastic_tuning.md. Only the candidates and the
+head train; `summarize` records how many candidate elements differ from the pre-trained ones at the best epoch.
 
 mu (`method.mu=activation`, default): for a Linear weight W[o, i] the mean of input feature i over the batch's
 non-padding tokens; for a LayerNorm weight the mean of its normalised input; for an embedding matrix the row's
@@ -28,7 +30,9 @@ from torch import nn
 from spafit_exp.errors import ConfigError
 from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, keep_only, split_at, subnetwork_size
 from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.optim import make_optimizer, masked_adamw
+from spafit_exp.methods.regularized import distance_from
+from spafit_exp.optim import masked_adamw, selective_decay_adamw
+from spafit_exp.params import is_head
 from spafit_exp.sampling import topk_indices, uniform_indices
 from spafit_exp.successive import sample_without_replacement
 
@@ -134,9 +138,10 @@ class MaskedStep:
     """The before_step hook: score the candidates, pick k elements, restrict the coming update to them."""
 
     def __init__(self, model: nn.Module, cfg: MaskedOptions, select, scored: bool = True):
-        for p in model.parameters():
-            p.requires_grad_(True)
         self.flat = FlatParams(candidate_params(model, cfg.candidates))
+        candidates = {id(p) for p in self.flat.params}
+        for name, p in model.named_parameters():  # a non-candidate outside the head (no_embeddings) stays frozen
+            p.requires_grad_(id(p) in candidates or is_head(name))
         self.k = subnetwork_size(cfg.k, cfg.fraction, self.flat.n, bitfit_size(model), "method")
         self.update = cfg.update
         self.select = select  # (scores or None, hook) -> indices of the sub-network into scores, or None: dense step
@@ -149,6 +154,9 @@ class MaskedStep:
         self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
         self._scores: torch.Tensor | None = None
         self.space: list | None = None  # layout of the last compact scores (None: the flat layout)
+        # The pre-trained candidates on the host (exact: `summarize` counts the elements that changed at all)
+        self.start = None if device.type == "meta" else {
+            n: p.detach().to("cpu", copy=True) for n, p in zip(self.flat.names, self.flat.params)}
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the sampler's generator, the step count and the selection state."""
@@ -161,8 +169,14 @@ class MaskedStep:
     def make_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         if self.update == "masked_step":
             self.optimizer = masked_adamw(model, trainer_cfg)
-            return self.optimizer
-        return make_optimizer(model, trainer_cfg)
+        else:
+            self.optimizer = selective_decay_adamw(model, trainer_cfg, self.flat.params)
+        return self.optimizer
+
+    def summarize(self, state: dict[str, torch.Tensor]) -> dict:
+        """Candidate elements that differ from the pre-trained ones in `state` (at most steps x k plus what
+        momentum carries: nothing else), and the L1 / L2 distance."""
+        return distance_from(self.start, state) if self.start is not None else {}
 
     @torch.no_grad()
     def importance_sq(self, compact: bool = False) -> torch.Tensor:
@@ -234,8 +248,9 @@ class MaskedStep:
                 self.optimizer.selected = {}
             return
         local = self.split(index)
-        if self.update == "masked_step":
+        if self.optimizer is not None:  # masked_step: what moves; masked_grad: what weight decay reaches
             self.optimizer.selected = dict(zip(self.flat.params, local))
+        if self.update == "masked_step":
             return
         for p, idx in zip(self.flat.params, local):
             if p.grad is not None:
@@ -254,7 +269,8 @@ def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
             "mu": cfg.mu if scored else None, "selection": name, "trainable": hook.k + head,
             "dense_trainable": hook.flat.n + head}
-    return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook)
+    return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook,
+                    summarize=hook.summarize)
 
 
 @register("stoc_tuning", options=MaskedOptions, validate=validate_masked)

@@ -1,16 +1,25 @@
 """Full fine-tuning with a penalty on the distance from the pre-trained weights (subset paper's baselines, and
 the first phase of diff pruning): `full_ft_l1` adds lambda * sum |theta - theta0|, `full_ft_l2` adds
-lambda/2 * sum (theta - theta0)^2 over the encoder (the head is not regularised).
+lambda/2 * sum (theta - theta0)^2 over the encoder (the head is not regularised). The penalty is summed over the
+encoder's elements in every reduction; `method.reduction` says what lambda weighs against:
 
-The penalty's (sub)gradient, lambda * sign(theta - theta0) or lambda * (theta - theta0), is added to the task
-gradient in the method hook, i.e. after clipping: clipping bounds the task gradient only.
+- `batch_sum` (default): a task loss summed over the optimizer step's batch, as in the subset paper's framework
+  (Flair: flair/nn/model.py DefaultClassifier builds CrossEntropyLoss(reduction="sum"); flair/trainers/trainer.py
+  backprops that sum for every chunk of the mini-batch, rescales DDP's average back to the sum, and takes one
+  optimizer step per mini-batch). Our loss is the mean over the step's B = batch_size x grad_accum x processes
+  samples (Accelerate divides each micro-batch's mean by grad_accum, DDP averages over processes), so the same
+  penalty is lambda / B per element against it. B is read from the trainer config when the loop builds the
+  optimizer.
+- `sum`: lambda per element against the mean loss (B times the paper's pull; 0.01 already pins the encoder on
+  SST-2 with the embedded model: 0.509, loss flat — measured). Diff pruning's fine-tune uses it (selector.l1).
+- `mean`: lambda / N for N encoder elements (22.7M on MiniLM): ~1e-9 per element, below AdamW's eps, so every
+  coefficient trains exactly like full FT (docs/recommended_lr.md).
 
-Scale (`method.reduction`): `mean` (default) divides by the number of encoder elements, so lambda is the
-penalty's weight per unit of mean distance and the subset paper's coefficients (0.01, 0.1, 1.0, Table 11) all train
-(the per-element pull lambda/N stays far below most task gradients); `sum` makes lambda the per-element pull, on
-which 0.01 already pins the encoder to theta0 under Adam (SST-2, embedded model: 0.509, loss flat — measured).
-The paper's own normalisation is unpublished; its scores fall with lambda (CoNLL 0.90 / 0.88 / 0.84), between the
-two readings. Diff pruning's L1 fine-tune uses `sum` with its own small coefficient (selector.l1)."""
+The penalty's (sub)gradient, lambda' * sign(theta - theta0) or lambda' * (theta - theta0), is added to the task
+gradient in the method hook, i.e. after clipping: clipping bounds the task gradient only. (Flair clips the sum;
+the ratio of penalty to task gradient is the same whenever the task gradient is not clipped.)
+
+`summarize` records the encoder's ||theta - theta0||_1 and _2 at the best epoch in `method_info`."""
 
 from __future__ import annotations
 
@@ -21,15 +30,25 @@ from omegaconf import MISSING
 
 from spafit_exp.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, register
+from spafit_exp.optim import make_optimizer
 from spafit_exp.params import is_head
 
 
 class DistancePenalty:
+    """The penalty's gradient hook. `coefficient` is the pull per element against the mean task loss; under
+    `batch_sum` it is known once `per_step_batch` has been told the step's batch."""
+
     def __init__(self, model: torch.nn.Module, kind: str, coefficient: float, reduction: str = "sum"):
-        self.kind = kind
-        self.pairs = [(p, p.detach().clone()) for n, p in model.named_parameters() if not is_head(n)]
-        elements = sum(p.numel() for p, _ in self.pairs)
-        self.coefficient = coefficient / elements if reduction == "mean" else coefficient
+        self.kind, self.reduction, self.lam = kind, reduction, coefficient
+        named = [(n, p) for n, p in model.named_parameters() if not is_head(n)]
+        self.names = [n for n, _ in named]
+        self.pairs = [(p, p.detach().clone()) for _, p in named]
+        self.elements = sum(p.numel() for p, _ in self.pairs)
+        self.coefficient: float | None = {"sum": coefficient, "mean": coefficient / self.elements}.get(reduction)
+
+    def per_step_batch(self, samples: int) -> None:
+        if self.reduction == "batch_sum":
+            self.coefficient = self.lam / samples
 
     @torch.no_grad()
     def value(self) -> float:
@@ -39,20 +58,49 @@ class DistancePenalty:
 
     @torch.no_grad()
     def __call__(self) -> None:
+        if self.coefficient is None:
+            raise RuntimeError("method.reduction=batch_sum: the step's batch is unknown (per_step_batch not called)")
         for p, p0 in self.pairs:
             if p.grad is None:
                 continue
             delta = p - p0
             p.grad.add_(torch.sign(delta) if self.kind == "l1" else delta, alpha=self.coefficient)
 
+    def summarize(self, state: dict[str, torch.Tensor]) -> dict:
+        return distance_from(dict(zip(self.names, (p0 for _, p0 in self.pairs))), state)
 
-REDUCTIONS = ("mean", "sum")
+
+@torch.no_grad()
+def distance_from(start: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict:
+    """The encoder's distance from `start` in a trained state (name -> tensor, e.g. the best epoch's): L1 and L2
+    norms of theta - theta0 and how many elements differ at all, over the tensors both hold."""
+    l1 = sq = 0.0
+    changed = 0
+    for name, p0 in start.items():
+        if name not in state:
+            continue
+        delta = state[name].to(p0.device, torch.float64) - p0.double()
+        l1 += float(delta.abs().sum())
+        sq += float(delta.square().sum())
+        changed += int(torch.count_nonzero(delta))
+    return {"encoder_l1": l1, "encoder_l2": sq ** 0.5, "encoder_changed": changed}
+
+
+def steps_batch(trainer_cfg) -> int:
+    """Samples one optimizer step averages its loss over: the per-device batch, the accumulated micro-batches and
+    the processes whose gradients DDP averages."""
+    processes = torch.distributed.get_world_size() if torch.distributed.is_available() \
+        and torch.distributed.is_initialized() else 1
+    return int(trainer_cfg.batch_size) * int(trainer_cfg.grad_accum) * processes
+
+
+REDUCTIONS = ("batch_sum", "sum", "mean")
 
 
 @dataclass
 class PenaltyOptions(MethodOptions):
     coefficient: float = MISSING
-    reduction: str = MISSING  # mean | sum over the encoder's elements
+    reduction: str = MISSING  # batch_sum | sum | mean: what lambda weighs against (module docstring)
 
 
 def validate_penalty(cfg: PenaltyOptions, num_layers: int) -> None:
@@ -66,8 +114,15 @@ def _penalised(model, cfg, kind: str) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)
     penalty = DistancePenalty(model, kind, float(cfg.coefficient), cfg.reduction)
-    return Prepared(model, before_step=penalty, info={"penalty": kind, "coefficient": float(cfg.coefficient),
-                                                      "reduction": cfg.reduction})
+    info = {"penalty": kind, "coefficient": float(cfg.coefficient), "reduction": cfg.reduction}
+
+    def optimizer(model, trainer_cfg):
+        samples = steps_batch(trainer_cfg)
+        penalty.per_step_batch(samples)
+        info.update(step_batch=samples, per_element=penalty.coefficient)  # the pull against the mean loss
+        return make_optimizer(model, trainer_cfg)
+
+    return Prepared(model, before_step=penalty, info=info, make_optimizer=optimizer, summarize=penalty.summarize)
 
 
 @register("full_ft_l1", options=PenaltyOptions, validate=validate_penalty)
