@@ -6,6 +6,7 @@ end and counts go to sessions.json (the report's wall time)."""
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import sys
@@ -17,7 +18,7 @@ from spafit_exp.config import compose
 from spafit_exp.errors import ConfigError, RunInterrupted
 from spafit_exp.lr_search import extend_grid
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Row, Scale, base_overrides, lr_text, run_overrides, screen_rates
-from spafit_exp.results import SkippedRecord, cpu_summary, read, write_json_atomic
+from spafit_exp.results import SkippedRecord, cpu_summary, write_json_atomic
 
 SESSIONS = "sessions.json"
 
@@ -135,10 +136,6 @@ def _record_session(where: Layout, session: Session) -> None:
 
 def read_sessions(where: Layout) -> list[dict]:
     try:
-        data = read(where.folder) if False else None  # noqa: SIM108 - sessions.json is not a run record
-        del data
-        import json
-
         found = json.loads((where.folder / SESSIONS).read_text())
         return found if isinstance(found, list) else []
     except (OSError, ValueError):
