@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from spafit_exp import DATA_DIR
 from spafit_exp.errors import ConfigError
 from spafit_exp.readers import RawSplit, checked_digest, missing_data_message, read_split, task_file, utf8_errors
+from spafit_exp.stored import pid_alive
 
 # ---------------------------------------------------------------- tokenization + cache
 
@@ -164,18 +165,8 @@ def _drop_orphaned_temps(folder: Path) -> None:
     host = socket.gethostname()
     for path in folder.iterdir():
         match = _TEMP.search(path.name)
-        if match and match[2] in (None, host) and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+        if match and match[2] in (None, host) and int(match[1]) != os.getpid() and not pid_alive(int(match[1])):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _quiet(fn, *args):

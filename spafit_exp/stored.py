@@ -77,7 +77,7 @@ def drop_temps(folder: Path, name: str | None = None, exclusive: bool = False) -
         if not match or (name is not None and match["name"] != name) or int(match["pid"]) == os.getpid():
             continue
         try:
-            if not exclusive and (_alive(int(match["pid"])) or time.time() - path.lstat().st_mtime < STALE_S):
+            if not exclusive and (pid_alive(int(match["pid"])) or time.time() - path.lstat().st_mtime < STALE_S):
                 continue
             path.unlink()
             removed.append(path)
@@ -86,7 +86,8 @@ def drop_temps(folder: Path, name: str | None = None, exclusive: bool = False) -
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid lives on this host (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):  # OverflowError: a number no pid can be
