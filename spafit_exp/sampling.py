@@ -73,3 +73,40 @@ def uniform_indices(n: int, k: int, generator: torch.Generator | None = None, de
 def check_k(n: int, k: int) -> None:
     if not 0 <= k <= n:
         raise ValueError(f"k={k} must be in [0, {n}]")
+
+
+class DeviceGenerator:
+    """A seeded `torch.Generator` made on the device of its first use. A method is prepared on the host and the
+    loop moves the model to the accelerator afterwards (`accelerator.prepare`); a generator must live on the device
+    of the tensors it draws for, so it cannot be made at preparation time. A state loaded before the first draw (a
+    resume) is applied when the generator is made."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._generator: torch.Generator | None = None
+        self._pending: torch.Tensor | None = None
+
+    def on(self, device: torch.device | str) -> torch.Generator:
+        device = torch.device(device)
+        if device.type == "meta":  # a dry run: nothing is drawn, the host's generator stands in
+            device = torch.device("cpu")
+        if self._generator is None:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._pending is not None:
+                self._generator.set_state(self._pending)
+                self._pending = None
+        elif self._generator.device.type != device.type:
+            raise ValueError(f"the sampler's generator lives on {self._generator.device}, the tensors on {device}")
+        return self._generator
+
+    def get_state(self) -> torch.Tensor | None:
+        """None before the first draw (the seed alone says it)."""
+        return self._generator.get_state() if self._generator is not None else self._pending
+
+    def set_state(self, state: torch.Tensor | None) -> None:
+        if state is None:
+            return
+        if self._generator is None:
+            self._pending = state
+        else:
+            self._generator.set_state(state)

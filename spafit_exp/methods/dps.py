@@ -29,6 +29,7 @@ from torch import nn
 from spafit_exp.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.params import is_head
+from spafit_exp.sampling import DeviceGenerator
 
 
 @dataclass
@@ -57,6 +58,16 @@ class _Layer:
         self.grad_sq = torch.zeros_like(self.pretrained)
         self.kept = torch.zeros(weight.shape[1], dtype=weight.dtype, device=weight.device)
         self.exploring = True
+
+    def follow_weight(self) -> None:
+        """The layer is made on the host; the loop moves the model to the accelerator afterwards."""
+        device = self.weight.device
+        if self.pretrained.device != device:
+            moved = {name: getattr(self, name).to(device) for name in ("pretrained", "mask", "grad_sq", "kept")}
+            target_is_pretrained = self.target is self.pretrained
+            for name, value in moved.items():
+                setattr(self, name, value)
+            self.target = self.pretrained if target_is_pretrained else self.target.to(device)
 
     def state(self) -> dict:
         return {"mask": self.mask, "grad_sq": self.grad_sq, "kept": self.kept, "exploring": self.exploring,
@@ -105,7 +116,7 @@ class DpsMix:
         self.p, self.update_ratio, self.decay_from = float(cfg.drop), float(cfg.update_ratio), int(cfg.decay_from)
         self.modules = dps_linears(model)
         device = self.modules[0].weight.device
-        self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
+        self.rng = DeviceGenerator(cfg.seed)  # made on the weights' device at the first draw
         self.layers = [] if device.type == "meta" else [_Layer(m.weight) for m in self.modules]
         for module, layer in zip(self.modules, self.layers):
             module.forward = lambda x, module=module, layer=layer: _mixed_forward(module, layer, 1 / (1 - self.p), x)
@@ -138,13 +149,15 @@ class DpsMix:
     def enter(self, step: int) -> None:
         exploring, first = self.stage(step)
         for layer in self.layers:
+            layer.follow_weight()
             layer.exploring = exploring
             if exploring:
                 if first:
                     layer.grad_sq.zero_()
                     layer.kept.zero_()
                 layer.target = layer.pretrained
-                layer.mask = torch.bernoulli(torch.full_like(layer.kept[None], 1 - self.p), generator=self.generator)
+                layer.mask = torch.bernoulli(torch.full_like(layer.kept[None], 1 - self.p),
+                                             generator=self.rng.on(layer.weight.device))
             elif first:
                 layer.target = layer.weight.detach().clone()
                 layer.mask = self.exploit_mask(layer).to(layer.weight.dtype)
@@ -161,12 +174,12 @@ class DpsMix:
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "pending": self.pending, "stage_steps": self.stage_steps,
-                "generator": self.generator.get_state(), "layers": [layer.state() for layer in self.layers]}
+                "generator": self.rng.get_state(), "layers": [layer.state() for layer in self.layers]}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps, self.pending = state["steps"], state["pending"]
         self.stage_steps = state["stage_steps"]
-        self.generator.set_state(state["generator"])
+        self.rng.set_state(state["generator"])
         for layer, saved in zip(self.layers, state["layers"]):
             layer.load(saved)
 

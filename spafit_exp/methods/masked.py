@@ -33,7 +33,7 @@ from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.methods.regularized import distance_from
 from spafit_exp.optim import masked_adamw, selective_decay_adamw
 from spafit_exp.params import is_head
-from spafit_exp.sampling import topk_indices, uniform_indices
+from spafit_exp.sampling import DeviceGenerator, topk_indices, uniform_indices
 from spafit_exp.successive import sample_without_replacement
 
 UPDATES = ("masked_step", "masked_grad")
@@ -150,8 +150,8 @@ class MaskedStep:
         self.steps = 0
         self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})  # only a score reads mu
                       if scored and cfg.mu == "activation" else None)
-        device = self.flat.params[0].device  # a dry run builds on the meta device, which has no generator
-        self.generator = torch.Generator(device="cpu" if device.type == "meta" else device).manual_seed(int(cfg.seed))
+        device = self.flat.params[0].device
+        self.rng = DeviceGenerator(cfg.seed)  # made on the parameters' device at the first draw
         self._scores: torch.Tensor | None = None
         self.space: list | None = None  # layout of the last compact scores (None: the flat layout)
         # The pre-trained candidates on the host (exact: `summarize` counts the elements that changed at all)
@@ -160,11 +160,15 @@ class MaskedStep:
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the sampler's generator, the step count and the selection state."""
-        return {"steps": self.steps, "generator": self.generator.get_state()}
+        return {"steps": self.steps, "generator": self.rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = state["steps"]
-        self.generator.set_state(state["generator"])
+        self.rng.set_state(state["generator"])
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.rng.on(self.flat.params[0].device)
 
     def make_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         if self.update == "masked_step":
