@@ -6,7 +6,7 @@ export WANDB_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-all tables sanity repro bench lint clean
+.PHONY: install run test test-all tables sanity repro bench bench-gpu lint clean
 
 install:
 	python3 -m venv $(VENV)
@@ -43,6 +43,11 @@ bench:
 	$(PY) scripts/bench_memory.py --task sst2 --method full_ft --rows 32000
 	$(PY) scripts/bench_stats.py --rows 256 --paragraphs 256
 	$(PY) scripts/bench_cli.py
+
+# One GPU (meant for <= 8 min; not yet run on one): BERT-large step of full FT / LoRA-II / SPAFIT / Stochastic Tuning in fp32 and
+# bf16, padded vs unpadded, and the sampler at 125M / 355M vs NumPy -> outputs/bench/gpu.md (docs/benchmarks.md)
+bench-gpu:
+	$(PY) scripts/bench_gpu.py --device cuda $(ARGS)
 
 lint:
 	$(PY) -m ruff check spafit_exp scripts tests

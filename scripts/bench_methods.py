@@ -37,17 +37,23 @@ METHODS = {
 TRAINER = OmegaConf.create({"lr": 1e-5, "weight_decay": 0.01, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
 
 
-def time_method(model_name: str, method: str, args, device: torch.device) -> dict:
-    cfg = compose([f"model={model_name}", f"method={method}", "model.init=random"])
+def prepare(overrides: list[str], device: torch.device):
+    """The method applied to a random-weight model built on `device` (so state a method keeps per device, such as a
+    sampler's generator, lives there), and its optimizer."""
+    cfg = compose([*overrides, "model.init=random"])
     torch.manual_seed(0)
-    prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
-    model = prepared.model.to(device).train()
-    optimizer = (prepared.make_optimizer or make_optimizer)(model, TRAINER)
+    with device:
+        prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
+    prepared.model.to(device).train()
+    return cfg, prepared, (prepared.make_optimizer or make_optimizer)(prepared.model, TRAINER)
+
+
+def step_times(prepared, optimizer, batch: dict, args, device: torch.device) -> list[float]:
+    """Seconds of each of `args.steps` training steps (forward, backward, clipping, the method's hook, AdamW) after
+    `args.warmup` untimed ones, under bf16 autocast when `args.precision` is bf16; the device is synchronised
+    around each step."""
+    model = prepared.model
     trainable = [p for p in model.parameters() if p.requires_grad]
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, cfg.model.arch.vocab_size, (args.batch, args.seq), generator=g).to(device)
-    labels = torch.randint(0, 2, (args.batch,), generator=g).to(device)
-    mask = torch.ones_like(ids)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     times = []
     for step in range(args.warmup + args.steps):
@@ -55,7 +61,7 @@ def time_method(model_name: str, method: str, args, device: torch.device) -> dic
             torch.cuda.synchronize()
         start = time.perf_counter()
         with autocast:
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         if prepared.before_step is not None:
@@ -66,7 +72,17 @@ def time_method(model_name: str, method: str, args, device: torch.device) -> dic
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    trainable_n, total_n = count_params(model)
+    return times
+
+
+def time_method(model_name: str, method: str, args, device: torch.device) -> dict:
+    cfg, prepared, optimizer = prepare([f"model={model_name}", f"method={method}"], device)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, cfg.model.arch.vocab_size, (args.batch, args.seq), generator=g).to(device)
+    labels = torch.randint(0, 2, (args.batch,), generator=g).to(device)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    times = step_times(prepared, optimizer, batch, args, device)
+    trainable_n, total_n = count_params(prepared.model)
     return {"model": model_name, "method": method, "tag": cfg.method.tag, "trainable": trainable_n, "total": total_n,
             "step_s_median": statistics.median(times), "step_s_all": times}
 

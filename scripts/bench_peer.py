@@ -90,20 +90,26 @@ def ours(spec: dict) -> dict:
 def _flops_per_token(cfg, prepared, data) -> float:
     """Model FLOPs of one training forward + backward per real token (torch's FlopCounterMode on a batch of the
     run's rows, the run's unpadded path with exact sizes: bucket filler rows are not model work)."""
+    batch = data.collate(data.train[: cfg.trainer.batch_size])
+    return train_flops(prepared.model, batch, cfg.trainer.unpad) / int(batch["attention_mask"].sum())
+
+
+def train_flops(model, batch: dict, unpadded: bool = True) -> int:
+    """Model FLOPs of one training forward + backward of `batch` (FlopCounterMode; frozen weights skip their
+    weight-gradient GEMM). Unpadded with exact sizes, the padded slots are not counted as work."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from spafit_exp import unpad
 
-    batch = data.collate(data.train[: cfg.trainer.batch_size])
-    model = prepared.model.train()
+    model.train()
     buckets, unpad.BUCKETS_PER_OCTAVE = unpad.BUCKETS_PER_OCTAVE, 1 << 30
     try:
-        with unpad.applied(model, cfg.trainer.unpad), FlopCounterMode(display=False) as counter:
+        with unpad.applied(model, unpadded), FlopCounterMode(display=False) as counter:
             model(**batch).loss.backward()
     finally:
         unpad.BUCKETS_PER_OCTAVE = buckets
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / int(batch["attention_mask"].sum())
+    return counter.get_total_flops()
 
 
 def trainer_peft(spec: dict) -> dict:
