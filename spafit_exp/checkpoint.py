@@ -49,6 +49,9 @@ def load_trainable(prepared: Prepared, state: dict, source: Path) -> None:
 
 
 def load_run(run_dir: Path) -> tuple[Prepared, dict]:
+    """(the method's Prepared, whose `.model` is the best-epoch model with the method's own modules, e.g. unmerged
+    LoRA layers; the record). No tokenizer: `modeling.build_tokenizer` of the record's config gives the run's. The
+    record's status is not checked; `spafit_exp.export` and `spafit_exp.predict` take completed runs only."""
     record = results.read(run_dir)
     if record is None:
         raise FileNotFoundError(f"{run_dir}: no {results.RESULTS}")

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import secrets
+import stat
 import subprocess
 import tempfile
 import time
@@ -144,11 +145,18 @@ def replace_atomically(path: Path):
         # A fresh random name created with O_EXCL (a predictable one could be planted as a link for the writer to
         # follow); mode 0o666 less the umask, as for any file the run writes, so colleagues can read the result.
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0o666 less the umask, read back: os.umask cannot be read safely
+        os.close(fd)
     except OSError as err:
         raise write_failed(path, err) from None
     try:
         yield tmp
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)  # some writers (safetensors) put a 0600 file of their own
+        try:  # in the temp's place: it gets the temp's mode back (fchmod: never through a link swapped in)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)  # replaces a link planted at `path` itself, never writes through it
     except BaseException as err:
         failed = write_failed(path, err) if isinstance(err, Exception) else None  # before the temp frees its blocks

@@ -46,9 +46,10 @@ def write_failed(path: Path, err: Exception) -> WriteFailed | None:
     return WriteFailed(code, os.strerror(code), str(path)) if code else None
 
 
-def open_plain(path: Path, flags: int, mode: int = 0o644) -> int:
-    """os.open of one of the run directory's own files; ConfigError naming it when it is a symbolic link, a hard
-    link (another name of some other file), not a plain file, or cannot be opened."""
+def open_plain(path: Path, flags: int, mode: int = 0o666) -> int:
+    """os.open of one of the run directory's own files (created 0o666 less the user's umask, like every file a run
+    writes); ConfigError naming it when it is a symbolic link, a hard link (another name of some other file), not a
+    plain file, or cannot be opened."""
     try:
         fd = os.open(path, flags | _NO_FOLLOW, mode)
     except OSError as err:
