@@ -1,6 +1,11 @@
 """spafit_exp: config-driven experiments for parameter-efficient fine-tuning."""
 
+import time
 from pathlib import Path
+
+# Taken before anything heavy is imported: the first run a process trains counts its imports as set-up
+# (spafit_exp/timing.py).
+PROCESS_STARTED = time.time()
 
 __version__ = "0.1.0"
 

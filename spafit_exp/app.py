@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from spafit_exp import fingerprint, results
+from spafit_exp import fingerprint, results, timing
 from spafit_exp.checkpoint import save_trainable, seeded_model
 from spafit_exp.checkpointer import RESUME_FILE, drop_resume
 from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, step_percentiles, summary
@@ -39,6 +39,7 @@ _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 def run(cfg: DictConfig) -> dict | None:
     """Hydra task function body. Returns the results record (None for dry runs and jobs owned elsewhere).
     Bad input raises ConfigError (one line) with nothing of the run left behind; `__main__` makes it exit 2."""
+    started = time.time()
     directory = results.run_dir(cfg)
     try:
         validate(cfg)
@@ -71,7 +72,7 @@ def run(cfg: DictConfig) -> dict | None:
         return claim.record if claim.action == "skip" else None
     try:
         with logged_to(directory / RUN_LOG, enabled=group is None or group.is_main_process):
-            return train_and_record(cfg, directory)
+            return train_and_record(cfg, directory, started)
     except (ConfigError, results.WriteFailed) as err:  # bad data or a changed recipe found while loading, or a
         if isinstance(err, ConfigError) or not (directory / results.RESULTS).exists():  # full disk before any record:
             claim.undo(directory)  # leave nothing behind
@@ -207,18 +208,13 @@ def _accelerator(cfg: DictConfig):
 
 
 def _start_tracking(accelerator, cfg: DictConfig) -> None:
-    if cfg.tracking.mode == "disabled":
-        return
-    accelerator.init_trackers(
-        cfg.tracking.project,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        init_kwargs={"wandb": {"mode": cfg.tracking.mode, "group": cfg.tracking.group, "name": cfg.tracking.run_name,
-                               "entity": cfg.tracking.entity, "dir": str(results.run_dir(cfg))}},
-    )
+    from spafit_exp.tracking import start_tracking  # validation checked, before anything loaded, that it can start
+
+    start_tracking(accelerator, cfg, results.run_dir(cfg))
 
 
-def train_and_record(cfg: DictConfig, directory: Path) -> dict:
-    started = time.time()
+def train_and_record(cfg: DictConfig, directory: Path, started: float | None = None) -> dict:
+    started = timing.run_origin(time.time() if started is None else started)  # a process's first run: its start
     set_seed(cfg.trainer.seed)
     tokenizer = build_tokenizer(cfg.model)
     data = load_task_data(cfg, tokenizer)  # bad data raises ConfigError here, before anything is written
@@ -245,7 +241,7 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
     stop = None
     try:
         with graceful_stop() as stop:
-            outcome = train(cfg, prepared, data, accelerator, checkpoint_dir=directory, stop=stop)
+            outcome = train(cfg, prepared, data, accelerator, checkpoint_dir=directory, stop=stop, started=started)
     except (Exception, KeyboardInterrupt) as err:  # every failure becomes a record, then propagates
         interrupted = isinstance(err, (StopRequested, KeyboardInterrupt))
         record.update(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}",
@@ -264,7 +260,6 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
 
     if prepared.summarize is not None and outcome.best_state:
         record["method_info"].update(prepared.summarize(outcome.best_state))
-    wall = earlier + time.time() - started  # a resumed run's time includes its earlier sessions
     tokens = cfg.trainer.epochs * sum(len(row["input_ids"]) for row in data.train)  # real tokens, padding excluded
     record.update(
         status="completed",
@@ -273,18 +268,17 @@ def train_and_record(cfg: DictConfig, directory: Path) -> dict:
                  "reported_split": cfg.task.report},
         train={"steps": outcome.steps, "samples": outcome.train_samples, "tokens": tokens, "losses": outcome.losses,
                "optimizer_state_bytes": outcome.optimizer_state_bytes},
-        timing={"wall_s": wall, "earlier_sessions_s": earlier, "train_s": outcome.train_seconds,
-                **step_percentiles(outcome.step_seconds),
-                "train_samples_per_s": outcome.train_samples / max(outcome.train_seconds, 1e-9),
-                "train_tokens_per_s": tokens / max(outcome.train_seconds, 1e-9),
-                "train_steps_per_s": outcome.steps / max(outcome.train_seconds, 1e-9)},
+        timing={**timing.record_timing(outcome, started, earlier, tokens),
+                **step_percentiles(outcome.step_seconds)},
         device=str(accelerator.device),
         memory=peak_memory(accelerator.device),
     )
     if main_process:
         try:
             if cfg.trainer.save_trainable and outcome.best_state:
-                record["artifacts"] = {"trainable": save_trainable(outcome.best_state, directory)}
+                with timing.adding(outcome, "save_seconds"):
+                    record["artifacts"] = {"trainable": save_trainable(outcome.best_state, directory)}
+                record["timing"].update(timing.record_timing(outcome, started, earlier, tokens))
             results.write(directory, record)
         except results.WriteFailed as err:  # a full disk: the record says failed, where it can still be written
             results.write_if_possible(directory, {**record, "status": "failed", "error": f"WriteFailed: {err}"})

@@ -31,11 +31,45 @@ def num(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
+def sig3(value) -> str:
+    """Counts and ratios in tables: three significant digits, never an exponent (22.7, 0.0265, 335)."""
+    if value is None or pd.isna(value):
+        return MISSING
+    return np.format_float_positional(float(value), precision=3, unique=False, fractional=False, trim="-")
+
+
 @functools.cache
 def task_label(task: str) -> str:
     """A task's column label: `display:` of its YAML (records written before labels were kept), else its name."""
     path = CONF_DIR / "task" / f"{task}.yaml"
     return str(OmegaConf.load(path).get("display") or task) if path.is_file() else task
+
+
+def _finite(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) else np.nan
+
+
+def curve(record: dict) -> list[tuple[float, float, float]]:
+    """(epoch, dev main metric, mean training loss over the epoch's logged steps) per evaluated epoch, for the
+    learning curves. `metrics.epochs` and `train.losses` are not part of the checked record shape (record_check):
+    anything malformed reads as missing (NaN), never as an error."""
+    epochs = (record.get("metrics") or {}).get("epochs")
+    losses = (record.get("train") or {}).get("losses")
+    main = record.get("main_metric")
+    logged = [(_finite(p[0]), _finite(p[1])) for p in losses if isinstance(p, (list, tuple)) and len(p) == 2] \
+        if isinstance(losses, list) else []
+    points, previous = [], -np.inf
+    for row in epochs if isinstance(epochs, list) else []:
+        if not isinstance(row, dict) or np.isnan(_finite(row.get("epoch"))):
+            continue
+        dev = row.get("dev") if isinstance(row.get("dev"), dict) else {}
+        step = _finite(row.get("step"))
+        window = [loss for at, loss in logged if previous < at <= step and not np.isnan(loss)]
+        loss = float(np.mean(window)) if window else _finite(row.get("train_loss"))  # older: the last window's
+        points.append((_finite(row["epoch"]), _finite(dev.get(main)), loss))
+        previous = step if not np.isnan(step) else previous
+    return points
 
 
 def _row(path: Path, record: dict) -> dict:
@@ -55,6 +89,7 @@ def _row(path: Path, record: dict) -> dict:
     row["recipe_settings"] = fingerprint.recipe(printed) if printed else None  # None: written before fingerprints
     row["recipe"] = fingerprint.digest(row["recipe_settings"]) if printed else None
     row["reported_split"] = (record.get("metrics") or {}).get("reported_split", "dev")
+    row["curve"] = curve(record)
     memory, timing = record.get("memory") or {}, record.get("timing") or {}
     row.update(total=(record.get("params") or {}).get("total"),  # cost columns: what the run needed
                peak_bytes=memory.get("cuda_max_allocated_bytes") or memory.get("peak_bytes"),  # GPU peak on a GPU
@@ -135,7 +170,9 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
         lr = float(by_lr.idxmax())
         chosen = scored[scored.lr == lr]
         reported = chosen.reported_split.iloc[0]
-        cell.update(lr=lr, edge=len(by_lr) > 1 and lr in (by_lr.index.min(), by_lr.index.max()),
+        # every rate scoring the same (all at the majority class, say) is a tie: no rate is best, none at an edge
+        tie = len(by_lr) > 1 and bool(np.isclose(by_lr.min(), by_lr.max(), rtol=1e-9, atol=1e-12))
+        cell.update(lr=lr, tie=tie, edge=not tie and len(by_lr) > 1 and lr in (by_lr.index.min(), by_lr.index.max()),
                     lrs_tried=len(by_lr), seeds=len(chosen), trainable=chosen.trainable.iloc[0],
                     reported_split=reported, total=chosen.total.iloc[0], peak_bytes=chosen.peak_bytes.max(),
                     train_s=chosen.train_s.mean())
@@ -151,8 +188,16 @@ def select_lr(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cells)
 
 
-def fmt(cell: pd.Series | dict | None, metric: str | None, with_lr: bool = True) -> str:
-    """`71.2 ± 1.0 @6e-05†`; `(n=2)` when the chosen LR has fewer seeds than the experiment ran."""
+def lr_text(cell: pd.Series | dict | None) -> str:
+    """The chosen LR as a table prints it: `6e-05†` (edge of the grid tried)."""
+    if cell is None or pd.isna(cell.get("lr", np.nan)):
+        return MISSING
+    return num(cell["lr"]) + (EDGE if cell["edge"] else "")
+
+
+def fmt(cell: pd.Series | dict | None, metric: str | None, with_lr: bool = True, marks: bool | None = None) -> str:
+    """`71.2 ± 1.0 @6e-05†`; `(n=2)` when the chosen LR has fewer seeds than the experiment ran. `marks` (default:
+    as `with_lr`): the cell's own marks (‡, n=) without the LR, for tables that print LRs elsewhere or not at all."""
     mean = np.nan if cell is None or metric is None else cell.get(f"mean.{metric}", np.nan)
     if pd.isna(mean):
         return MISSING
@@ -160,7 +205,8 @@ def fmt(cell: pd.Series | dict | None, metric: str | None, with_lr: bool = True)
     if pd.notna(cell.get(f"std.{metric}", np.nan)):
         text += f" ± {100 * cell[f'std.{metric}']:.1f}"
     if with_lr:
-        text += f" @{num(cell['lr'])}" + (EDGE if cell["edge"] else "")
+        text += f" @{lr_text(cell)}"
+    if with_lr if marks is None else marks:
         if cell.get("mixed_keys"):
             text += MIXED
         if cell["seeds"] < cell["seeds_expected"]:

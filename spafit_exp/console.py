@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spafit_exp import results
+from spafit_exp import commands, results
 from spafit_exp.metrics import loss_falls
 from spafit_exp.run_files import open_plain
 
@@ -41,17 +41,24 @@ def summary(record: dict, directory: Path) -> str:
     scores = " ".join(f"{k}={v:.4f}" for k, v in best.get("dev", {}).items()) \
         + "".join(f" test_{k}={v:.4f}" for k, v in (best.get("test") or {}).items())
     losses = record["train"]["losses"]
-    trend = f"train loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if losses else "no train loss logged"
+    trend = (f"train loss {losses[0][1]:.4f} -> {losses[-1][1]:.4f}" if len(losses) > 1
+             else f"train loss {losses[0][1]:.4f} (one value logged)" if losses else "no train loss logged")
     lines = [f"done: best epoch {best.get('epoch')} {scores} | {trend} | "
              f"{record['timing']['train_samples_per_s']:.1f} samples/s | "
              f"peak {record['memory']['peak_bytes'] / 2**30:.2f} GiB | {record['timing']['wall_s']:.1f}s",
              f"record: {directory / results.RESULTS}"]
-    if len(losses) >= 2 and not loss_falls(losses):
-        cfg = record["config"]
-        selector = f" selector={cfg['selector']['name']}" if cfg["selector"]["name"] != "none" else ""
+    cfg = record["config"]
+    if len(losses) == 1:  # one value is no trend: neither "flat" nor "falling" can be told from it
+        every = cfg["trainer"].get("log_every")
+        lines.append(f"warning: one training loss was logged (step {losses[0][0]}"
+                     + (f", trainer.log_every={every}" if every else "") + "): the loss trend is unknown")
+    elif len(losses) >= 2 and not loss_falls(losses):
+        # the run's own overrides (the options chosen, the model, ...) with only the rate swept: this run's sweep
+        overrides = (cfg.get("run") or {}).get("overrides")
+        sweep = commands.command(overrides, drop=("trainer.lr",), add=["lr_grid=logspaced"]) if overrides is not None \
+            else "its command with -m lr_grid=logspaced and no trainer.lr (its record keeps no command line)"
         lines.append(f"warning: the training loss did not fall ({losses[0][1]:.4f} -> {losses[-1][1]:.4f}) at "
-                     f"trainer.lr={cfg['trainer']['lr']:g}; sweep the rate: python -m spafit_exp -m "
-                     f"method={cfg['method']['name']}{selector} task={cfg['task']['name']} lr_grid=logspaced")
+                     f"trainer.lr={cfg['trainer']['lr']:g}; sweep the rate: {sweep}")
     return "\n".join(lines)
 
 

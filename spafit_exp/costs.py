@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spafit_exp.cells import MISSING
+from spafit_exp.cells import MISSING, sig3
 
 REFERENCE = "full_ft"  # the row every time is relative to
 COLUMNS = ("Trainable (%)", "Peak mem (GiB)", "Time (× FT)")
@@ -36,7 +36,7 @@ def row_costs(cells: pd.DataFrame, model: str, tag: str) -> dict[str, str]:
         if pd.notna(cell.get("train_s", np.nan)) and pd.notna(base) and base > 0:
             ratios.append(cell["train_s"] / base)
     return {
-        COLUMNS[0]: f"{100 * trainable / total:.3g}" if total and pd.notna(trainable) and pd.notna(total) else MISSING,
+        COLUMNS[0]: sig3(100 * trainable / total) if total and pd.notna(trainable) and pd.notna(total) else MISSING,
         COLUMNS[1]: f"{peak / 2**30:.2f}" if pd.notna(peak) else MISSING,
         COLUMNS[2]: f"{float(np.exp(np.mean(np.log(ratios)))):.2f}" if ratios else MISSING,
     }

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 from omegaconf import DictConfig
 
 from spafit_exp import DATA_DIR
@@ -270,6 +269,8 @@ def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
     hub_split = hub.splits[split]
     if limit is not None:
         hub_split = f"{hub_split}[:{limit}]"
+    import datasets  # here: `sweep plan` reads task_file without the hub's libraries
+
     ds = datasets.load_dataset(hub.path, hub.name, split=hub_split)
     texts = [list(ds[f]) for f in hub.text_fields]
     return RawSplit(texts, list(ds[hub.label_field]), f"hub:{hub.path}/{hub.name}/{hub_split}")

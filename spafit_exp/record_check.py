@@ -20,7 +20,7 @@ SHAPE: dict = {
     "params": {"trainable": NUMBER, "total": NUMBER},
     "memory": {"peak_bytes": NUMBER, "cuda_max_allocated_bytes": NUMBER},
     "timing": {key: NUMBER for key in ("wall_s", "train_s", "earlier_sessions_s", "train_samples_per_s",
-                                       "train_tokens_per_s")},
+                                       "train_tokens_per_s", "setup_s", "eval_s", "save_s", "other_s")},
     "train": {"tokens": NUMBER, "samples": NUMBER},
     "data": {"train_rows": NUMBER},
     "provenance": {"git_sha": TEXT},

@@ -3,14 +3,15 @@
   python -m spafit_exp.sweep plan -m experiment=stoc_table1 [overrides]
       The runs `python -m spafit_exp -m <same overrides>` would launch, expanded by Hydra's own sweeper in
       seconds without loading any model (`runs=<N>`); how many are already completed / failed / interrupted /
-      crashed / running / corrupt / refused / to do, per task × method; the compute time of the rest; and the
-      command(s) that launch exactly the rest (with launcher=slurm: one job array each).
+      crashed / running / corrupt / refused / to do, per task × method; the compute time of the rest; the model
+      weights and data files the runs read, and whether they are here; and the command(s) that launch exactly
+      the rest (with launcher=slurm: one job array each).
 
   python -m spafit_exp.sweep status [experiment] [overrides] [--watch SECONDS]
       The same counts from the records under run.root while the sweep runs (locks tell running from crashed),
       failed runs grouped by error, running runs with their lock's owner, the slowest runs, finished and remaining
-      compute. `experiment` names a preset (its sweep says which runs should exist) or a folder under run.root;
-      without one, one line per experiment folder.
+      compute. `experiment` names a preset (its sweep says which runs should exist) or a folder under run.root
+      (one that does not exist is refused: exit 2); without one, one line per experiment folder.
 
 Exit codes: 0, or 2 for bad input (one line naming the key)."""
 
@@ -70,7 +71,7 @@ def plan_report(plan: Plan, tflops: float) -> str:
     lines += sweep_report.examples(states, "running", "not relaunched")
     lines.append(f"estimate: {sweep_report.plural(relaunch, 'run')} to launch ≈ {estimates.hours(seconds)} of compute"
                  + (f" ({basis})" if basis else ""))
-    return "\n".join(lines + sweep_report.commands(plan, states))
+    return "\n".join(lines + sweep_report.needs(plan) + sweep_report.commands(plan, states))
 
 
 def status_report(plan: Plan | None, folder: Path, tflops: float) -> tuple[str, bool]:
@@ -123,7 +124,12 @@ def _status_target(words: list[str], root: str | None) -> tuple[Plan | None, Pat
     name = names[0] if names else None
     preset = name is not None and (CONF_DIR / "experiment" / f"{name}.yaml").is_file()
     if not preset and not overrides:
-        return None, Path(root or "outputs") / (name or "")
+        folder = Path(root or "outputs") / (name or "")
+        if not folder.is_dir():  # a typo, not an experiment with no runs yet: `runs=0` would hide it
+            presets = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+            raise ConfigError(f"status {name}: no folder {folder}/ and no preset of that name (presets: "
+                              f"{', '.join(presets)}; or give the sweep's overrides)")
+        return None, folder
     if root is not None:
         overrides.append(f"run.root={root}")
     if name is not None:

@@ -1,16 +1,21 @@
 """The text `sweep plan` and `sweep status` print: counts by state (overall and per task × method), failed runs
-grouped by error, running runs and their lock's owner, the slowest runs, compute estimates and launch commands.
-Everything comes from run states (run_states.py) and records; nothing is run."""
+grouped by error, running runs and their lock's owner, the slowest runs, compute estimates, launch commands and
+what the runs read (weights, data files). Everything comes from run states (run_states.py), records and configs;
+nothing is run or loaded."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 
 from spafit_exp import estimates
+from spafit_exp.config import compose
+from spafit_exp.readers import task_file
 from spafit_exp.run_states import RELAUNCH, STATES, RunState
 from spafit_exp.sweep_plan import Plan, launch_commands
 
@@ -139,3 +144,38 @@ def progress(states: list[RunState], remaining_s: float, basis: str, now: float 
                      f"{(now - stamps[-1]) / 60:.0f} min ago) → the {left} left take about "
                      f"{estimates.hours(left / rate)} at that rate")
     return lines
+
+
+def needs(plan: Plan) -> list[str]:
+    """What the runs read: each model's weights and each task's files (local, or the hub), and whether they are
+    here; one config composed per task."""
+    firsts = {}
+    for job in plan.jobs:
+        firsts.setdefault(job.task, job)
+    weights, data = {}, []
+    for task, job in firsts.items():
+        cfg = compose([o for o in job.overrides if not o.lstrip("+~").startswith("hydra")])
+        weights[cfg.model.name] = _weights(cfg.model)
+        if cfg.data.source == "hub":
+            data.append(f"  {task}: hub:{cfg.task.hub.path}/{cfg.task.hub.name}")
+            continue
+        paths = [task_file(cfg, split) for split in cfg.task.files
+                 if not split.startswith("test") or cfg.task.report == "test"]
+        missing = [str(p) for p in paths if not p.is_file()]
+        data.append(f"  {task}: " + ("local files present" if not missing else
+                                     f"MISSING {', '.join(missing)} (use data.source=hub or data.dir=)"))
+    return ["needs:", *(f"  {name} weights: {where}" for name, where in weights.items()), *data] if firsts else []
+
+
+def _weights(model) -> str:
+    if model.path and str(model.path).startswith("pkg:"):  # pkg:<package>/<folder>: shipped by a Python package
+        package = str(model.path)[4:].split("/", 1)[0]
+        return f"{model.path}" + ("" if importlib.util.find_spec(package) else f" (package {package} not installed)")
+    if model.path:
+        return f"{model.path}" + ("" if Path(str(model.path)).expanduser().is_dir() else " (not found here)")
+    if model.init == "random" or not model.hub_id:
+        return "none (random init)"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(model.hub_id, "config.json"), str)
+    return f"hub:{model.hub_id}" + (" (in the local cache)" if cached else " (not cached: downloaded on first use)")

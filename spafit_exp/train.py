@@ -22,6 +22,7 @@ from spafit_exp.checkpointer import Checkpointer, Position, trainable_state
 from spafit_exp.data import TaskData
 from spafit_exp.methods import Prepared
 from spafit_exp.optim import make_optimizer, make_scheduler, optimizer_state_bytes
+from spafit_exp.timing import adding
 
 
 class NonFiniteLoss(RuntimeError):
@@ -39,7 +40,10 @@ class TrainResult:
     best: dict = field(default_factory=dict)
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # the loop alone: evaluations and saves inside it are eval/save_seconds
+    setup_seconds: float = 0.0  # the run's start -> its first training batch (spafit_exp/timing.py)
+    eval_seconds: float = 0.0
+    save_seconds: float = 0.0  # resume checkpoints and the best epoch's tensors
     train_samples: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step (host clock)
@@ -81,16 +85,17 @@ class StopRequested(RuntimeError):
 
 
 def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
-          checkpoint_dir=None, stop=lambda: False) -> TrainResult:
+          checkpoint_dir=None, stop=lambda: False, started: float | None = None) -> TrainResult:
     """Train and evaluate. With `checkpoint_dir`, a resume checkpoint is written every `trainer.checkpoint_every`
     optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from.
-    With `trainer.unpad` the encoder skips padding tokens (same maths, see spafit_exp/unpad.py)."""
+    With `trainer.unpad` the encoder skips padding tokens (same maths, see spafit_exp/unpad.py).
+    `started` (time.time()): when the run's clock started; the time up to the first batch is its set-up."""
     with unpad.applied(prepared.model, cfg.trainer.unpad):
-        return _train(cfg, prepared, data, accelerator, checkpoint_dir, stop)
+        return _train(cfg, prepared, data, accelerator, checkpoint_dir, stop, started)
 
 
 def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
-           checkpoint_dir, stop) -> TrainResult:
+           checkpoint_dir, stop, started) -> TrainResult:
     t, task = cfg.trainer, cfg.task
     generator = torch.Generator().manual_seed(t.seed)
     loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers,
@@ -136,21 +141,30 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
         accelerator.print(f"resumed at epoch {position.epoch}, batch {position.batch}, step {result.steps}")
 
     def checkpoint(epoch: int, batch: int, epoch_generator: torch.Tensor) -> None:
-        checkpointer.save(model, optimizer, scheduler, prepared.method_state, result,
-                          Position(epoch, batch, epoch_generator), (running.item(), running_n))
+        with adding(result, "save_seconds"):
+            checkpointer.save(model, optimizer, scheduler, prepared.method_state, result,
+                              Position(epoch, batch, epoch_generator), (running.item(), running_n))
 
     def scores() -> tuple[dict, dict, dict]:
         """(dev, test, train-rows) scores of the model as it is now."""
-        return (evaluate(model, eval_loaders, task, accelerator), evaluate(model, test_loaders, task, accelerator),
-                evaluate(model, train_eval, task, accelerator) if train_eval else {})
+        with adding(result, "eval_seconds"):
+            return (evaluate(model, eval_loaders, task, accelerator), evaluate(model, test_loaders, task, accelerator),
+                    evaluate(model, train_eval, task, accelerator) if train_eval else {})
+
+    def keep_best(best: dict) -> None:
+        """The best epoch so far, with a host copy of its trainable tensors (counted as saving)."""
+        result.best = best
+        with adding(result, "save_seconds"):
+            result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
 
     main = task.main_metric
+    if started is not None:  # this session's set-up (a resumed run's earlier ones came back with `result`)
+        result.setup_seconds += max(0.0, time.time() - started)
     if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
         dev, test, train_scores = scores()
         result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores,
                               "train_loss": None})
-        result.best = {"epoch": 0, "dev": dev, "test": test, "train": train_scores}
-        result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
+        keep_best({"epoch": 0, "dev": dev, "test": test, "train": train_scores})
         return result
     model.train()
     for epoch in range(position.epoch, t.epochs + 1):
@@ -226,8 +240,7 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
             score = dev.get(main, float("nan"))
             best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
             if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
-                result.best = {"epoch": epoch, "dev": dev, "test": test, "train": train_scores}
-                result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
+                keep_best({"epoch": epoch, "dev": dev, "test": test, "train": train_scores})
         if epoch < t.epochs:
             checkpoint(epoch + 1, 0, generator.get_state())
     result.optimizer_state_bytes = optimizer_state_bytes(optimizer)

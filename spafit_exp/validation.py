@@ -4,19 +4,23 @@ reachable. Every violation is one line naming the key."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from spafit_exp.config import check_keys
 from spafit_exp.data import STAGE_SEEDS
 from spafit_exp.errors import ConfigError
 from spafit_exp.heads import HEADS, head_of
 from spafit_exp.methods import get_method, validate_method
 from spafit_exp.readers import check_data_files
 from spafit_exp.results import check_run_dir, require_writable_root
-from spafit_exp.selectors import SELECTORS, validate_selector
+from spafit_exp.schema import unknown_key
+from spafit_exp.selectors import SELECTORS, SelectorOptions, validate_selector
+from spafit_exp.tracking import check_tracking
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "constant")
@@ -25,6 +29,9 @@ TRACKING_MODES = ("disabled", "offline", "online")
 TASK_METRICS = {"classification": ("accuracy", "f1", "mcc"), "regression": ("pearson", "spearman"),
                 "token_classification": ("entity_f1",)}
 HUB_HOST = ("huggingface.co", 443)
+# The architecture fields every model YAML sets; any other model.arch key must name a transformers config field.
+ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size",
+             "max_position_embeddings", "type_vocab_size")
 
 
 def _require(ok: bool, key: str, value, allowed: str) -> None:
@@ -34,6 +41,7 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Cross-field checks on the composed config. Raises ConfigError on the first violation."""
+    check_keys(cfg)  # a `+key` no schema has (the CLI checked its first job already; sweep jobs and scripts here)
     check_run_dir(cfg, writable=False)  # dry runs and studies too: no folder name may lead out of run.root
     _check_method(cfg)
     _check_trainer(cfg)
@@ -49,6 +57,8 @@ def validate(cfg: DictConfig) -> None:
         require_writable_root(cfg.run.root)
         check_run_dir(cfg, writable=True)  # a read-only experiment folder, named before the run creates anything
         _check_hub(cfg)
+        if cfg.study.name == "none":  # studies log no training
+            check_tracking(cfg)
 
 
 def check_swept_paths(argv: list[str]) -> None:
@@ -84,6 +94,10 @@ def _check_method(cfg: DictConfig) -> None:
             raise ConfigError(f"selector={cfg.selector.tag}: only method=subset uses a selector; method="
                               f"{cfg.method.name} would ignore it (drop selector= or use method=subset)")
         validate_selector(cfg.selector)
+    else:  # not validated as a selector's options: its keys still must be the shared ones (a preset may set them)
+        error = unknown_key(cfg.selector, SelectorOptions, "selector")
+        if error is not None:
+            raise error
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -143,6 +157,16 @@ def _check_model(cfg: DictConfig) -> None:
         _require(isinstance(arch[key], int) and arch[key] >= 1, f"model.arch.{key}", arch[key], "an integer >= 1")
     _require(arch.hidden_size % arch.num_attention_heads == 0, "model.arch.hidden_size", arch.hidden_size,
              f"a multiple of model.arch.num_attention_heads ({arch.num_attention_heads})")
+    extra = [str(k) for k in arch if k not in ARCH_KEYS]
+    if extra:  # keyword arguments of the family's transformers config, which takes any name silently
+        from transformers import BertConfig, RobertaConfig
+
+        known = sorted(set((BertConfig if m.family == "bert" else RobertaConfig)().to_dict()) | set(ARCH_KEYS))
+        for key in extra:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                raise ConfigError(f"model.arch.{key}: no such {m.family} config field"
+                                  + (f"; did you mean model.arch.{close[0]}?" if close else ""))
     if m.path and not str(m.path).startswith("pkg:") and not trainer_is_dry(cfg):
         _require(Path(m.path).expanduser().exists(), "model.path", m.path, "an existing directory")
 

@@ -74,7 +74,7 @@ def test_cost_columns_and_memory_pareto(tmp_path):
     assert [c.strip() for c in header.split("|")[4:7]] == ["Trainable (%)", "Peak mem (GiB)", "Time (× FT)"]
     cells = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[4:7]]
              for line in markdown.splitlines() if line.startswith("| x ")}
-    assert cells["full_ft"] == ["100", "5.00", "1.00"]  # peak: the largest of the row's runs
+    assert cells["Full FT"] == ["100", "5.00", "1.00"]  # peak: the largest of the row's runs
     assert cells["bitfit"] == ["0.1", "1.50", "0.25"]
     assert "Costs: Trainable (%)" in markdown and "Time (× FT)" in out.stdout
     assert "\\times" in (tmp_path / "t" / "e.tex").read_text()

@@ -98,9 +98,9 @@ def test_failed_only_cell_and_footer(tmp_path):
     _record(tmp_path, status="running", task="mrpc", main_metric="f1", seed=2)
     cells = _cells(tmp_path)
     table = tables.build_table("e", cells)
-    assert list(table.columns) == ["Model", "Method", "Params (M)", "MRPC", "RTE", "Avg.", "Failed"]
+    assert list(table.columns) == ["Model", "Method", "Params (M)", "MRPC (F1)", "RTE (Acc)", "Avg.", "Failed"]
     row = table.iloc[0]
-    assert row["MRPC"] == tables.MISSING and row["Avg."] == tables.MISSING and row["Failed"] == "2"
+    assert row["MRPC (F1)"] == tables.MISSING and row["Avg."] == tables.MISSING and row["Failed"] == "2"
     note = tables.footer(tables.collect(tmp_path), cells)
     assert note.startswith("3 runs (1 completed, 1 failed, 1 unfinished); seeds: 1, 2; git: abc.")
 
@@ -113,10 +113,10 @@ def test_spafit_table2_layout(tmp_path):
         path.write_text(json.dumps(record))
     table = tables.build_table("spafit_table2", _cells(tmp_path / "runs"))
     # one number per task, as the paper's Table 2 prints it
-    assert list(table.columns) == ["Model", "Method", "Params (M)", "CoLA (MCC)", "SST-2", "MRPC (F1)",
-                                   "STS-B (Pearson)", "QQP (Acc)", "MNLI (m)", "QNLI", "RTE", "WNLI",
-                                   "Avg.", "Failed"]
-    row = table[table.Method == "full_ft"].iloc[0]
+    assert list(table.columns) == ["Model", "Method", "Params (M)", "CoLA (MCC)", "SST-2 (Acc)", "MRPC (F1)",
+                                   "STS-B (Pearson)", "QQP (Acc)", "MNLI-m (Acc)", "QNLI (Acc)", "RTE (Acc)",
+                                   "WNLI (Acc)", "Avg.", "Failed"]
+    row = table[table.Method == "Full FT"].iloc[0]
     assert row["CoLA (MCC)"] == tables.MISSING and row["Avg."] == tables.MISSING  # a partial sweep still tabulates
     assert row["MRPC (F1)"] == "85.0 ± 1.4 @6e-05†"
 
@@ -130,7 +130,7 @@ def test_a_column_can_print_two_metrics(tmp_path):
         record = json.loads(path.read_text())
         record["experiment"] = "two_metrics"
         path.write_text(json.dumps(record))
-    row = tables.build_table("two_metrics", _cells(tmp_path / "runs")).set_index("Method").loc["full_ft"]
+    row = tables.build_table("two_metrics", _cells(tmp_path / "runs")).set_index("Method").loc["Full FT"]
     assert row["MRPC (F1/Acc)"] == "85.0 ± 1.4 @6e-05† / 80.0 ± 1.4"
 
 
@@ -140,11 +140,11 @@ def test_average_over_complete_rows_and_other_layouts(tmp_path):
     for task, metric, score in tasks:
         _record(tmp_path, score, experiment="subset_table1", task=task, main_metric=metric)
     table = tables.build_table("subset_table1", _cells(tmp_path))
-    assert list(table.columns[3:]) == ["CoNLL (F1)", "QNLI", "SST-2", "TREC-6", "Avg.", "Failed"]
+    assert list(table.columns[3:]) == ["CoNLL (F1)", "QNLI (Acc)", "SST-2 (Acc)", "TREC-6 (Acc)", "Avg.", "Failed"]
     assert table.iloc[0]["Avg."] == "75.0"
     stoc = tables.build_table("stoc_table1", _cells(tmp_path))
-    assert list(stoc.columns[3:]) == ["CoLA (MCC)", "SST-2", "MRPC (F1)", "STS-B (Spearman)", "QNLI", "RTE", "Avg.",
-                                      "Failed"]
+    assert list(stoc.columns[3:]) == ["CoLA (MCC)", "SST-2 (Acc)", "MRPC (F1)", "STS-B (Spearman)", "QNLI (Acc)",
+                                      "RTE (Acc)", "Avg.", "Failed"]
 
 
 def test_subset_size_and_rank_ablations(tmp_path):
@@ -157,7 +157,7 @@ def test_subset_size_and_rank_ablations(tmp_path):
     cells = _cells(tmp_path)
     table = tables.build_ablation("subset_sizes", cells)
     assert list(table.columns) == ["Task", "Selector", "0.001", "0.01", "0.1", "Failed"]  # numeric order
-    assert table.iloc[0].tolist() == ["SST-2", "random", "70.0 @0.001", "75.0 @0.001", "80.0 @0.0001†", "0"]
+    assert table.iloc[0].tolist() == ["SST-2", "Random", "70.0 @0.001", "75.0 @0.001", "80.0 @0.0001†", "0"]
     paths = tables.main(["--root", str(tmp_path), "--out", str(tmp_path / "t"), "--plots", str(tmp_path / "p")])
     assert paths == 0 and (tmp_path / "p" / "subset_sizes" / "lr_vs_subset_size.pdf").is_file()
 
@@ -166,8 +166,8 @@ def test_subset_size_and_rank_ablations(tmp_path):
         _record(ranks, score, experiment="lora_ranks", method="lora", method_tag=f"lora-I-r{r}",
                 config={"method": {"name": "lora", "r": r}})
     table = tables.build_ablation("lora_ranks", _cells(ranks))
-    assert table.Rank.tolist() == ["1", "2", "16"] and table.RTE.tolist() == ["80.0 @0.001", "70.0 @0.001",
-                                                                              "60.0 @0.001"]
+    assert table.Rank.tolist() == ["1", "2", "16"] and table["RTE (Acc)"].tolist() == ["80.0 @0.001", "70.0 @0.001",
+                                                                                       "60.0 @0.001"]
 
 
 def test_empty_root_is_not_an_error(tmp_path, capsys):
@@ -246,24 +246,30 @@ def test_reported_test_split_selection_on_dev_and_gap_sign(tmp_path):
     assert cell["lr"] == 2e-3 and cell["reported_split"] == "test"  # chosen on dev (0.90), not test (0.70)
     assert cell["mean.accuracy"] == pytest.approx(0.60) and cell["mean.dev.accuracy"] == pytest.approx(0.90)
     row = tables.build_table("e", cells).iloc[0]
-    assert row["TREC-6"].startswith("60.0") and row["Gap"] == "-35.0"
+    assert row["TREC-6 (Acc)"].startswith("60.0") and row["Gap"] == "-35.0"
     assert "test for TREC-6 (epochs and LRs chosen on dev)" in tables.footer(tables.collect(tmp_path), cells)
 
 
 def test_sweep_names_edge_cells_with_the_command_that_extends_them(tmp_path):
     """After a -m sweep: a cell whose best rate is the largest tried gets the command for the next rate (same log
-    step), narrowed to the cell; an interior cell gets none."""
+    step): its runs' own stored overrides with only the rate changed; an interior cell gets none; a cell whose
+    records keep no overrides (older records) gets the rate alone (tests/test_suggested_commands.py runs them)."""
     from spafit_exp.lr_search import edge_commands
 
     for lr, score in [(1e-3, 0.5), (2e-3, 0.6), (5e-3, 0.7)]:  # best at the upper edge
-        _record(tmp_path / "e", score, task="trec6", lr=lr, method="subset", selector="random", method_tag="subset-random")
+        job = ["experiment=subset_table1", f"trainer.lr={lr}", "task=trec6", "selector=random", "trainer.seed=1"]
+        _record(tmp_path / "e", score, task="trec6", lr=lr, method="subset", selector="random", method_tag="subset-random",
+                config={"run": {"overrides": job}})
+        _record(tmp_path / "e", score, task="mrpc", lr=lr)
     for lr, score in [(1e-3, 0.5), (2e-3, 0.9), (5e-3, 0.7)]:  # interior
         _record(tmp_path / "e", score, task="rte", lr=lr)
     lines = edge_commands(tmp_path / "e", ["-m", "experiment=subset_table1", "trainer.lr=1e-3,2e-3,5e-3",
-                                           "task=trec6,rte", "trainer.seed=1,2"])
-    assert lines == ["edge: trec6 / subset-random / x: best lr 0.005 at the upper edge of 3 rates; extend: "
-                     "python -m spafit_exp -m experiment=subset_table1 trainer.seed=1,2 task=trec6 method=subset "
-                     "model=x selector=random trainer.lr=0.0125"]
+                                           "task=trec6,rte", "trainer.seed=1,2", "hydra.launcher.n_jobs=2"])
+    assert lines == ["edge: mrpc / m / x: best lr 0.005 at the upper edge of 3 rates; next rate: trainer.lr=0.0125 "
+                     "(the cell's records keep no command line: add it to the command that ran them)",
+                     "edge: trec6 / subset-random / x: best lr 0.005 at the upper edge of 3 rates; extend: "
+                     "python -m spafit_exp -m experiment=subset_table1 task=trec6 selector=random trainer.seed=1 "
+                     "hydra.launcher.n_jobs=2 trainer.lr=0.0125"]
 
 
 def _damaged(root: Path, where: str, **fields) -> Path:

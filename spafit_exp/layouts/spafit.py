@@ -7,8 +7,9 @@ accuracy is the accuracy at the F1-chosen rate). The paper reports the max over 
 from spafit_exp.layouts import Column, Layout, register
 
 register("spafit_table2", Layout(columns=(
-    Column("cola", ("mcc",), "CoLA (MCC)"), Column("sst2", ("accuracy",), "SST-2"),
+    Column("cola", ("mcc",), "CoLA (MCC)"), Column("sst2", ("accuracy",), "SST-2 (Acc)"),
     Column("mrpc", ("f1",), "MRPC (F1)"), Column("stsb", ("pearson",), "STS-B (Pearson)"),
-    Column("qqp", ("accuracy",), "QQP (Acc)"), Column("mnli", ("accuracy",), "MNLI (m)"),
-    Column("qnli", ("accuracy",), "QNLI"), Column("rte", ("accuracy",), "RTE"), Column("wnli", ("accuracy",), "WNLI"),
+    Column("qqp", ("accuracy",), "QQP (Acc)"), Column("mnli", ("accuracy",), "MNLI-m (Acc)"),
+    Column("qnli", ("accuracy",), "QNLI (Acc)"), Column("rte", ("accuracy",), "RTE (Acc)"),
+    Column("wnli", ("accuracy",), "WNLI (Acc)"),
 )))

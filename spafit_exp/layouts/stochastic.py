@@ -5,7 +5,8 @@ t-test cannot tell from its best (p ≥ 0.05, significance.py)."""
 from spafit_exp.layouts import Column, Layout, register
 
 register("stoc_table1", Layout(columns=(
-    Column("cola", ("mcc",), "CoLA (MCC)"), Column("sst2", ("accuracy",), "SST-2"), Column("mrpc", ("f1",), "MRPC (F1)"),
-    Column("stsb", ("spearman",), "STS-B (Spearman)"), Column("qnli", ("accuracy",), "QNLI"),
-    Column("rte", ("accuracy",), "RTE"),
+    Column("cola", ("mcc",), "CoLA (MCC)"), Column("sst2", ("accuracy",), "SST-2 (Acc)"),
+    Column("mrpc", ("f1",), "MRPC (F1)"),
+    Column("stsb", ("spearman",), "STS-B (Spearman)"), Column("qnli", ("accuracy",), "QNLI (Acc)"),
+    Column("rte", ("accuracy",), "RTE (Acc)"),
 ), significance=0.05))

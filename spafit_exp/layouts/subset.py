@@ -8,10 +8,11 @@ import pandas as pd
 
 from spafit_exp.cells import KEYS, MISSING, select_lr
 from spafit_exp.layouts import Column, Layout, register
+from spafit_exp.names import method_name
 
 register("subset_table1", Layout(columns=(
-    Column("conll2003", ("entity_f1",), "CoNLL (F1)"), Column("qnli", ("accuracy",), "QNLI"),
-    Column("sst2", ("accuracy",), "SST-2"), Column("trec6", ("accuracy",), "TREC-6"),
+    Column("conll2003", ("entity_f1",), "CoNLL (F1)"), Column("qnli", ("accuracy",), "QNLI (Acc)"),
+    Column("sst2", ("accuracy",), "SST-2 (Acc)"), Column("trec6", ("accuracy",), "TREC-6 (Acc)"),
 )))
 register("subset_sizes", Layout(ablation=(("task", "selector"), "size")))
 register("lora_ranks", Layout(ablation=(("rank",), "task")))
@@ -88,7 +89,7 @@ def generality_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
     rows, means = [], []
     for model, variants in primary.groupby("model", sort=True):
         for variant in sorted(set(variants.variant), key=lambda tag: (tag != REFERENCE, tag)):
-            row, mean = {"Model": model, "Method": variant}, {}
+            row, mean = {"Model": model, "Method": method_name(variant)}, {}
             for name, frame in columns.items():
                 row[name], mean[name] = _cell(frame[(frame.model == model) & (frame.variant == variant)], units[name])
             rows.append(row)

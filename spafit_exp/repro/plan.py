@@ -12,8 +12,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from spafit_exp import estimates, sweep, sweep_report
-from spafit_exp.config import check_overrides_compose, compose
-from spafit_exp.readers import task_file
+from spafit_exp.config import check_overrides_compose
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Row, Scale, base_overrides, lr_text, repeat_seeds, screen_rates
 from spafit_exp.results import layout_dir
 from spafit_exp.run_states import RELAUNCH, classify
@@ -61,30 +60,6 @@ def repeat_jobs(plan: Plan, scale: Scale, where: Layout) -> tuple[list, int]:
     return jobs, known
 
 
-def needs(plan: Plan) -> list[str]:
-    """What the runs read: each model's weights and each task's files (local, or the hub)."""
-    firsts = {}
-    for job in plan.jobs:
-        firsts.setdefault(job.task, job)
-    weights, data = {}, []
-    for task, job in firsts.items():
-        cfg = compose([o for o in job.overrides if not o.lstrip("+~").startswith("hydra")])
-        model = cfg.model
-        where = model.path or (f"hub:{model.hub_id}" if model.hub_id else "none (random init)")
-        if model.path and not str(model.path).startswith("pkg:") and not Path(str(model.path)).is_dir():
-            where += " (not found here)"
-        weights[model.name] = where
-        if cfg.data.source == "hub":
-            data.append(f"  {task}: hub:{cfg.task.hub.path}/{cfg.task.hub.name}")
-            continue
-        paths = [task_file(cfg, split) for split in cfg.task.files
-                 if not split.startswith("test") or cfg.task.report == "test"]
-        missing = [str(p) for p in paths if not p.is_file()]
-        data.append(f"  {task}: " + ("local files present" if not missing else
-                                     f"MISSING {', '.join(missing)} (use data.source=hub or data.dir=)"))
-    return ["needs:", *(f"  {name} weights: {where}" for name, where in weights.items()), *data] if firsts else []
-
-
 def scaled_report(paper: Paper, scale: Scale, where: Layout, overrides: list[str], tflops: float) -> str:
     plan, rates = screen_plan(paper, scale, where, overrides)
     repeats, known = repeat_jobs(plan, scale, where)
@@ -107,7 +82,7 @@ def scaled_report(paper: Paper, scale: Scale, where: Layout, overrides: list[str
     left = sum(s.state in RELAUNCH for s in states)
     lines.append(f"estimate: {sweep_report.plural(left, 'run')} to run ≈ {estimates.hours(seconds)} of compute"
                  + (f" ({basis})" if basis else ""))
-    return "\n".join(lines + needs(plan))
+    return "\n".join(lines + sweep_report.needs(plan))
 
 
 def paper_sweeps(paper: Paper, overrides: list[str]) -> list[list[str]]:
@@ -120,7 +95,7 @@ def paper_report(paper: Paper, overrides: list[str], tflops: float) -> str:
     for args in paper_sweeps(paper, overrides):
         plan = expand(args)
         total += len(plan.jobs)
-        blocks.append(sweep.plan_report(plan, tflops) + "\n" + "\n".join(needs(plan)))
+        blocks.append(sweep.plan_report(plan, tflops))  # its needs: included
     return "\n\n".join(blocks) + (f"\n\ntotal: runs={total} over {len(blocks)} sweeps" if len(blocks) > 1 else "")
 
 
