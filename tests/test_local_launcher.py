@@ -182,3 +182,16 @@ def test_local_sweep_runs_jobs_side_by_side_and_summarises_from_disk(tmp_path):
     threads = [path.read_text() for path in (probe / "threads").iterdir() if path.suffix != ".tmp"]
     assert len(threads) == 2  # the two workers; the launching process ran no job
     assert set(threads) == {"2"}  # launcher.threads, not loky's default (CPUs // n_jobs)
+
+
+def test_joblib_launcher_survives_a_non_finite_job_and_prints_the_summary(tmp_path):
+    """launcher=joblib (issue 31, item 4): one NaN job used to end the sweep in a Hydra traceback with no summary;
+    now the others run, the summary and its exit code are the basic launcher's."""
+    args = ["-m", f"run.root={tmp_path}/out", *TINY_RUN[:-1], "trainer.lr=1e30,1e-3", "launcher=joblib"]
+    proc = subprocess.run([sys.executable, "-m", "spafit_exp", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "sweep: 2 jobs — 1 completed, 0 skipped, 1 failed, 0 refused" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    runs = tmp_path / "out/default/rte/full_ft/tiny_bert"
+    assert results.read(runs / "lr=0.001/seed=1")["status"] == "completed"
