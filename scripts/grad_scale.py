@@ -36,8 +36,9 @@ def main() -> None:
     args = parser.parse_args()
     pulls = [float(p) for p in args.pull.split(",")]
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR)
-    model = AutoModelForSequenceClassification.from_pretrained(EMBEDDED_MODEL_DIR, num_labels=2)
+    tok = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR, trust_remote_code=False)
+    model = AutoModelForSequenceClassification.from_pretrained(EMBEDDED_MODEL_DIR, num_labels=2,
+                                                               trust_remote_code=False)
     train = rows("train")
     random.Random(0).shuffle(train)
     for b in range(args.batches):
@@ -50,7 +51,7 @@ def main() -> None:
         shares = " ".join(f">{p:g}: {100 * float((g > p).float().mean()):.3f}%" for p in pulls)
         rms = float(g.square().mean().sqrt())
         print(f"batch {b}: norm {float(g.norm()):.3f} over {g.numel():,} elements, RMS {rms:.2e}; {shares}")
-    encoder = AutoModel.from_pretrained(EMBEDDED_MODEL_DIR).eval()
+    encoder = AutoModel.from_pretrained(EMBEDDED_MODEL_DIR, trust_remote_code=False).eval()
 
     def features(data):
         out = []
