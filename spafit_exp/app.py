@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from spafit_exp import fingerprint, results, timing
 from spafit_exp.checkpoint import save_trainable, seeded_model
 from spafit_exp.checkpointer import RESUME_FILE, drop_resume
-from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, step_percentiles, summary
+from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, reset_peak_memory, step_percentiles, summary
 from spafit_exp.data import load_task_data
 from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
 from spafit_exp.methods import apply_method, get_method
@@ -215,6 +215,7 @@ def _start_tracking(accelerator, cfg: DictConfig) -> None:
 
 def train_and_record(cfg: DictConfig, directory: Path, started: float | None = None) -> dict:
     started = timing.run_origin(time.time() if started is None else started)  # a process's first run: its start
+    run_scope = reset_peak_memory()  # this run's peak, not an earlier run's of the same process
     set_seed(cfg.trainer.seed)
     tokenizer = build_tokenizer(cfg.model)
     data = load_task_data(cfg, tokenizer)  # bad data raises ConfigError here, before anything is written
@@ -231,7 +232,7 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
     record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total, **dense},
                   method_info=prepared.info, data={"train_rows": len(data.train),
                                                    "eval_rows": {k: len(v) for k, v in {**data.evals, **data.tests}.items()}},
-                  timing={"earlier_sessions_s": earlier}, memory=peak_memory(accelerator.device))
+                  timing={"earlier_sessions_s": earlier}, memory=peak_memory(accelerator.device, run_scope))
     main_process = accelerator.is_main_process
     if main_process:
         print(header(cfg, trainable, total, prepared.info, len(data.train), record["data"]["eval_rows"],
@@ -247,7 +248,7 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
         record.update(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(limit=20), failed_step=getattr(err, "step", None),
                       timing={"wall_s": earlier + time.time() - started, "earlier_sessions_s": earlier},
-                      memory=peak_memory(accelerator.device))
+                      memory=peak_memory(accelerator.device, run_scope))
         if main_process:
             results.write_if_possible(directory, record)
         accelerator.end_training()
@@ -271,7 +272,7 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
         timing={**timing.record_timing(outcome, started, earlier, tokens),
                 **step_percentiles(outcome.step_seconds)},
         device=str(accelerator.device),
-        memory=peak_memory(accelerator.device),
+        memory=peak_memory(accelerator.device, run_scope),
     )
     if main_process:
         try:

@@ -20,9 +20,40 @@ from spafit_exp.run_files import open_plain
 RUN_LOG = "run.log"
 
 
-def peak_memory(device: torch.device) -> dict:
-    """Peak resident memory of this process (what a CPU run needs), plus the CUDA allocator's peaks on a GPU."""
-    memory = {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # Linux reports KiB
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory() -> bool:
+    """Start this run's peak here: several runs share one process in a basic-launcher sweep, and the process's
+    lifetime peak (ru_maxrss) would give every later run the largest earlier one's. Linux resets the peak resident
+    size (VmHWM) when "5" is written to /proc/self/clear_refs; elsewhere (or where it is refused) the record says
+    its peak is the process's (`memory.peak_scope`). Returns whether the reset took."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _vm_hwm() is not None
+
+
+def _vm_hwm() -> int | None:
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def peak_memory(device: torch.device, run_scope: bool = False) -> dict:
+    """Peak resident memory (what a CPU run needs) — since `reset_peak_memory` when `run_scope` (the reset took),
+    else of the whole process — plus the CUDA allocator's peaks on a GPU."""
+    hwm = _vm_hwm() if run_scope else None
+    memory = {"peak_bytes": hwm, "peak_scope": "run"} if hwm is not None else {
+        "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
+        "peak_scope": "process"}
     if device.type == "cuda":
         memory.update(cuda_max_allocated_bytes=torch.cuda.max_memory_allocated(device),
                       cuda_max_reserved_bytes=torch.cuda.max_memory_reserved(device))
