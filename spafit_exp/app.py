@@ -16,7 +16,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
 from omegaconf import DictConfig
 
-from spafit_exp import fingerprint, results, timing
+from spafit_exp import fingerprint, results, timing, tracking
 from spafit_exp.checkpoint import save_trainable, seeded_model
 from spafit_exp.checkpointer import RESUME_FILE, drop_resume
 from spafit_exp.console import RUN_LOG, header, logged_to, peak_memory, reset_peak_memory, step_percentiles, summary
@@ -207,12 +207,6 @@ def _accelerator(cfg: DictConfig):
                        log_with=log_with)
 
 
-def _start_tracking(accelerator, cfg: DictConfig) -> None:
-    from spafit_exp.tracking import start_tracking  # validation checked, before anything loaded, that it can start
-
-    start_tracking(accelerator, cfg, results.run_dir(cfg))
-
-
 def train_and_record(cfg: DictConfig, directory: Path, started: float | None = None) -> dict:
     started = timing.run_origin(time.time() if started is None else started)  # a process's first run: its start
     run_scope = reset_peak_memory()  # this run's peak, not an earlier run's of the same process
@@ -238,7 +232,8 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
         print(header(cfg, trainable, total, prepared.info, len(data.train), record["data"]["eval_rows"],
                      accelerator.device, accelerator.num_processes, directory), flush=True)
         results.write(directory, record)
-    _start_tracking(accelerator, cfg)
+    tracking.start_tracking(accelerator, cfg, directory)  # validation checked, before anything loaded, that it can start
+    tracking.summarize(accelerator, cfg, record)  # parameters, while it runs
     stop = None
     try:
         with graceful_stop() as stop:
@@ -251,6 +246,7 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
                       memory=peak_memory(accelerator.device, run_scope))
         if main_process:
             results.write_if_possible(directory, record)
+        tracking.summarize(accelerator, cfg, record)
         accelerator.end_training()
         log.error("run %s: %s (%s)", record["status"], err, directory)
         if interrupted:  # stop the whole sweep, not just this job
@@ -262,13 +258,15 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
     if prepared.summarize is not None and outcome.best_state:
         record["method_info"].update(prepared.summarize(outcome.best_state))
     tokens = cfg.trainer.epochs * sum(len(row["input_ids"]) for row in data.train)  # real tokens, padding excluded
+    if outcome.early_stopped:  # the rows it trained on, at the mean row length
+        tokens = round(tokens * outcome.train_samples / (cfg.trainer.epochs * max(len(data.train), 1)))
     record.update(
         status="completed",
         # epochs and learning rates are chosen on the selection split; tables print the reported one
         metrics={"epochs": outcome.epochs, "best": outcome.best, "selection_split": "dev",
                  "reported_split": cfg.task.report},
         train={"steps": outcome.steps, "samples": outcome.train_samples, "tokens": tokens, "losses": outcome.losses,
-               "optimizer_state_bytes": outcome.optimizer_state_bytes},
+               "optimizer_state_bytes": outcome.optimizer_state_bytes, "early_stopped": outcome.early_stopped},
         timing={**timing.record_timing(outcome, started, earlier, tokens),
                 **step_percentiles(outcome.step_seconds)},
         device=str(accelerator.device),
@@ -286,6 +284,7 @@ def train_and_record(cfg: DictConfig, directory: Path, started: float | None = N
             accelerator.end_training()
             raise
         drop_resume(directory)
+    tracking.summarize(accelerator, cfg, record)  # the best evaluation's scores, not the last logged
     accelerator.end_training()
     if main_process:
         print(summary(record, directory))

@@ -32,7 +32,8 @@ def decoder_cfg(cfg: DictConfig, recipe) -> DictConfig:
     tuned.method = {"name": "frozen", "tag": "frozen", "lr": recipe.lr}
     tuned.trainer.update(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
                          max_grad_norm=recipe.max_grad_norm, warmup_ratio=recipe.warmup_ratio, weight_decay=0.0,
-                         schedule="linear", checkpoint_every=0, grad_accum=1)
+                         schedule="linear", checkpoint_every=0, grad_accum=1,
+                         eval_every=None, early_stopping_patience=None)  # the stage keeps its last state: no cut
     return tuned
 
 

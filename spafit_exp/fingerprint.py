@@ -22,7 +22,8 @@ IGNORED = (
 # Keys added after records existed, with the value that reproduces what runs did before them. A setting at that
 # value is left out of the fingerprint, so a finished run of an older version is still recognised (skipped, resumed,
 # averaged in one table cell) instead of refused as "model.head <unset> → default".
-INTRODUCED_AT = {"model.head": "default", "model.trust_remote_code": False}
+INTRODUCED_AT = {"model.head": "default", "model.trust_remote_code": False, "trainer.eval_every": None,
+                 "trainer.early_stopping_patience": None}
 
 
 def _flatten(value, prefix: str, out: dict) -> dict:

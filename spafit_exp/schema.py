@@ -39,6 +39,8 @@ class TrainerConfig:
     compile: bool = MISSING
     seed: int = MISSING
     eval_every_epoch: bool = MISSING
+    eval_every: Optional[int] = MISSING  # optimizer steps between evaluations; null = per epoch (eval_every_epoch)
+    early_stopping_patience: Optional[int] = MISSING  # evaluations without a better dev main metric; null = off
     max_train_samples: Optional[int] = MISSING
     max_eval_samples: Optional[int] = MISSING
     eval_train_samples: int = MISSING

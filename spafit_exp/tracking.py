@@ -39,6 +39,46 @@ def start_tracking(accelerator, cfg: DictConfig, directory: Path) -> None:
     )
 
 
+def summary_values(record: dict) -> dict:
+    """What a W&B run's summary shows (its runs table, its overview): the best evaluation — the one the record and
+    the tables use, not the last logged — under the same keys as the history (`dev/<metric>`, `test/<metric>`),
+    its place (`best/epoch`, `best/step`), the reported split's scores (`reported/<metric>`: test for tasks that
+    report their labelled test set, else dev), trainable parameters, throughput and the run's peak memory."""
+    metrics, best = record.get("metrics") or {}, (record.get("metrics") or {}).get("best") or {}
+    values = {"status": record.get("status")}
+    values.update({f"params/{k}": v for k, v in (record.get("params") or {}).items()})
+    if best:
+        values.update({"best/epoch": best.get("epoch"), "best/step": best.get("step")})
+        for split in ("dev", "test"):
+            values.update({f"{split}/{k}": v for k, v in (best.get(split) or {}).items()})
+        values.update({f"train_rows/{k}": v for k, v in (best.get("train") or {}).items()})
+        reported = metrics.get("reported_split", "dev")
+        values["reported_split"] = reported
+        values.update({f"reported/{k}": v for k, v in (best.get(reported) or {}).items()})
+    timing = record.get("timing") or {}
+    values.update({f"perf/{k}": timing[k] for k in ("train_samples_per_s", "train_tokens_per_s", "train_steps_per_s",
+                                                     "wall_s") if k in timing})
+    memory = record.get("memory") or {}
+    values.update({f"memory/{k}": v for k, v in memory.items()})
+    if "early_stopped" in (record.get("train") or {}):
+        values.update({"train/steps": record["train"]["steps"], "train/early_stopped": record["train"]["early_stopped"]})
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def summarize(accelerator, cfg: DictConfig, record: dict) -> None:
+    """Writes `summary_values(record)` into the W&B run's summary (the main process holds the run)."""
+    if cfg.tracking.mode == "disabled" or not accelerator.is_main_process:
+        return
+    run = accelerator.get_tracker("wandb", unwrap=True)
+    if not hasattr(run, "summary"):  # a blank tracker
+        return
+    if record.get("status") != "running":
+        # wandb holds the last logged step's row until the next step or finish, whose flush would then overwrite
+        # these summary keys with the last evaluation's scores: commit it first
+        run.log({}, commit=True)
+    run.summary.update(summary_values(record))
+
+
 def check_tracking(cfg: DictConfig) -> None:
     """ConfigError naming the setting when the run could not start its tracker."""
     if cfg.tracking.mode == "disabled":

@@ -1,7 +1,9 @@
 """The training loop: one readable Accelerate loop that knows no method by name.
 
 forward -> backward -> clip -> method hook -> optimizer/scheduler step; evaluate on every dev split after
-each epoch; keep the trainable tensors of the best epoch (by the task's main metric)."""
+each epoch (or every `trainer.eval_every` optimizer steps and at the end); keep the trainable tensors of the best
+evaluation (by the task's main metric); stop after `trainer.early_stopping_patience` evaluations without a better
+one."""
 
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step (host clock)
     optimizer_state_bytes: int = 0
+    early_stopped: bool = False  # trainer.early_stopping_patience ended the run before its last epoch
 
 
 def _metric_key(split: str, name: str) -> str:
@@ -157,14 +160,34 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
         with adding(result, "save_seconds"):
             result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
 
-    main = task.main_metric
+    main, every, patience = task.main_metric, t.get("eval_every"), t.get("early_stopping_patience")
+
+    def evaluation(epoch: float) -> bool:
+        """Score the model now (`epoch`: training progress, whole at an epoch's end) and keep it if it is the best
+        so far. True when the last `patience` evaluations have not bettered the best (early stopping)."""
+        dev, test, train_scores = scores()
+        result.epochs.append({"epoch": epoch, "step": result.steps, "dev": dev, "test": test, "train": train_scores,
+                              "train_loss": result.losses[-1][1] if result.losses else None})
+        accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {f"test/{k}": v for k, v in test.items()}
+                        | {"epoch": epoch}, step=result.steps)
+        accelerator.print((f"epoch {epoch}: " if isinstance(epoch, int) else f"step {result.steps} (epoch {epoch}): ")
+                          + " ".join(f"{k}={v:.4f}" for k, v in dev.items())
+                          + "".join(f" test_{k}={v:.4f}" for k, v in test.items()))
+        score = dev.get(main, float("nan"))
+        best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
+        if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
+            keep_best({"epoch": epoch, "step": result.steps, "dev": dev, "test": test, "train": train_scores})
+        # counted from the record itself, so a resumed run stops where the uninterrupted one would
+        since_best = sum(row["step"] > result.best.get("step", -1) for row in result.epochs)
+        return patience is not None and since_best >= patience
+
     if started is not None:  # this session's set-up (a resumed run's earlier ones came back with `result`)
         result.setup_seconds += max(0.0, time.time() - started)
     if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
         dev, test, train_scores = scores()
         result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores,
                               "train_loss": None})
-        keep_best({"epoch": 0, "dev": dev, "test": test, "train": train_scores})
+        keep_best({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores})
         return result
     model.train()
     for epoch in range(position.epoch, t.epochs + 1):
@@ -214,6 +237,14 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
                 result.losses.append((result.steps, mean_loss))
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0]}, step=result.steps)
+            if every and result.steps % every == 0:  # before a checkpoint of this step: it must hold the evaluation
+                result.train_seconds += time.perf_counter() - start
+                progress = round(epoch - 1 + (index + 1) / len(train_loader), 4)
+                stopping = evaluation(int(progress) if progress == int(progress) else progress)
+                start = step_start = time.perf_counter()
+                if stopping:  # (on the run's last batch it ends as planned)
+                    result.early_stopped = epoch < t.epochs or index + 1 < len(train_loader)
+                    break
             if stop() or (t.checkpoint_every and result.steps % t.checkpoint_every == 0):
                 result.train_seconds += time.perf_counter() - start
                 start = time.perf_counter()
@@ -228,20 +259,17 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
             result.losses.append((result.steps, mean_loss))
             running.zero_()
             running_n = 0
-        if t.eval_every_epoch or epoch == t.epochs:
-            dev, test, train_scores = scores()
-            row = {"epoch": epoch, "step": result.steps, "dev": dev, "test": test, "train": train_scores,
-                   "train_loss": result.losses[-1][1] if result.losses else None}
-            result.epochs.append(row)
-            accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {f"test/{k}": v for k, v in test.items()}
-                            | {"epoch": epoch}, step=result.steps)
-            accelerator.print(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in dev.items())
-                              + "".join(f" test_{k}={v:.4f}" for k, v in test.items()))
-            score = dev.get(main, float("nan"))
-            best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
-            if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
-                keep_best({"epoch": epoch, "dev": dev, "test": test, "train": train_scores})
+        if result.early_stopped:
+            break
+        # trainer.eval_every replaces the per-epoch evaluations; the end is evaluated once either way
+        last = epoch == t.epochs and not (result.epochs and result.epochs[-1]["step"] == result.steps)
+        if ((t.eval_every_epoch and not every) or last) and evaluation(epoch) and epoch < t.epochs:
+            result.early_stopped = True
+            break
         if epoch < t.epochs:
             checkpoint(epoch + 1, 0, generator.get_state())
+    if result.early_stopped:
+        accelerator.print(f"early stopping at step {result.steps}: {patience} evaluation{'s' if patience > 1 else ''}"
+                          f" without a better dev {main} (best: step {result.best['step']})")
     result.optimizer_state_bytes = optimizer_state_bytes(optimizer)
     return result

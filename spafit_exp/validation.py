@@ -121,8 +121,8 @@ def _check_trainer(cfg: DictConfig) -> None:
     _require(t.schedule in SCHEDULES, "trainer.schedule", t.schedule, f"one of {', '.join(SCHEDULES)}")
     _require(t.eval_train_samples >= 0, "trainer.eval_train_samples", t.eval_train_samples, "an integer >= 0")
     _require(t.checkpoint_every >= 0, "trainer.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0: epochs only)")
-    for key in ("max_train_samples", "max_eval_samples"):
-        value = t[key]
+    for key in ("max_train_samples", "max_eval_samples", "eval_every", "early_stopping_patience"):
+        value = t.get(key)
         _require(value is None or value >= 1, f"trainer.{key}", value, "null or an integer >= 1")
 
 

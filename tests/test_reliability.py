@@ -28,8 +28,10 @@ def tiny(root, *extra):
 
 @pytest.mark.parametrize("method", [[], ["method=stoc_tuning", "method.k=500"],
                                     ["method=dps_mix", "method.update_ratio=0.1"],
-                                    ["method=subset", "selector=random", "selector.k=500", "decoder.epochs=1"]],
-                         ids=["full_ft", "stoc_tuning", "dps_mix", "subset"])
+                                    ["method=subset", "selector=random", "selector.k=500", "decoder.epochs=1"],
+                                    # an evaluation at the cut's own step (5), early stopping counted across it
+                                    ["trainer.eval_every=5", "trainer.early_stopping_patience=1"]],
+                         ids=["full_ft", "stoc_tuning", "dps_mix", "subset", "eval_every"])
 def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
     """Stop after step 5 (what SIGTERM does), then rerun: same losses and metrics as one uninterrupted run.
     For the per-step samplers the checkpoint carries the generator and the selection state too; a fixed subset's

@@ -104,7 +104,9 @@ def pruning_finetune(ctx: Context) -> dict:
     """{'delta': flat theta - theta0 of the candidates, 'head': tuned head tensors}, cached."""
     cfg, s = ctx.cfg, ctx.options
     seed = ctx.stage_seed  # not the run's under shared stages: one fine-tune for every repetition
-    recipe = OmegaConf.to_container(cfg.trainer, resolve=True) | {"lr": float(s.prune_lr), "seed": seed}
+    # the fine-tune keeps its last state, so the run's evaluation schedule and early stopping do not apply to it
+    recipe = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+              if k not in ("eval_every", "early_stopping_patience")} | {"lr": float(s.prune_lr), "seed": seed}
     schedule = [s.prune_schedule] + ([float(s.prune_end), ctx.k] if s.prune_schedule == "gradual" else [])
     key = run_key(cfg, "diff_pruning", float(s.l1), recipe, ctx.flat.names, schedule, ctx.decoder_id, seed=seed)
     path = cache_root(cfg) / "stats" / f"{cfg.task.name}-diffprune-{key}.pt"
@@ -113,7 +115,8 @@ def pruning_finetune(ctx: Context) -> dict:
     if cached is not None:
         return cached
     tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr), seed=seed)
+    tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr), seed=seed, eval_every=None,
+                         early_stopping_patience=None)
     phase = tqdm(total=1, desc=f"diff-pruning fine-tune ({cfg.task.name}, l1={float(s.l1):g})",
                  bar_format="{desc}", leave=False)  # a label over the loop's own epoch bars
     with phase, restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
