@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from spafit_exp import results
 from spafit_exp.errors import ConfigError
-from spafit_exp.run_files import WriteFailed
+from spafit_exp.run_files import WriteFailed, exit_status
 
 TRAINABLE_FILE = "trainable.safetensors"  # spafit_exp.checkpoint's, named here without importing torch
 # What marks a run directory: its record, or the log every run opens first (console.RUN_LOG). Not `.lock` alone:
@@ -248,18 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards": one line below says what was written
-    try:
+
+    def command() -> int:
         facts = export(args.run_dir, args.out)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except WriteFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    dev = (facts["dev"] or {}).get(facts["main_metric"])
-    print(f"exported {args.run_dir} -> {args.out} ({facts['method']}, dev {facts['main_metric']}={dev}"
-          f"{', adapter in ' + str(args.out / ADAPTER_DIR) if facts['adapter'] else ''})")
-    return 0
+        dev = (facts["dev"] or {}).get(facts["main_metric"])
+        print(f"exported {args.run_dir} -> {args.out} ({facts['method']}, dev {facts['main_metric']}={dev}"
+              f"{', adapter in ' + str(args.out / ADAPTER_DIR) if facts['adapter'] else ''})")
+        return 0
+
+    return exit_status(command)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from spafit_exp import results
 from spafit_exp.errors import ConfigError
 from spafit_exp.export import check_out, completed_run, label_names, load_model
-from spafit_exp.run_files import WriteFailed
+from spafit_exp.run_files import exit_status
 
 HEADER = "index\tprediction"
 
@@ -106,18 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="predictions file (default: <task display>.tsv)")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    try:
+
+    def command() -> int:
         if args.batch_size < 1:
             raise ConfigError(f"--batch-size {args.batch_size}: must be >= 1")
         out, rows = predict(args.run_dir, args.file, args.out, args.batch_size)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except WriteFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"predictions: {out} ({rows} rows)")
-    return 0
+        print(f"predictions: {out} ({rows} rows)")
+        return 0
+
+    return exit_status(command)
 
 
 if __name__ == "__main__":

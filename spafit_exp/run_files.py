@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,19 @@ LOCK = ".lock"
 # this far apart, before it concludes that another process owns the directory.
 LOCK_TRIES, LOCK_RETRY_S = 5, 0.05
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a planted FIFO must not hang the open
+
+
+def exit_status(command) -> int:
+    """A command-line tool's body (a callable returning its exit status) run the project's way: bad input is one
+    `error:` line and status 2, a file that could not be written one line and status 1."""
+    try:
+        return command()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except WriteFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 class WriteFailed(OSError):
