@@ -71,7 +71,7 @@ SCALES = {
         extra=("trainer.max_len=64", "trainer.eval_train_samples=0", "trainer.checkpoint_every=0"),
         note="tests only: a random 2-layer model, 32 rows; the numbers mean nothing"),
     "cpu": Scale(
-        "cpu", "minilm", ("cola", "mrpc", "rte"),
+        "cpu", "minilm", ("cola", "sst2", "mrpc"),
         (FULL_FT, BITFIT, *LORA, *(_spafit(name, *split) for name, split in SIX_LAYERS.items())),
         seeds=3, rates=3, train_rows=400, eval_rows=400, epochs=2, extra=("trainer.eval_train_samples=0",),
         note="the embedded 6-layer MiniLM; SPAFIT's splits scaled from 24 to 6 layers (row names keep the paper's)"),
