@@ -28,7 +28,7 @@ tables:
 
 # Every method (and method=subset with every selector) learns on SST-2 at its recommended rate (~30 min, 2 cores)
 sanity:
-	$(PY) scripts/sanity.py
+	$(PY) -m scripts.sanity
 
 # One paper's main table, its published numbers beside ours and its claims checked (docs/reproductions.md):
 #   make repro PAPER=stoc [ARGS="--scale tiny|cpu|paper --plan --report"]
@@ -36,18 +36,18 @@ repro:
 	$(PY) -m spafit_exp.repro $(PAPER) $(ARGS)
 
 bench:
-	$(PY) scripts/bench_peer.py --repeats 3 --padded --bf16 --subset --overhead
-	$(PY) scripts/bench_flops.py
-	$(PY) scripts/bench_methods.py
-	$(PY) scripts/bench_sampling.py --sizes 22.7e6,125e6
-	$(PY) scripts/bench_memory.py --task sst2 --method full_ft --rows 32000
-	$(PY) scripts/bench_stats.py --rows 256 --paragraphs 256
-	$(PY) scripts/bench_cli.py
+	$(PY) -m scripts.bench_peer --repeats 3 --padded --bf16 --subset --overhead
+	$(PY) -m scripts.bench_flops
+	$(PY) -m scripts.bench_methods
+	$(PY) -m scripts.bench_sampling --sizes 22.7e6,125e6
+	$(PY) -m scripts.bench_memory --task sst2 --method full_ft --rows 32000
+	$(PY) -m scripts.bench_stats --rows 256 --paragraphs 256
+	$(PY) -m scripts.bench_cli
 
 # One GPU (meant for <= 8 min; not yet run on one): BERT-large step of full FT / LoRA-II / SPAFIT / Stochastic Tuning in fp32 and
 # bf16, padded vs unpadded, and the sampler at 125M / 355M vs NumPy -> outputs/bench/gpu.md (docs/benchmarks.md)
 bench-gpu:
-	$(PY) scripts/bench_gpu.py --device cuda $(ARGS)
+	$(PY) -m scripts.bench_gpu --device cuda $(ARGS)
 
 lint:
 	$(PY) -m ruff check spafit_exp scripts tests

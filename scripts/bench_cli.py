@@ -11,8 +11,8 @@ Each is a fresh process (imports included, as a user waits for them), run `--rep
 reported with the load average, since a busy machine is slower whatever the code. Writes <out>/cli.json and
 <out>/cli.md; exits 1 when a median misses its target.
 
-    python scripts/bench_cli.py
-    python scripts/bench_cli.py --repeats 5 --out outputs/bench
+    python -m scripts.bench_cli
+    python -m scripts.bench_cli --repeats 5 --out outputs/bench
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from spafit_exp import REPO_ROOT, results  # noqa: E402
+from spafit_exp import REPO_ROOT  # noqa: E402
+from spafit_exp.core import results
 
 CASES = [  # name, command after `python`, expected exit code, wall-time target (s), CPU target (s)
     ("bad input: Hydra refuses", ["-m", "spafit_exp", "trainer.lrr=1"], 2, 10.0, None),

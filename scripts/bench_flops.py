@@ -6,24 +6,19 @@ frozen weights skip their weight-gradient GEMM, so LoRA and SPAFIT count less th
 real SST-2 run through our loop (`trainer.precision`), each configuration in a fresh process. Reports the CPU
 model and the ISA features that decide the bf16 speed (AVX512-BF16, AMX). Writes outputs/bench/flops.{json,md}.
 
-    python scripts/bench_flops.py --rows 800 --methods full_ft,lora_ii,spafit
+    python -m scripts.bench_flops --rows 800 --methods full_ft,lora_ii,spafit
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_peer import run_isolated  # noqa: E402
-
-from spafit_exp.machine import describe, matmul_peak  # noqa: E402
-from spafit_exp.results import write_bench  # noqa: E402
+from scripts.bench_peer import run_isolated  # noqa: E402
+from scripts.machine import describe, matmul_peak  # noqa: E402
+from spafit_exp.core.results import write_bench  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -59,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [f"| {r['method']} | {r['precision']} | {r['flops_per_token'] / 1e9:.3f} | {r['tokens_per_s']:.0f} | "
               f"{r['examples_per_s']:.1f} | {r['achieved_flops'] / 1e9:.1f} | {r['fraction_of_peak']:.0%} |"
               for r in rows]
-    meta = {"cpu": machine, "peaks": peaks, "command": "python scripts/bench_flops.py " + " ".join(sys.argv[1:])}
+    meta = {"cpu": machine, "peaks": peaks, "command": "python -m scripts.bench_flops " + " ".join(sys.argv[1:])}
     write_bench(args.out, "flops", meta, rows, "\n".join(lines) + "\n")
 
 

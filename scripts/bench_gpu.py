@@ -5,7 +5,7 @@ Training step: random weights built on the device from conf/model/bert_large_cas
 16 heads, intermediate 4096), one random batch (batch 32, max length 128, row lengths uniform in [max/8, max], the
 longest at max), timed by bench_methods.step_times (forward, backward, clipping, the method's hook, AdamW; median of
 `--steps` after `--warmup`, torch.cuda.synchronize around each) in fp32 and under bf16 autocast, through the padded
-forward (`trainer.unpad=false`) and the unpadded encoder (spafit_exp/unpad.py). Achieved TFLOP/s: the model FLOPs of
+forward (`trainer.unpad=false`) and the unpadded encoder (spafit_exp/ops/unpad.py). Achieved TFLOP/s: the model FLOPs of
 one training step on the batch's real tokens (bench_peer.train_flops: FlopCounterMode, so frozen weights skip their
 weight-gradient GEMM; padded slots are not counted as work) / the median step; share of the device's dense peak for
 the dtype (PEAKS; an unlisted device: n/a). Peak memory: torch.cuda.max_memory_allocated per configuration (n/a on
@@ -14,8 +14,8 @@ CPU). Sampler: bench_sampling.bench_size (ours on the device vs NumPy, charged w
 Writes the Markdown table to `--out` and the rows to the same name with .json. Without a GPU it refuses unless
 `--tiny` (a CPU-sized check: 3 layers, hidden 64, 1e5 sampled elements) or `--device cpu` is given.
 
-    python scripts/bench_gpu.py                          # the GPU run: outputs/bench/gpu.md
-    python scripts/bench_gpu.py --tiny --device cpu      # seconds, any machine (the test runs this)
+    python -m scripts.bench_gpu                          # the GPU run: outputs/bench/gpu.md
+    python -m scripts.bench_gpu --tiny --device cpu      # seconds, any machine (the test runs this)
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_methods import prepare, step_times
-from bench_peer import train_flops
-from bench_sampling import bench_size
 
-from spafit_exp import unpad
-from spafit_exp.errors import ConfigError
-from spafit_exp.params import count_params
-from spafit_exp.results import cpu_summary, write_bench
+from scripts.bench_methods import prepare, step_times
+from scripts.bench_peer import train_flops
+from scripts.bench_sampling import bench_size
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.results import cpu_summary, write_bench
+from spafit_exp.ops import unpad
+from spafit_exp.ops.params import count_params
 
 # Row name -> method config; the SPAFIT split is the paper's 8-12-II on 24 layers, 0-1-II on the tiny 3 layers.
 METHODS = {"full_ft": ["method=full_ft"], "lora_ii": ["method=lora_ii"], "spafit": ["method=spafit_8_12_ii"],

@@ -3,8 +3,8 @@ sizes, 8 per octave: the default), the same with 16 buckets per octave (the defa
 with exact packed sizes (the code before bucketing), and the padded path, each in a fresh process, same data,
 model, method and seed; with samples/s. Writes outputs/bench/memory.{json,md}.
 
-    python scripts/bench_memory.py --task sst2 --rows 32000 --method full_ft     # 2,000 steps of batch 16
-    python scripts/bench_memory.py --rows 480,2490 --task rte --method spafit    # the issue's table
+    python -m scripts.bench_memory --task sst2 --rows 32000 --method full_ft     # 2,000 steps of batch 16
+    python -m scripts.bench_memory --rows 480,2490 --task rte --method spafit    # the issue's table
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import multiprocessing as mp
 import resource
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODES = {"unpadded": {"unpad": True, "exact": False}, "unpadded-16": {"unpad": True, "exact": False, "buckets": 16},
          "unpadded-exact": {"unpad": True, "exact": True}, "padded": {"unpad": False, "exact": False}}
@@ -27,12 +24,12 @@ def measure(spec: dict) -> dict:
     import psutil
     from accelerate import Accelerator
 
-    from spafit_exp import unpad
-    from spafit_exp.app import prepare
-    from spafit_exp.config import compose
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.train import train
+    from spafit_exp.engine.loop import train
+    from spafit_exp.inputs.data import load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
+    from spafit_exp.ops import unpad
+    from spafit_exp.run.app import prepare
+    from spafit_exp.run.config import compose
 
     if spec["exact"]:
         unpad.bucket = lambda tokens: tokens  # one packed size per token count: the code before bucketing
@@ -84,8 +81,8 @@ def growth(rss: list[tuple[int, float]]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spafit_exp.machine import describe, peaks
-    from spafit_exp.results import write_bench
+    from scripts.machine import describe, peaks
+    from spafit_exp.core.results import write_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sst2")
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode:>15} rows={n}: peak RSS {result['peak_rss_mb']:.0f} MB, growth after warm-up "
                   f"{result['growth_mb']:.0f} MB, {result['samples_per_s']:.1f} samples/s ({result['steps']} steps)",
                   flush=True)
-    meta = {"cpu": describe(peaks()), "command": "python scripts/bench_memory.py " + " ".join(argv or sys.argv[1:])}
+    meta = {"cpu": describe(peaks()), "command": "python -m scripts.bench_memory " + " ".join(argv or sys.argv[1:])}
     lines = [f"Memory over a run — {meta['command']} — {meta['cpu']}", "",
              "| mode | task | method | rows × epochs | steps | peak RSS (MB) | RSS growth after warm-up (MB) | samples/s |",
              "|---|---|---|---:|---:|---:|---:|---:|"]

@@ -4,30 +4,25 @@ model, the masked-gradient methods (stoc_tuning, top_tuning), whose floor is ful
 Same model, batch, sequence length and process for every method; random weights are fine for timing (the
 architecture is what matters). Writes outputs/bench/methods.{json,md}.
 
-    python scripts/bench_methods.py --models minilm,bert_large_cased --batch 16 --seq 128 --steps 5
+    python -m scripts.bench_methods --models minilm,bert_large_cased --batch 16 --seq 128 --steps 5
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from omegaconf import OmegaConf  # noqa: E402
 
-from spafit_exp.config import compose  # noqa: E402
-from spafit_exp.machine import describe, peaks  # noqa: E402
+from scripts.machine import describe, peaks  # noqa: E402
+from spafit_exp.core.results import write_bench  # noqa: E402
+from spafit_exp.inputs.modeling import build_model  # noqa: E402
 from spafit_exp.methods import apply_method  # noqa: E402
-from spafit_exp.modeling import build_model  # noqa: E402
-from spafit_exp.optim import make_optimizer  # noqa: E402
-from spafit_exp.params import count_params  # noqa: E402
-from spafit_exp.results import write_bench  # noqa: E402
+from spafit_exp.ops.optim import make_optimizer  # noqa: E402
+from spafit_exp.ops.params import count_params  # noqa: E402
+from spafit_exp.run.config import compose  # noqa: E402
 
 # Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
 METHODS = {

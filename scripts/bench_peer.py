@@ -5,11 +5,11 @@ and number of steps. The reference is written the way the transformers examples 
 tokenization, `DataCollatorWithPadding`, default `TrainingArguments` (AdamW, linear schedule, no warm-up, no
 weight decay, clipping at 1.0), peft's `get_peft_model`, and a final `trainer.evaluate` on the same dev rows our
 loop scores (examples/s counts training time only, for both). Our loop runs with its defaults (unpadded encoder,
-see spafit_exp/unpad.py); `--padded` adds it with `trainer.unpad=false`. Every configuration runs in a fresh child
+see spafit_exp/ops/unpad.py); `--padded` adds it with `trainer.unpad=false`. Every configuration runs in a fresh child
 process so its peak RSS is its own. Reports examples/s, step time p50/p90, peak RSS (and peak GPU memory), final loss.
 `--quality` adds the dev-accuracy cost of bf16 on SST-2 (4,000 rows, 1 epoch) next to its speed.
 
-    python scripts/bench_peer.py --rows 800 --batch 16
+    python -m scripts.bench_peer --rows 800 --batch 16
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ import multiprocessing as mp
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from spafit_exp.machine import describe, peaks  # noqa: E402
-from spafit_exp.results import write_bench  # noqa: E402
+from scripts.machine import describe, peaks  # noqa: E402
+from spafit_exp.core.results import write_bench  # noqa: E402
 
 LORA_II = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 
@@ -53,11 +49,11 @@ def ours(spec: dict) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from spafit_exp.app import prepare as build_prepared
-    from spafit_exp.config import compose
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.train import train
+    from spafit_exp.engine.loop import train
+    from spafit_exp.inputs.data import load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
+    from spafit_exp.run.app import prepare as build_prepared
+    from spafit_exp.run.config import compose
 
     overrides = [f"model={spec['model']}", "task=sst2", f"method={spec['method']}",
                  *([f"trainer.lr={spec['lr']}"] if spec.get("lr") else []),  # None: the method's own rate
@@ -99,7 +95,7 @@ def train_flops(model, batch: dict, unpadded: bool = True) -> int:
     weight-gradient GEMM). Unpadded with exact sizes, the padded slots are not counted as work."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from spafit_exp import unpad
+    from spafit_exp.ops import unpad
 
     model.train()
     buckets, unpad.BUCKETS_PER_OCTAVE = unpad.BUCKETS_PER_OCTAVE, 1 << 30
@@ -127,9 +123,9 @@ def trainer_peft(spec: dict) -> dict:
         set_seed,
     )
 
-    from spafit_exp.config import compose
-    from spafit_exp.data import read_split
-    from spafit_exp.modeling import weights_source
+    from spafit_exp.inputs.data import read_split
+    from spafit_exp.inputs.modeling import weights_source
+    from spafit_exp.run.config import compose
 
     cfg = compose([f"model={spec['model']}", "task=sst2"])
     set_seed(spec["seed"])
@@ -157,7 +153,7 @@ def trainer_peft(spec: dict) -> dict:
             self.times.append(time.perf_counter() - self.start)
 
     def accuracy(prediction) -> dict:
-        from spafit_exp.metrics import compute  # sklearn: evaluate.load("glue") needs the hub
+        from spafit_exp.inputs.metrics import compute  # sklearn: evaluate.load("glue") needs the hub
 
         return compute(["accuracy"], prediction.predictions.argmax(-1), prediction.label_ids)
 

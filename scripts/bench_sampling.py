@@ -1,4 +1,4 @@
-"""Weighted sampling of k of n without replacement: ours (spafit_exp.sampling, torch) vs NumPy, one run.
+"""Weighted sampling of k of n without replacement: ours (spafit_exp.ops.sampling, torch) vs NumPy, one run.
 
 Same weights for everyone: w = randn(n)^2 (float32, an I^2-like heavy-ish tail), p = w / sum(w) in float64 for
 NumPy. Sizes default to the embedded MiniLM (22.7M), roberta-base (125M) and roberta-large (355M) parameter
@@ -14,8 +14,8 @@ counts; k = 0.08% of n. Reported: the median of the repeats, in seconds.
 
 Writes <out>/sampling.json and <out>/sampling.md.
 
-    python scripts/bench_sampling.py                                  # 22.7M, 125M, 355M
-    python scripts/bench_sampling.py --sizes 22.7e6,125e6 --repeats 3
+    python -m scripts.bench_sampling                                  # 22.7M, 125M, 355M
+    python -m scripts.bench_sampling --sizes 22.7e6,125e6 --repeats 3
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from spafit_exp import results, successive  # noqa: E402
-from spafit_exp.machine import describe, peaks  # noqa: E402
+from scripts.machine import describe, peaks  # noqa: E402
+from spafit_exp.core import results  # noqa: E402
+from spafit_exp.ops import successive
 
 
 def timed(fn, repeats: int, sync=lambda: None) -> list[float]:

@@ -1,5 +1,5 @@
 """Gradient statistics (subset paper eq. 2): one forward/backward per example (`sq_grad_sum_loop`, the code before
-issue 17) vs per-example gradients computed a chunk at a time (`spafit_exp.persample.sq_grad_sum`, what the
+issue 17) vs per-example gradients computed a chunk at a time (`spafit_exp.ops.persample.sq_grad_sum`, what the
 selectors run), on the embedded MiniLM with its pretrained weights.
 
 Two statistics, as `downstream_sqgrad` and `pretrain_sqgrad` compute them: the task loss on the first `--rows`
@@ -8,11 +8,11 @@ training rows, and the MLM loss on the first `--paragraphs` WikiText paragraphs 
 max |batched - loop| / max |loop|; plus the overlap of their top-k sets, k = the BitFit size). One timed run of
 each path, after a one-chunk warm-up. Each path's FLOPs are counted in an untimed run (torch's FlopCounterMode:
 matmuls, the per-example products included) and set against the fp32 peak of a 2048^3 matmul on the same
-cores (`spafit_exp.machine`): "bound" is the speed-up the batched path would reach at 100% of that peak against
+cores (`scripts.machine`): "bound" is the speed-up the batched path would reach at 100% of that peak against
 the measured loop. Writes <out>/stats.json and <out>/stats.md.
 
-    python scripts/bench_stats.py                         # 256 SST-2 rows, 256 paragraphs, chunks of 16
-    python scripts/bench_stats.py --task trec6 --rows 512 --chunk 32
+    python -m scripts.bench_stats                         # 256 SST-2 rows, 256 paragraphs, chunks of 16
+    python -m scripts.bench_stats --task trec6 --rows 512 --chunk 32
 """
 
 from __future__ import annotations
@@ -22,22 +22,18 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
+from accelerate.utils import set_seed  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from accelerate.utils import set_seed  # noqa: E402
-
-from spafit_exp import results  # noqa: E402
-from spafit_exp.config import compose  # noqa: E402
-from spafit_exp.data import PadCollator, load_task_data, mlm_examples, wikitext_paragraphs  # noqa: E402
-from spafit_exp.machine import describe, peaks  # noqa: E402
-from spafit_exp.masking import FlatParams, bitfit_size, candidate_params  # noqa: E402
-from spafit_exp.modeling import build_model, build_tokenizer, mlm_model_like  # noqa: E402
-from spafit_exp.persample import length_chunks, sq_grad_sum, sq_grad_sum_loop  # noqa: E402
+from scripts.machine import describe, peaks  # noqa: E402
+from spafit_exp.core import results  # noqa: E402
+from spafit_exp.inputs.data import PadCollator, load_task_data, mlm_examples, wikitext_paragraphs  # noqa: E402
+from spafit_exp.inputs.modeling import build_model, build_tokenizer, mlm_model_like  # noqa: E402
+from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params  # noqa: E402
+from spafit_exp.ops.persample import length_chunks, sq_grad_sum, sq_grad_sum_loop  # noqa: E402
+from spafit_exp.run.config import compose  # noqa: E402
 
 
 def timed(fn):

@@ -1,5 +1,5 @@
 """Sweep throughput on one CPU machine: the same sweep run with launcher=basic (one job after another in one
-process) and with launcher=local (jobs side by side, n_jobs and threads auto: spafit_exp/packing.py), back to back,
+process) and with launcher=local (jobs side by side, n_jobs and threads auto: spafit_exp/run/packing.py), back to back,
 each in its own fresh run.root and data cache under /tmp. Default: 8 methods × 3 seeds = 24 runs on a 1,000-row
 SST-2 slice, 1 epoch, 400 dev rows, no saved tensors, no resume checkpoints.
 
@@ -7,8 +7,8 @@ Prints (and writes <out>/sweep.{json,md}) the CPU, each launcher's wall time, ru
 launcher, and where the runs' time went (the records' per-phase timing). Run it on a quiet machine: other jobs
 on the cores change both numbers, the ratio most.
 
-    python scripts/bench_sweep.py                                   # the 24-run measurement (long)
-    python scripts/bench_sweep.py --model tiny_bert --rows 32 --eval-rows 32 --methods full_ft,full_bitfit --seeds 1
+    python -m scripts.bench_sweep                                   # the 24-run measurement (long)
+    python -m scripts.bench_sweep --model tiny_bert --rows 32 --eval-rows 32 --methods full_ft,full_bitfit --seeds 1
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from spafit_exp import REPO_ROOT, results  # noqa: E402
-from spafit_exp.run_states import classify, run_dirs  # noqa: E402
-from spafit_exp.timing import PHASES, phase_totals  # noqa: E402
+from spafit_exp import REPO_ROOT  # noqa: E402
+from spafit_exp.core import results
+from spafit_exp.core.run_states import classify, run_dirs  # noqa: E402
+from spafit_exp.core.timing import PHASES, phase_totals  # noqa: E402
 
 # Eight methods of conf/method that fit the embedded 6-layer model (spafit: its 6-layer split, docs/recommended_lr.md)
 METHODS = "full_ft,full_bitfit,lora_ii,spafit,stoc_tuning,top_tuning,random_tuning,multi_head"
@@ -88,7 +87,7 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/bench")
     parser.add_argument("extra", nargs="*", help="more overrides for every run (key=value)")
     args = parser.parse_args()
-    from spafit_exp.packing import cores
+    from spafit_exp.run.packing import cores
 
     planned = len(args.methods.split(",")) * len(args.seeds.split(","))
     meta = {"command": " ".join(["python", *sys.argv]), "cpu": results.cpu_name(), "cpus": cores(),

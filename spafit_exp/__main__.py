@@ -12,13 +12,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp import CONF_DIR, packing
-from spafit_exp.config import check_group_overrides, check_overrides_compose, quote_path_values
-from spafit_exp.errors import ConfigError, RecipeMismatch, RunInterrupted
-from spafit_exp.lr_search import edge_commands
-from spafit_exp.results import SkippedRecord, WriteFailed, check_run_dir, remove_empty_dirs, require_writable_root
-from spafit_exp.stops import hand_back
-from spafit_exp.timing import phase_totals
+from spafit_exp import CONF_DIR
+from spafit_exp.core.errors import ConfigError, RecipeMismatch, RunInterrupted
+from spafit_exp.core.results import SkippedRecord, WriteFailed, check_run_dir, remove_empty_dirs, require_writable_root
+from spafit_exp.core.timing import phase_totals
+from spafit_exp.engine.stops import hand_back
+from spafit_exp.run import packing
+from spafit_exp.run.config import check_group_overrides, check_overrides_compose, quote_path_values
+from spafit_exp.sweep.lr_search import edge_commands
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message[, the
 # record's timing: completed jobs]).
@@ -33,7 +34,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     local = hydra_cfg.mode == RunMode.MULTIRUN and OmegaConf.select(cfg, packing.THREADS_KEY) is not None
     if local:
         packing.apply_threads(packing.job_threads(cfg.launcher.threads, hydra_cfg.launcher.n_jobs))
-    from spafit_exp.validation import validate  # lighter than the whole app: bad input fails in seconds
+    from spafit_exp.run.validation import validate  # lighter than the whole app: bad input fails in seconds
 
     try:
         validate(cfg)
@@ -43,8 +44,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         if local:
             return
         sys.exit(2)
-    from spafit_exp.app import run  # the loop, the models and their libraries: only for a run that is good
-    from spafit_exp.commands import job_overrides
+    from spafit_exp.core.commands import job_overrides
+    from spafit_exp.run.app import run  # the loop, the models and their libraries: only for a run that is good
 
     cfg.run.overrides = job_overrides(hydra_cfg, cfg)  # the run's record keeps them: the commands it prints repeat them
 
@@ -119,8 +120,8 @@ def main() -> None:
         require_writable_root(first.run.root)  # before Hydra creates the run directory there
         check_run_dir(first, writable=True)  # a folder name leading out of run.root, a read-only experiment folder
         if {"-m", "--multirun"} & set(sys.argv[1:]):
-            from spafit_exp import local_sweep
-            from spafit_exp.validation import check_swept_paths
+            from spafit_exp.run.validation import check_swept_paths
+            from spafit_exp.sweep import local as local_sweep
 
             check_swept_paths(sys.argv[1:])
             if local_sweep.is_local(first):

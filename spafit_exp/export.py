@@ -6,7 +6,7 @@ trained biases, a fixed subset's values, the head) in `model.safetensors`, the t
 (where it came from, its dev score). A LoRA run (`method=lora`) also gets the adapter alone, in peft's format, in
 `DIR/adapter` (factors + head, for the run's own base model).
 
-`model.head=linear` (Flair's one Linear on the first token, spafit_exp/heads.py) has no transformers class of its
+`model.head=linear` (Flair's one Linear on the first token, spafit_exp/inputs/heads.py) has no transformers class of its
 own: it is mapped onto the standard head. The pooler (BERT) or the head's dense layer (RoBERTa) becomes 2^-20 times
 the identity, on which tanh is the identity to float32 rounding (|tanh(y) - y| <= |y|^3/3), and the Linear's weight
 is scaled by 2^20: the run's logits to float32 rounding. Load it in float32 or bfloat16 (float16 would overflow the
@@ -31,11 +31,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spafit_exp import results
-from spafit_exp.errors import ConfigError
-from spafit_exp.run_files import WriteFailed, exit_status
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.run_files import WriteFailed, exit_status
 
-TRAINABLE_FILE = "trainable.safetensors"  # spafit_exp.checkpoint's, named here without importing torch
+TRAINABLE_FILE = "trainable.safetensors"  # spafit_exp.engine.artefacts's, named here without importing torch
 # What marks a run directory: its record, or the log every run opens first (console.RUN_LOG). Not `.lock` alone:
 # pytest's and other tools' numbered folders hold one too.
 RUN_MARKERS = (results.RESULTS, "run.log")
@@ -130,7 +130,7 @@ def linear_head_state(state: dict, plain, model) -> dict:
 
 def standard_model(model, cfg):
     """The run's model (LoRA merged) as transformers' own class for the task, with its label names."""
-    from spafit_exp.heads import head_of
+    from spafit_exp.inputs.heads import head_of
 
     merge_lora(model)
     state = {k.replace(".base_layer.", "."): v.detach().cpu() for k, v in model.state_dict().items()
@@ -157,8 +157,8 @@ def save_adapter(prepared_model, cfg, folder: Path) -> None:
     import torch
     from peft import get_peft_model
 
-    from spafit_exp.checkpoint import seeded_model
-    from spafit_exp.modeling import weights_source
+    from spafit_exp.engine.artefacts import seeded_model
+    from spafit_exp.inputs.modeling import weights_source
 
     base = seeded_model(cfg)
     source = weights_source(cfg.model) if cfg.model.init == "pretrained" else None
@@ -181,8 +181,8 @@ def load_model(run_dir: Path, cfg):
     read with safetensors (no pickle); a damaged or foreign tensors file is one line naming it."""
     from safetensors import SafetensorError
 
-    from spafit_exp.checkpoint import load_run
-    from spafit_exp.modeling import check_model_files
+    from spafit_exp.engine.artefacts import load_run
+    from spafit_exp.inputs.modeling import check_model_files
 
     check_model_files(cfg.model)
     try:
@@ -207,8 +207,8 @@ def export(run_dir: Path, out: Path) -> dict:
     record = completed_run(run_dir)
     out = check_out(out)
     cfg = OmegaConf.create(record["config"])
-    from spafit_exp.heads import head_of
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.heads import head_of
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     prepared = load_model(run_dir, cfg)
     tokenizer = build_tokenizer(cfg.model)

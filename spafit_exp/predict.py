@@ -21,17 +21,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spafit_exp import results
-from spafit_exp.errors import ConfigError
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.run_files import exit_status
 from spafit_exp.export import check_out, completed_run, label_names, load_model
-from spafit_exp.run_files import exit_status
 
 HEADER = "index\tprediction"
 
 
 def read_rows(path: Path, cfg) -> tuple[list[str], list[list[str]]]:
     """(row ids, texts per text field) of a file in the task's format."""
-    from spafit_exp.readers import READERS, utf8_errors
+    from spafit_exp.inputs.readers import READERS, utf8_errors
 
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
@@ -62,7 +62,7 @@ def _logits(model, tokenizer, texts: list[list[str]], max_len: int, batch_size: 
     import numpy as np
     import torch
 
-    from spafit_exp.data import clip
+    from spafit_exp.inputs.data import clip
 
     encoded = tokenizer(*(clip(field, max_len) for field in texts), truncation=True, max_length=max_len)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
@@ -89,7 +89,7 @@ def predict(run_dir: Path, path: Path, out: Path | None = None, batch_size: int 
                           "tasks only)")
     out = check_out(Path(out) if out else Path(f"{cfg.task.display}.tsv"), folder=False)
     ids, texts = read_rows(path, cfg)
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     logits = _logits(load_model(run_dir, cfg).model, build_tokenizer(cfg.model), texts, int(cfg.trainer.max_len), batch_size)
     lines = prediction_lines(cfg.task, ids, logits)

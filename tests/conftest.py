@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from spafit_exp.config import compose  # noqa: F401 - re-exported for the tests
+from spafit_exp.run.config import compose  # noqa: F401 - re-exported for the tests
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

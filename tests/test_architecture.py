@@ -99,13 +99,82 @@ def test_module_size(path):
 
 def test_lower_layers_never_import_upper_ones():
     graph = import_graph()
-    bottom = {"spafit_exp.errors", "spafit_exp.registry", "spafit_exp.params", "spafit_exp.metrics",
-              "spafit_exp.sampling", "spafit_exp.schema"}
+    bottom = {"spafit_exp.core.errors", "spafit_exp.core.registry", "spafit_exp.ops.params", "spafit_exp.inputs.metrics",
+              "spafit_exp.ops.sampling", "spafit_exp.run.schema"}
     for module in bottom:
-        assert graph[module] <= bottom | {"spafit_exp"}, (module, graph[module] - bottom)
-    assert "spafit_exp.app" not in set().union(*(graph[m] for m in graph if m not in ("spafit_exp.__main__",
-                                                                                     "spafit_exp.lr_search")
+        packages = {"spafit_exp", "spafit_exp.core", "spafit_exp.ops", "spafit_exp.inputs"}  # docstring-only inits
+        assert graph[module] <= bottom | packages, (module, graph[module] - bottom)
+    assert "spafit_exp.run.app" not in set().union(*(graph[m] for m in graph if m not in ("spafit_exp.__main__",
+                                                                                     "spafit_exp.sweep.lr_search")
                                                   and not m.startswith("spafit_exp.repro")))
+
+
+# Which layer package may import which (besides itself). Entry modules directly under spafit_exp/ (the CLIs) and the
+# reproductions sit on top and may import any layer; nothing imports them.
+LAYERS = {
+    "core": set(),
+    "ops": {"core"},
+    "inputs": {"core"},
+    "report": {"core"},
+    "methods": {"core", "ops"},
+    "engine": {"core", "ops", "inputs", "methods"},
+    "selection": {"core", "ops", "inputs", "methods", "engine"},
+    "studies": {"core", "ops", "inputs", "methods", "engine", "selection"},
+    "run": {"core", "ops", "inputs", "methods", "engine", "selection", "studies"},
+    "sweep": {"core", "inputs", "run", "report"},
+}
+TOP = {"repro"}  # packages on top of every layer
+MAX_ENTRY_MODULES = 12
+
+
+def package_of(module: str) -> str:
+    """`spafit_exp.run.app` -> `run`; an entry module directly under spafit_exp/ -> `entry`."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "root"
+    if len(parts) == 2 and (PACKAGE / f"{parts[1]}.py").exists():
+        return "entry"
+    return parts[1]
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    found = []
+    for module, targets in graph.items():
+        here = package_of(module)
+        for target in targets:
+            there = package_of(target)
+            if there == "root" or there == here:
+                continue
+            if there in ("entry", *TOP):
+                found.append((module, target))  # nothing depends on an entry point or a reproduction
+            elif here in ("entry", *TOP):
+                continue
+            elif here == "root" or there not in LAYERS.get(here, set()):
+                found.append((module, target))
+    return sorted(found)
+
+
+def test_every_package_is_in_the_layer_table():
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert packages == set(LAYERS) | TOP
+
+
+def test_packages_import_only_the_layers_below_them():
+    assert layer_violations(import_graph()) == []
+
+
+def test_layer_check_fails_on_a_violation():
+    """The check itself can fail: an ops kernel importing the engine, or a layer importing an entry point."""
+    graph = import_graph()
+    graph["spafit_exp.ops.masking"] = graph["spafit_exp.ops.masking"] | {"spafit_exp.engine.loop"}
+    graph["spafit_exp.run.app"] = graph["spafit_exp.run.app"] | {"spafit_exp.tables"}
+    assert layer_violations(graph) == [("spafit_exp.ops.masking", "spafit_exp.engine.loop"),
+                                       ("spafit_exp.run.app", "spafit_exp.tables")]
+
+
+def test_only_entry_points_directly_under_the_package():
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(modules) <= MAX_ENTRY_MODULES, modules
 
 
 def test_nothing_imports_the_reproductions():

@@ -38,7 +38,7 @@ def number(cell: str) -> float:
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_gpu") / "gpu.md"
     # As `make bench-gpu` runs it: a script, its package found through the editable install.
-    proc = subprocess.run([sys.executable, "scripts/bench_gpu.py", "--tiny", "--device", "cpu", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "scripts.bench_gpu", "--tiny", "--device", "cpu", "--out", str(out)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -70,11 +70,7 @@ def test_tiny_cpu_run_has_the_sampler_rows(tiny_run):
 
 @pytest.fixture(scope="module")
 def bench_gpu():
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))  # the script imports its sibling benchmarks
-    try:
-        yield importlib.import_module("bench_gpu")
-    finally:
-        sys.path.remove(str(REPO_ROOT / "scripts"))
+    return importlib.import_module("scripts.bench_gpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="refusals of a machine without a GPU")

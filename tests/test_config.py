@@ -6,9 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from spafit_exp import CONF_DIR
-from spafit_exp.config import check_group_overrides
-from spafit_exp.errors import ConfigError
-from spafit_exp.validation import validate
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.run.config import check_group_overrides
+from spafit_exp.run.validation import validate
 from tests.conftest import compose
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -112,7 +112,7 @@ def test_data_dir_glue_layout(tmp_path: Path):
 
 
 def test_run_directory_values_need_no_quotes():
-    from spafit_exp.config import quote_path_values
+    from spafit_exp.run.config import quote_path_values
 
     argv = ["-m", "study.run=outputs/default/sst2/full_ft/minilm/lr=5e-05/seed=1", "trainer.lr=1e-3,2e-3",
             "study.run='already/lr=1'"]
@@ -129,9 +129,9 @@ def test_run_directory_values_need_no_quotes():
     ("trainer.dry_run=maybe", "trainer.dry_run=maybe"),
 ])
 def test_typed_schema_rejects_at_compose(override, needle):
-    """The trainer and data schema (spafit_exp/schema.py): wrong types and misspelt keys fail while composing,
+    """The trainer and data schema (spafit_exp/run/schema.py): wrong types and misspelt keys fail while composing,
     as one line naming the override."""
-    from spafit_exp.config import check_overrides_compose
+    from spafit_exp.run.config import check_overrides_compose
 
     with pytest.raises(ConfigError) as err:
         check_overrides_compose([override])
@@ -145,7 +145,7 @@ METHODS = [p.stem for p in sorted((CONF_DIR / "method").glob("*.yaml"))]
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_dry_runs_on_the_meta_device(method, capsys):
     """trainer.dry_run=true builds the architecture on the meta device: every method must get through it."""
-    from spafit_exp.app import dry_run
+    from spafit_exp.run.app import dry_run
 
     # SPAFIT's groups need more layers than tiny_bert's two: the 6-layer embedded model, or a 24-layer preset's
     model = "bert_large_cased" if method in NEEDS_24_LAYERS else "minilm" if method == "spafit" else "tiny_bert"
@@ -159,7 +159,7 @@ def test_every_method_dry_runs_on_the_meta_device(method, capsys):
 def test_subset_paper_lora_is_query_value():
     """The subset paper's LoRA fractions (0.03 ... 1.89% for r = 1 ... 64 on RoBERTa-base) are query + value:
     r = 4 is 147,456 LoRA parameters + 592,130 in the classification head."""
-    from spafit_exp.app import prepare
+    from spafit_exp.run.app import prepare
 
     prepared = prepare(compose(["model=roberta_base", "method=lora_r4", "task=sst2", "trainer.dry_run=true"]),
                        device="meta")

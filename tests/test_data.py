@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from spafit_exp import DATA_DIR
-from spafit_exp.data import PadCollator, load_split, tokenize
-from spafit_exp.errors import ConfigError
-from spafit_exp.readers import read_glue_tsv, read_split
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.inputs.data import PadCollator, load_split, tokenize
+from spafit_exp.inputs.readers import read_glue_tsv, read_split
 from tests.conftest import compose
 
 MANIFEST = json.loads((DATA_DIR / "manifest.json").read_text())
@@ -51,7 +51,7 @@ def test_trec_conll_counts_match_manifest(path, task_split):
 
 
 def test_token_labels_on_first_subtoken_only():
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     cfg = compose(["task=conll2003"])
     raw = read_split(cfg, "dev", limit=20)
@@ -116,7 +116,7 @@ def test_collator_pads_dynamically():
 
 
 def test_tokenized_cache_is_reused(tmp_path):
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     cfg = compose(["task=rte", "trainer.max_train_samples=16", f"data.cache_dir={tmp_path}", "trainer.max_len=32"])
     tok = build_tokenizer(cfg.model)
@@ -130,8 +130,8 @@ def test_tokenized_cache_is_reused(tmp_path):
 def test_trec_selects_on_a_seeded_holdout_of_train_and_reports_test():
     """TREC-6 has no dev set: a fixed 10% of the training file is dev (the same rows whatever the training slice
     or run seed), disjoint from the training rows; the 500-question test set is the reported split."""
-    from spafit_exp.data import holdout_indices, load_task_data
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.data import holdout_indices, load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     dev, train = holdout_indices(5452, 0.1, 0)
     assert len(dev) == 545 and not set(dev) & set(train) and len(dev) + len(train) == 5452
@@ -146,8 +146,8 @@ def test_trec_selects_on_a_seeded_holdout_of_train_and_reports_test():
 
 
 def test_conll_reports_its_labelled_test_split():
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.data import load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     cfg = compose(["task=conll2003", "trainer.max_train_samples=8", "trainer.max_eval_samples=8"])
     data = load_task_data(cfg, build_tokenizer(cfg.model))

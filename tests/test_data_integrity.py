@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from spafit_exp import DATA_DIR, readers
-from spafit_exp.data import CHARS_PER_TOKEN, ROWS_FILE, load_split, run_key, tokenize
-from spafit_exp.errors import ConfigError
-from spafit_exp.modeling import build_tokenizer
-from spafit_exp.readers import check_data_files, checked_digest, read_split
+from spafit_exp import DATA_DIR
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.inputs import readers
+from spafit_exp.inputs.data import CHARS_PER_TOKEN, ROWS_FILE, load_split, run_key, tokenize
+from spafit_exp.inputs.modeling import build_tokenizer
+from spafit_exp.inputs.readers import check_data_files, checked_digest, read_split
 from tests.conftest import TINY_RUN, compose, run_cli
 
 MANIFEST = json.loads((DATA_DIR / "manifest.json").read_text())

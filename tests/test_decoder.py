@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spafit_exp.app import prepare
-from spafit_exp.params import is_head
+from spafit_exp.ops.params import is_head
+from spafit_exp.run.app import prepare
 from tests.conftest import TINY_RUN, compose
 
 
@@ -39,7 +39,7 @@ def test_subset_table1_pretunes_every_variant():
 def test_a_run_does_not_depend_on_its_stage_caches(tmp_path):
     """The decoder pre-tuning and the selector train only when their caches miss; the run after them must draw
     the same dropout either way (same losses, same trained values)."""
-    from spafit_exp.app import run
+    from spafit_exp.run.app import run
     from tests.test_selectors import run_cfg
 
     records = []
@@ -97,7 +97,7 @@ def test_seeds_share_one_decoder_and_one_selection_stage(tmp_path, selector):
 
 
 def test_stage_seed_run_keeps_one_decoder_per_seed(tmp_path):
-    from spafit_exp.data import STAGE_SEED, stage_seed
+    from spafit_exp.inputs.data import STAGE_SEED, stage_seed
     from tests.test_selectors import run_cfg
 
     for seed in (1, 2):

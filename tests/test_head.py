@@ -9,15 +9,16 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from spafit_exp import fingerprint, results, unpad
-from spafit_exp.app import dry_run, run
-from spafit_exp.checkpoint import load_run, seeded_model
-from spafit_exp.data import run_key
-from spafit_exp.errors import ConfigError
+from spafit_exp.core import fingerprint, results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.engine.artefacts import load_run, seeded_model
+from spafit_exp.inputs.data import run_key
+from spafit_exp.inputs.modeling import build_model
 from spafit_exp.methods import apply_method
-from spafit_exp.modeling import build_model
-from spafit_exp.params import count_params, group_of, is_head, report
-from spafit_exp.validation import validate
+from spafit_exp.ops import unpad
+from spafit_exp.ops.params import count_params, group_of, is_head, report
+from spafit_exp.run.app import dry_run, run
+from spafit_exp.run.validation import validate
 from tests.conftest import TINY_RUN, compose
 
 SMALL = ["model.init=random", "model.arch.num_hidden_layers=2", "model.arch.hidden_size=32",

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from spafit_exp import __main__ as cli
-from spafit_exp import local_sweep, packing, results
-from spafit_exp.errors import ConfigError
-from spafit_exp.run_states import classify
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.run_states import classify
+from spafit_exp.run import packing
+from spafit_exp.sweep import local as local_sweep
 from tests.conftest import REPO, TINY_RUN
 
 
@@ -40,7 +42,7 @@ def test_a_bad_count_is_one_line_naming_the_key(value):
 def test_cores_follow_the_affinity_mask():
     """A process pinned to one CPU counts one core, whatever the machine has."""
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from spafit_exp.packing import cores; print(cores())")
+            "from spafit_exp.run.packing import cores; print(cores())")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in os.environ.items() if k != "LOKY_MAX_CPU_COUNT"})
     assert out.stdout.strip() == "1", out.stderr
@@ -141,10 +143,10 @@ def test_ctrl_c_still_prints_the_summary_and_exits_130(tmp_path, monkeypatch, ca
 
 
 PROBE = """import os, sys, threading, time
-def _watch():  # a process that ran a job (spafit_exp.app loaded) writes its torch threads to a file named by its pid
+def _watch():  # a process that ran a job (spafit_exp.run.app loaded) writes its torch threads to a file named by its pid
     while True:
         time.sleep(0.2)
-        if "spafit_exp.app" in sys.modules:
+        if "spafit_exp.run.app" in sys.modules:
             path = os.path.join(os.environ["PROBE_DIR"], str(os.getpid()))
             with open(path + ".tmp", "w") as f:
                 f.write(str(sys.modules["torch"].get_num_threads()))

@@ -3,10 +3,10 @@
 import pytest
 from accelerate import Accelerator
 
-from spafit_exp.app import prepare as build_prepared
-from spafit_exp.data import load_task_data
-from spafit_exp.modeling import build_tokenizer
-from spafit_exp.train import train
+from spafit_exp.engine.loop import train
+from spafit_exp.inputs.data import load_task_data
+from spafit_exp.inputs.modeling import build_tokenizer
+from spafit_exp.run.app import prepare as build_prepared
 from tests.conftest import TINY_RUN, compose
 
 NO_DROPOUT = ["+model.arch.hidden_dropout_prob=0.0", "+model.arch.attention_probs_dropout_prob=0.0"]

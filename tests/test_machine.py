@@ -1,11 +1,11 @@
-"""spafit_exp.machine: every benchmark's header names the CPU, its ISA features and the measured matmul peaks."""
+"""scripts.machine: every benchmark's header names the CPU, its ISA features and the measured matmul peaks."""
 
 import math
 
 import torch
 
-from spafit_exp.machine import describe, matmul_peak
-from spafit_exp.results import cpu_summary
+from scripts.machine import describe, matmul_peak
+from spafit_exp.core.results import cpu_summary
 
 
 def test_matmul_peak_is_a_positive_rate_and_the_header_names_cpu_and_peaks():

@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp.masking import FlatParams
 from spafit_exp.methods import apply_method
-from spafit_exp.optim import MaskedAdamW
-from spafit_exp.params import is_bitfit_param
-from spafit_exp.sampling import topk_indices
+from spafit_exp.ops.masking import FlatParams
+from spafit_exp.ops.optim import MaskedAdamW
+from spafit_exp.ops.params import is_bitfit_param
+from spafit_exp.ops.sampling import topk_indices
 from tests.helpers import changed, snapshot, tiny_model, train_steps
 
 TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
@@ -113,7 +113,7 @@ def test_importance_uses_activation_means():
 def test_activation_means_same_unpadded_and_when_hidden_equals_length():
     """mu over real tokens is the same whether the encoder runs padded or unpadded (packed [1, tokens, hidden]),
     and the pooler's [batch, hidden] input is not taken for [batch, seq] when hidden equals the batch's length."""
-    from spafit_exp import unpad
+    from spafit_exp.ops import unpad
 
     model = tiny_model()  # hidden 16
     prepared = apply_method(model, masked_cfg("top_tuning", k=10))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from spafit_exp import unpad
+from spafit_exp.ops import unpad
 
 
 def rss_growth_mb(steps: int = 200, warmup: int = 40, seed: int = 0) -> float:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from spafit_exp.inputs.modeling import build_model
 from spafit_exp.methods import apply_method, available
-from spafit_exp.modeling import build_model
-from spafit_exp.params import count_params
+from spafit_exp.ops.params import count_params
 from tests.conftest import compose
 from tests.helpers import changed, snapshot, tiny_model, train_steps
 
@@ -100,7 +100,7 @@ def test_spafit_no_backward_through_frozen_group():
 
 
 def test_spafit_rejects_bad_groups():
-    from spafit_exp.errors import ConfigError
+    from spafit_exp.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"need -1 <= n1 < n2 < 4"):
         apply_method(tiny_model("bert"), method_cfg("spafit", n1=2, n2=4))

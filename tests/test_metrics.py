@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from spafit_exp.metrics import compute, logits_to_predictions, token_predictions
+from spafit_exp.inputs.metrics import compute, logits_to_predictions, token_predictions
 
 
 def test_accuracy_and_f1():

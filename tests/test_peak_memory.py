@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from spafit_exp import console
-from spafit_exp.app import run
+from spafit_exp.run import console
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
 
 GIB = 2**30

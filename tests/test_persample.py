@@ -1,4 +1,4 @@
-"""Batched per-example squared gradients (spafit_exp/persample.py) against one forward/backward per example:
+"""Batched per-example squared gradients (spafit_exp/ops/persample.py) against one forward/backward per example:
 classification, regression, token tagging and MLM losses, BERT and RoBERTa, examples of different lengths in one
 padded batch, tied tensors (MLM decoder = word embeddings), and chunk sizes."""
 
@@ -15,9 +15,9 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from spafit_exp.data import PadCollator
-from spafit_exp.masking import FlatParams, candidate_params
-from spafit_exp.persample import length_chunks, single_examples, sq_grad_sum, sq_grad_sum_loop
+from spafit_exp.inputs.data import PadCollator
+from spafit_exp.ops.masking import FlatParams, candidate_params
+from spafit_exp.ops.persample import length_chunks, single_examples, sq_grad_sum, sq_grad_sum_loop
 from tests.helpers import ARCH, tiny_model
 
 PAD = {"bert": 0, "roberta": 1}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from spafit_exp import plots, tables
+from spafit_exp.report import plots, tables
 
 # Two methods x three seeds at one LR on MRPC (main metric F1), three epochs each; full_ft also at a second LR.
 DEV = {"full_ft": [[0.70, 0.80, 0.84], [0.72, 0.81, 0.86], [0.68, 0.79, 0.85]],
@@ -180,7 +180,7 @@ def test_lr_axis_tick_labels_never_overlap(tmp_path, figures, rates):
 def test_malformed_epoch_fields_read_as_missing_not_as_errors(tmp_path, figures):
     """`metrics.epochs` and `train.losses` are outside the checked record shape: junk there costs the learning
     curve its points, never the table."""
-    from spafit_exp.cells import curve
+    from spafit_exp.report.cells import curve
 
     assert curve({"metrics": {"epochs": "junk"}, "train": {"losses": {"a": 1}}}) == []
     points = curve({"main_metric": "f1", "train": {"losses": [[5, 0.5], "x", [10, None], [True, 0.1]]},

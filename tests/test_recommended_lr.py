@@ -4,8 +4,8 @@ rate; an explicit trainer.lr wins; the end-of-run summary warns when the loss st
 import pytest
 
 from spafit_exp import CONF_DIR
-from spafit_exp.console import summary
-from spafit_exp.metrics import loss_falls
+from spafit_exp.inputs.metrics import loss_falls
+from spafit_exp.run.console import summary
 from tests.conftest import compose
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml") if p.stem != "subset" and not p.stem.startswith("_"))

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from spafit_exp.app import run
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import apply_method, validate_method
 from spafit_exp.methods.regularized import DistancePenalty
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spafit_exp import results
-from spafit_exp.app import run
-from spafit_exp.checkpoint import TRAINABLE_FILE
-from spafit_exp.checkpointer import RESUME_FILE, read_resume
-from spafit_exp.data import load_task_data
-from spafit_exp.modeling import build_tokenizer
+from spafit_exp.core import results
+from spafit_exp.engine.artefacts import TRAINABLE_FILE
+from spafit_exp.engine.resume import RESUME_FILE, read_resume
+from spafit_exp.inputs.data import load_task_data
+from spafit_exp.inputs.modeling import build_tokenizer
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose, run_cli
 
 
@@ -38,8 +38,8 @@ def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
     weights are rebuilt from its restored selected values."""
     from accelerate import Accelerator
 
-    from spafit_exp.app import prepare as build_prepared
-    from spafit_exp.train import StopRequested, train
+    from spafit_exp.engine.loop import StopRequested, train
+    from spafit_exp.run.app import prepare as build_prepared
 
     reference = run(tiny(tmp_path / "ref", *method))
     cfg = tiny(tmp_path / "cut", *method)
@@ -125,7 +125,7 @@ def test_nan_loss_recorded_and_multirun_goes_on(tmp_path):
 
 
 def test_exception_becomes_failed_record(tmp_path, monkeypatch):
-    import spafit_exp.train as train_module
+    import spafit_exp.engine.loop as train_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
@@ -175,7 +175,7 @@ def test_non_finite_loss_survives_pickling():
     """submitit pickles a failed job's exception back to the launcher: a NaN failure must not become a TypeError."""
     import pickle
 
-    from spafit_exp.train import NonFiniteLoss
+    from spafit_exp.engine.loop import NonFiniteLoss
 
     err = pickle.loads(pickle.dumps(NonFiniteLoss(7, float("nan"))))
     assert isinstance(err, NonFiniteLoss) and err.step == 7 and "step 7" in str(err)
@@ -199,8 +199,8 @@ def test_disk_full_at_the_first_record_leaves_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "default").exists()
 
 
-@pytest.mark.parametrize("module,writer,written", [("spafit_exp.checkpoint", "save_file", TRAINABLE_FILE),
-                                                   ("spafit_exp.checkpointer", "torch.save", RESUME_FILE)],
+@pytest.mark.parametrize("module,writer,written", [("spafit_exp.engine.artefacts", "save_file", TRAINABLE_FILE),
+                                                   ("spafit_exp.engine.resume", "torch.save", RESUME_FILE)],
                          ids=["trained_tensors", "checkpoint"])
 def test_disk_full_writing_tensors_is_one_line_and_a_failed_record(tmp_path, module, writer, written):
     """The real command line, with safetensors' or torch's writer failing as on a full disk."""
@@ -223,7 +223,7 @@ def test_run_log_that_cannot_be_written_does_not_stop_the_run():
     """A full disk refusing run.log lines: the console goes on, the run reaches its own outcome."""
     import io
 
-    from spafit_exp.console import _Tee
+    from spafit_exp.run.console import _Tee
 
     class FullDisk(io.StringIO):
         write = no_space

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spafit_exp import REPO_ROOT, sweep
+from spafit_exp import REPO_ROOT
 from spafit_exp.repro import __main__ as cli
 from spafit_exp.repro import claims, collect, plan, runner, spafit, stoc, subset
 from spafit_exp.repro.claims import Claim, Evidence
 from spafit_exp.repro.papers import PAPERS
 from spafit_exp.repro.recipe import grid_rates, layout
 from spafit_exp.repro.report import SECTIONS
+from spafit_exp.sweep import cli as sweep
 
 PAPERS_DIR = REPO_ROOT.parent / "shared" / "papers"
 

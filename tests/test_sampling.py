@@ -1,4 +1,4 @@
-"""spafit_exp.sampling: exact successive sampling, checked against brute-force inclusion probabilities on
+"""spafit_exp.ops.sampling: exact successive sampling, checked against brute-force inclusion probabilities on
 every path (one round, re-summing rounds, several chunks with a padded tail, the exponential-race fallback);
 edge cases, large n (> 2^24), seeding, top-k and uniform selection."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from spafit_exp import successive
-from spafit_exp.sampling import topk_indices, uniform_indices
-from spafit_exp.successive import sample_without_replacement
+from spafit_exp.ops import successive
+from spafit_exp.ops.sampling import topk_indices, uniform_indices
+from spafit_exp.ops.successive import sample_without_replacement
 
 
 def exact_inclusion(w, k: int) -> np.ndarray:

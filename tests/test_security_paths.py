@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from spafit_exp import results
-from spafit_exp.app import run
-from spafit_exp.errors import ConfigError
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
 
 DRY = ["model=tiny_bert", "trainer.dry_run=true"]

@@ -1,13 +1,13 @@
-"""The worked example of adding a selector (README "Adding a selector"): spafit_exp/selectors/magnitude.py +
+"""The worked example of adding a selector (README "Adding a selector"): spafit_exp/selection/selectors/magnitude.py +
 conf/selector/magnitude.yaml + this test. The selector is found by the registry, composes, validates, and picks
 exactly the k largest |theta0| among the candidates."""
 
 import torch
 
-from spafit_exp.app import prepare
-from spafit_exp.masking import FlatParams, candidate_params
-from spafit_exp.selectors import SELECTORS
-from spafit_exp.validation import validate
+from spafit_exp.ops.masking import FlatParams, candidate_params
+from spafit_exp.run.app import prepare
+from spafit_exp.run.validation import validate
+from spafit_exp.selection.selectors import SELECTORS
 from tests.conftest import TINY_RUN, compose
 
 

@@ -6,14 +6,15 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from spafit_exp import results, sparse_grad
-from spafit_exp.app import run
-from spafit_exp.checkpoint import TRAINABLE_FILE
-from spafit_exp.masking import FlatParams, bitfit_indices, candidate_params
-from spafit_exp.optim import masked_adamw, optimizer_state_bytes
-from spafit_exp.params import is_head
-from spafit_exp.selectors import Context, selector_options
-from spafit_exp.selectors.sqgrad import combine, downstream_stats, pretrain_stats, sq_grad_sum
+from spafit_exp.core import results
+from spafit_exp.engine.artefacts import TRAINABLE_FILE
+from spafit_exp.ops import sparse_grad
+from spafit_exp.ops.masking import FlatParams, bitfit_indices, candidate_params
+from spafit_exp.ops.optim import masked_adamw, optimizer_state_bytes
+from spafit_exp.ops.params import is_head
+from spafit_exp.run.app import run
+from spafit_exp.selection.selectors import Context, selector_options
+from spafit_exp.selection.selectors.sqgrad import combine, downstream_stats, pretrain_stats, sq_grad_sum
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 
@@ -41,7 +42,7 @@ def test_combined_matches_eq3():
 def test_default_combined_scores_eq3_literally(monkeypatch):
     """selector=combined's defaults score F_down / (1 + F_pretr) elementwise (eq. 3 as printed, no rescaling), and
     pick its top k: statistics of different scales, on which mean normalisation picks another set."""
-    from spafit_exp.selectors import sqgrad
+    from spafit_exp.selection.selectors import sqgrad
 
     g = torch.Generator().manual_seed(0)
     down, pre = torch.rand(1000, generator=g) * 1e-3, torch.rand(1000, generator=g) * 1e2
@@ -60,8 +61,8 @@ def test_default_combined_scores_eq3_literally(monkeypatch):
 def test_combined_none_is_eq3_of_means(tmp_path, chunk):
     """Eq. 2 makes each F a mean over its own N examples: with 6 training rows and 9 paragraphs, `none` is
     F_down_mean / (1 + F_pretr_mean), not a ratio of sums; the same for any stat_batch_size."""
-    from spafit_exp.data import load_task_data, mlm_batches, wikitext_paragraphs
-    from spafit_exp.modeling import build_tokenizer, mlm_model_like
+    from spafit_exp.inputs.data import load_task_data, mlm_batches, wikitext_paragraphs
+    from spafit_exp.inputs.modeling import build_tokenizer, mlm_model_like
 
     cfg = run_cfg(tmp_path, "combined", "selector.stat_samples=6", "selector.pretrain_samples=9",
                   "selector.normalise=none", "decoder.pretune=false", f"selector.stat_batch_size={chunk}")
@@ -103,7 +104,7 @@ def test_sq_grad_sum_matches_brute_force():
                                       "diff_pruning"])
 def test_selector_returns_exactly_k(tmp_path, selector):
     cfg = run_cfg(tmp_path, selector, "selector.k=123")
-    from spafit_exp.app import prepare as build_prepared
+    from spafit_exp.run.app import prepare as build_prepared
 
     prepared = build_prepared(cfg)
     info = prepared.info
@@ -118,7 +119,7 @@ def test_selector_returns_exactly_k(tmp_path, selector):
 
 
 def test_downstream_selection_is_topk_of_statistic(tmp_path):
-    from spafit_exp.app import prepare as build_prepared
+    from spafit_exp.run.app import prepare as build_prepared
 
     cfg = run_cfg(tmp_path, "downstream_sqgrad", "selector.k=50")
     prepared = build_prepared(cfg)
@@ -136,8 +137,8 @@ def test_downstream_selection_is_topk_of_statistic(tmp_path):
 def test_subset_run_changes_only_masked_elements(tmp_path):
     cfg = run_cfg(tmp_path, "random", "selector.k=200", "trainer.epochs=2")
     record = run(cfg)
-    from spafit_exp.app import prepare as build_prepared
-    from spafit_exp.checkpoint import load_run
+    from spafit_exp.engine.artefacts import load_run
+    from spafit_exp.run.app import prepare as build_prepared
 
     head = sum(p.numel() for n, p in tiny_model_from(cfg).named_parameters() if is_head(n))
     assert record["status"] == "completed" and record["params"]["trainable"] == 200 + head
@@ -153,7 +154,7 @@ def test_subset_run_changes_only_masked_elements(tmp_path):
 
 
 def test_diff_pruning_without_retraining_keeps_k_differences(tmp_path):
-    from spafit_exp.app import prepare as build_prepared
+    from spafit_exp.run.app import prepare as build_prepared
 
     cfg = run_cfg(tmp_path, "diff_pruning_noretrain", "selector.k=77", "trainer.lr=1e-2")
     theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
@@ -168,7 +169,7 @@ def test_diff_pruning_without_retraining_keeps_k_differences(tmp_path):
 def tiny_model_from(cfg):
     from accelerate.utils import set_seed
 
-    from spafit_exp.modeling import build_model
+    from spafit_exp.inputs.modeling import build_model
 
     set_seed(cfg.trainer.seed)
     return build_model(cfg.model, cfg.task)
@@ -195,13 +196,14 @@ def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeyp
 
     from accelerate import Accelerator
 
-    from spafit_exp import decoder, selection
-    from spafit_exp.checkpoint import load_run
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.selectors import diff_pruning as pruning
-    from spafit_exp.selectors import sqgrad
-    from spafit_exp.train import evaluate
+    from spafit_exp.engine.artefacts import load_run
+    from spafit_exp.engine.loop import evaluate
+    from spafit_exp.inputs.data import load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
+    from spafit_exp.selection import decoder
+    from spafit_exp.selection import stage as selection
+    from spafit_exp.selection.selectors import diff_pruning as pruning
+    from spafit_exp.selection.selectors import sqgrad
 
     cfg = run_cfg(tmp_path, selector, "selector.k=150", "trainer.epochs=2", "trainer.lr=1e-2")
     record = run(cfg)
@@ -211,7 +213,7 @@ def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeyp
     def recompute(*args, **kwargs):
         raise AssertionError("reloading a finished run must not select again")
 
-    from spafit_exp import app
+    from spafit_exp.run import app
 
     for module, name in [(selection, "run_selection"), (app, "run_selection"), (decoder, "pretuned_head"),
                          (selection, "pretuned_head"), (sqgrad, "sq_grad_sum"), (pruning, "pruning_finetune")]:

@@ -1,15 +1,15 @@
-"""Fixed subsets compute a Linear weight's gradient only at the selected entries (spafit_exp/sparse_grad.py): the
+"""Fixed subsets compute a Linear weight's gradient only at the selected entries (spafit_exp/ops/sparse_grad.py): the
 same values as the dense gradient there, and the same training trajectory as the dense path masked."""
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp import sparse_grad
-from spafit_exp.masking import FlatParams, candidate_params
 from spafit_exp.methods import Selection
 from spafit_exp.methods.subset import SubsetOptions, subset
-from spafit_exp.params import count_params, freeze_all
+from spafit_exp.ops import sparse_grad
+from spafit_exp.ops.masking import FlatParams, candidate_params
+from spafit_exp.ops.params import count_params, freeze_all
 from tests.helpers import tiny_model
 
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp import results, tables
-from spafit_exp.app import run
-from spafit_exp.checkpoint import load_run
-from spafit_exp.errors import ConfigError
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.engine.artefacts import load_run
 from spafit_exp.methods import apply_method
 from spafit_exp.methods.regularized import DistancePenalty
+from spafit_exp.report import tables
+from spafit_exp.run.app import run
 from spafit_exp.studies import merged_encoder_state, source_runs
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
@@ -44,7 +45,7 @@ def test_full_ft_l1_leaves_head_unpenalised():
 
 
 def test_mlm_probe_freezes_encoder(tmp_path):
-    from spafit_exp.modeling import build_tokenizer
+    from spafit_exp.inputs.modeling import build_tokenizer
     from spafit_exp.studies.mlm_probe import encoder_from, probe
 
     cfg = compose([*TINY_RUN, "study=mlm_probe", "study.train_lines=24", "study.test_lines=8", "study.epochs=1",
@@ -80,7 +81,7 @@ def test_transfer_loads_primary_encoder_exactly(tmp_path):
     with torch.no_grad():
         reference = prepared.model.base_model(input_ids=ids).last_hidden_state
     state = merged_encoder_state(prepared.model)
-    from spafit_exp.modeling import build_model
+    from spafit_exp.inputs.modeling import build_model
 
     plain = build_model(cfg.model, compose(["task=trec6"]).task)  # another task: a fresh 6-way head
     plain.base_model.load_state_dict(state, strict=True)

@@ -14,13 +14,14 @@ from hydra import initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from spafit_exp import CONF_DIR, fingerprint
-from spafit_exp.app import run
-from spafit_exp.cells import EDGE, collect, fmt, select_lr
-from spafit_exp.config import compose
-from spafit_exp.console import summary
-from spafit_exp.lr_search import edge_commands, extend_grid
-from spafit_exp.results import base_record, write
+from spafit_exp import CONF_DIR
+from spafit_exp.core import fingerprint
+from spafit_exp.core.results import base_record, write
+from spafit_exp.report.cells import EDGE, collect, fmt, select_lr
+from spafit_exp.run.app import run
+from spafit_exp.run.config import compose
+from spafit_exp.run.console import summary
+from spafit_exp.sweep.lr_search import edge_commands, extend_grid
 from tests.conftest import run_cli
 
 TINY = ["model=tiny_bert", "trainer.max_train_samples=16", "trainer.max_eval_samples=16", "trainer.epochs=1",

@@ -16,8 +16,10 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from spafit_exp import CONF_DIR, REPO_ROOT, results, sweep
-from spafit_exp.sweep_plan import expand, launch_commands, rectangles
+from spafit_exp import CONF_DIR, REPO_ROOT
+from spafit_exp.core import results
+from spafit_exp.sweep import cli as sweep
+from spafit_exp.sweep.plan import expand, launch_commands, rectangles
 from tests.conftest import compose
 
 TINY = ["model=tiny_bert", "trainer.max_train_samples=32", "trainer.max_eval_samples=32", "trainer.epochs=1",
@@ -178,7 +180,7 @@ def test_watch_refreshes_until_nothing_runs(tmp_path, capsys, monkeypatch):
 
 def test_lock_probe_never_steals_a_directory(tmp_path, monkeypatch):
     """A job that starts while `status` probes its lock still gets it (it retries a few times, briefly)."""
-    from spafit_exp import run_files
+    from spafit_exp.core import run_files
 
     (tmp_path / results.LOCK).write_text("")
     fd = os.open(tmp_path / results.LOCK, os.O_RDONLY)

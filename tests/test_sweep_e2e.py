@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from spafit_exp import results, sweep
+from spafit_exp.core import results
+from spafit_exp.sweep import cli as sweep
 from tests.conftest import TINY_RUN, run_cli
 
 GRID = [*TINY_RUN[:-1], "trainer.lr=1e-3,2e-3"]  # TINY_RUN without its single learning rate

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from spafit_exp import REPO_ROOT, significance, tables
+from spafit_exp import REPO_ROOT
+from spafit_exp.report import significance, tables
 
 
 def _record(root: Path, experiment: str, tag: str, task: str, seed: int, score: float, lr: float = 1e-3,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from spafit_exp import tables
-from spafit_exp.errors import ConfigError
-from spafit_exp.plots import pareto_front, write_plots
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.report import tables
+from spafit_exp.report.plots import pareto_front, write_plots
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tables"
 
@@ -122,7 +122,7 @@ def test_spafit_table2_layout(tmp_path):
 
 
 def test_a_column_can_print_two_metrics(tmp_path):
-    from spafit_exp.layouts import Column, Layout, register
+    from spafit_exp.report.layouts import Column, Layout, register
 
     register("two_metrics", Layout(columns=(Column("mrpc", ("f1", "accuracy"), "MRPC (F1/Acc)"),)))
     shutil.copytree(FIXTURES / "runs", tmp_path / "runs")
@@ -217,7 +217,7 @@ def test_pareto_front():
 
 
 def test_lr_grid_extends_until_interior():
-    from spafit_exp.lr_search import extend_grid
+    from spafit_exp.sweep.lr_search import extend_grid
 
     calls = []
 
@@ -254,7 +254,7 @@ def test_sweep_names_edge_cells_with_the_command_that_extends_them(tmp_path):
     """After a -m sweep: a cell whose best rate is the largest tried gets the command for the next rate (same log
     step): its runs' own stored overrides with only the rate changed; an interior cell gets none; a cell whose
     records keep no overrides (older records) gets the rate alone (tests/test_suggested_commands.py runs them)."""
-    from spafit_exp.lr_search import edge_commands
+    from spafit_exp.sweep.lr_search import edge_commands
 
     for lr, score in [(1e-3, 0.5), (2e-3, 0.6), (5e-3, 0.7)]:  # best at the upper edge
         job = ["experiment=subset_table1", f"trainer.lr={lr}", "task=trec6", "selector=random", "trainer.seed=1"]
@@ -283,7 +283,7 @@ def _damaged(root: Path, where: str, **fields) -> Path:
 
 
 def test_non_finite_score_counts_as_failed_and_never_wins(tmp_path, capsys):
-    from spafit_exp.lr_search import extend_grid
+    from spafit_exp.sweep.lr_search import extend_grid
 
     for lr, score in [(1e-3, 0.7), (2e-3, 0.6)]:
         _record(tmp_path, score, lr=lr)

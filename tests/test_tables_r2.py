@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spafit_exp import names, tables
+from spafit_exp.report import names, tables
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tables"
 

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from spafit_exp import results, timing
 from spafit_exp.__main__ import _outcome, sweep_summary
-from spafit_exp.app import run
-from spafit_exp.checkpointer import read_resume
-from spafit_exp.record_check import problem
-from spafit_exp.results import SkippedRecord
+from spafit_exp.core import results, timing
+from spafit_exp.core.record_check import problem
+from spafit_exp.core.results import SkippedRecord
+from spafit_exp.engine.resume import read_resume
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose, run_cli
 
 PHASES = ("setup_s", "train_s", "eval_s", "save_s")
@@ -50,10 +50,10 @@ def test_resumed_run_adds_up_every_session(tmp_path):
     """A session killed outright leaves no wall time in a record, only its checkpoint: its phases still count."""
     from accelerate import Accelerator
 
-    from spafit_exp.app import prepare
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.train import StopRequested, train
+    from spafit_exp.engine.loop import StopRequested, train
+    from spafit_exp.inputs.data import load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
+    from spafit_exp.run.app import prepare
 
     cfg = tiny(tmp_path, "trainer.checkpoint_every=2", "trainer.max_train_samples=48")
     directory = results.run_dir(cfg)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from spafit_exp import results
-from spafit_exp.app import run
-from spafit_exp.run_files import open_plain
+from spafit_exp.core import results
+from spafit_exp.core.run_files import open_plain
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
 
 

@@ -13,8 +13,8 @@ from transformers import (
     RobertaForTokenClassification,
 )
 
-from spafit_exp import unpad
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.ops import unpad
 
 LENGTHS = [12, 5, 8, 3]  # 28 real tokens: a bucket size, so no filler
 HEADS = {("bert", "seq"): (BertConfig, BertForSequenceClassification),

@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spafit_exp import fingerprint, results, stored
-from spafit_exp.app import prepare, run
-from spafit_exp.checkpointer import RESUME_FILE
-from spafit_exp.errors import ConfigError
-from spafit_exp.validation import validate
+from spafit_exp.core import fingerprint, results, stored
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.engine.resume import RESUME_FILE
+from spafit_exp.run.app import prepare, run
+from spafit_exp.run.validation import validate
 from tests.conftest import REPO, TINY_RUN, compose
 
 DEAD_PID = 2 ** 22 + 11  # above any pid_max: no process has it
@@ -64,9 +64,9 @@ def test_planted_resume_pickle_runs_nothing_and_is_kept_aside(tmp_path, capsys):
 def test_truncated_resume_is_kept_aside_the_run_redone_and_killed_writes_cleaned(tmp_path, capsys):
     from accelerate import Accelerator
 
-    from spafit_exp.data import load_task_data
-    from spafit_exp.modeling import build_tokenizer
-    from spafit_exp.train import StopRequested, train
+    from spafit_exp.engine.loop import StopRequested, train
+    from spafit_exp.inputs.data import load_task_data
+    from spafit_exp.inputs.modeling import build_tokenizer
 
     reference = run(_tiny(tmp_path / "ref"))
     cfg = _tiny(tmp_path)
@@ -272,7 +272,7 @@ def test_model_folder_that_cannot_load_is_one_line_and_nothing_left(tmp_path, ho
 
 @pytest.mark.parametrize("how", ["truncated", "empty", "pickled_bin", "custom_code"])
 def test_model_folder_is_checked_before_the_run_directory_is_claimed(tmp_path, monkeypatch, how):
-    from spafit_exp import app
+    from spafit_exp.run import app
 
     folder, marker = _model_folder(tmp_path / "model"), tmp_path / "code-ran"
     needle = _damage(folder, how, marker)
@@ -291,7 +291,7 @@ def test_custom_code_runs_only_when_trusted_and_the_header_says_so(tmp_path):
 
 
 def test_embedded_model_passes_the_folder_check():
-    from spafit_exp.modeling import check_model_files
+    from spafit_exp.inputs.modeling import check_model_files
 
     check_model_files(compose(["model=minilm"]).model)  # safetensors header and config of the shipped model
 

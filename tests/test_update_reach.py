@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp.checkpointer import trainable_state
+from spafit_exp.engine.resume import trainable_state
 from spafit_exp.methods import apply_method
 from tests.helpers import tiny_model
 

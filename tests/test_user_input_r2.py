@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-from spafit_exp import CONF_DIR, REPO_ROOT, sweep
-from spafit_exp.config import GROUPS, check_overrides_compose
-from spafit_exp.errors import ConfigError
-from spafit_exp.validation import validate
+from spafit_exp import CONF_DIR, REPO_ROOT
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.run.config import GROUPS, check_overrides_compose
+from spafit_exp.run.validation import validate
+from spafit_exp.sweep import cli as sweep
 from tests.conftest import compose
 from tests.test_e2e import WATCH
 
@@ -22,7 +23,7 @@ TINY = ["model=tiny_bert", "trainer.max_train_samples=16", "trainer.max_eval_sam
 
 
 def _cli(args: list[str], cwd, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    """The CLI under test_e2e's WATCH: the process and whether the run itself (spafit_exp.app) was imported."""
+    """The CLI under test_e2e's WATCH: the process and whether the run itself (spafit_exp.run.app) was imported."""
     proc = subprocess.run([sys.executable, "-c", WATCH, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                           env={**(os.environ if env is None else env), "HYDRA_FULL_ERROR": "0"})
     watched = [json.loads(line[6:]) for line in proc.stdout.splitlines() if line.startswith("WATCH ")]
@@ -88,7 +89,7 @@ def test_selector_none_and_model_arch_keys_are_checked_in_validate():
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_shipped_option_has_only_known_keys(group):
     """No false refusal: each YAML of conf/ composes through the key check (a key a YAML adds without adding it to
-    spafit_exp/schema.py fails here)."""
+    spafit_exp/run/schema.py fails here)."""
     for path in sorted((CONF_DIR / group).glob("*.yaml")):
         if not path.stem.startswith("_"):
             check_overrides_compose([f"{group}={path.stem}"])
@@ -129,9 +130,9 @@ LOGIN_CASES = {
 }
 LOGIN_SCRIPT = """
 import json, os, sys
-from spafit_exp.config import compose
-from spafit_exp.errors import ConfigError
-from spafit_exp.tracking import check_tracking
+from spafit_exp.run.config import compose
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.engine.tracking import check_tracking
 from wandb.sdk import wandb_setup
 out = {}
 for name, (env, tracking, netrc) in json.loads(sys.argv[1]).items():

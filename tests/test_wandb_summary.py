@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from spafit_exp import train as loop
-from spafit_exp.app import run
-from spafit_exp.results import run_dir
-from spafit_exp.tracking import summary_values
+from spafit_exp.core.results import run_dir
+from spafit_exp.engine import loop
+from spafit_exp.engine.tracking import summary_values
+from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
 
 

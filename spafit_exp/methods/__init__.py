@@ -2,7 +2,7 @@
 `optimizer.step()`. Adding one = a module in this package (`@register(name, options=...)`) + a YAML in
 conf/method/ + a test; its typed options are checked before any weights load.
 
-A fixed-subset method does not choose its subset: the selection stage (spafit_exp/selection.py) runs first and
+A fixed-subset method does not choose its subset: the selection stage (spafit_exp/selection/stage.py) runs first and
 hands it a `Selection` (indices, head tensors); the method only consumes it."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from spafit_exp.masking import FlatParams, candidate_params
-from spafit_exp.registry import Registry, discover, typed_options
+from spafit_exp.core.registry import Registry, discover, typed_options
+from spafit_exp.ops.masking import FlatParams, candidate_params
 
 
 @dataclass

@@ -9,7 +9,7 @@ The SPAFIT paper prints 31.52M parameters for Full BitFit on BERT-large, which n
 (all biases of BERT-large are ~0.27M); we implement BitFit as its authors' code does and document the gap."""
 
 from spafit_exp.methods import Prepared, register
-from spafit_exp.params import freeze_all, is_bitfit_param, is_head, unfreeze
+from spafit_exp.ops.params import freeze_all, is_bitfit_param, is_head, unfreeze
 
 
 def trains_in_bitfit(name: str) -> bool:

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import nn
 
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.params import is_head
-from spafit_exp.sampling import DeviceGenerator
+from spafit_exp.ops.params import is_head
+from spafit_exp.ops.sampling import DeviceGenerator
 
 
 @dataclass

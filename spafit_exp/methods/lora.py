@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 from torch import nn
 
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.params import freeze_all, is_head, unfreeze
+from spafit_exp.ops.params import freeze_all, is_head, unfreeze
 
 LORA_MODULES = {
     "I": ("attention.self.query", "attention.self.key", "attention.self.value"),

@@ -1,9 +1,8 @@
 """Per-step masked-gradient methods (Stochastic Tuning paper): every candidate element may train, but each
 optimizer step updates only a sub-network of k elements chosen from the current gradients.
 
-- `stoc_tuning`: importance I = |mu * theta * g|; sample k elements without replacement with p = I^2 / sum I^2.
-- `top_tuning`: the k largest I, deterministically.
-- `random_tuning`: k elements uniformly.
+- `stoc_tuning`: importance I = |mu * theta * g|; sample k elements without replacement with p = I^2 / sum I^2;
+  `top_tuning`: the k largest I, deterministically; `random_tuning`: k elements uniformly.
 
 `method.update=masked_grad` (default) zeroes the unselected gradients before one dense AdamW step (global step
 count, moments decay everywhere, momentum keeps moving recently drawn elements): the reference codes of this
@@ -12,7 +11,6 @@ family (ChildTuning's optimizer, DPS, FISH). Its weight decay reaches only the s
 unselected element, its Adam moments and its weight decay untouched (the paper's eq. 2 read literally, via
 MaskedAdamW). The default follows the SST-2 evidence in docs/stochastic_tuning.md. Only the candidates and the
 head train; `summarize` records how many candidate elements differ from the pre-trained ones at the best epoch.
-
 mu (`method.mu=activation`, default): for a Linear weight W[o, i] the mean of input feature i over the batch's
 non-padding tokens; for a LayerNorm weight the mean of its normalised input; for an embedding matrix the row's
 frequency among the batch's non-padding tokens; 1 for biases. `method.mu=ones` uses mu = 1 everywhere."""
@@ -27,14 +25,22 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import nn
 
-from spafit_exp.errors import ConfigError
-from spafit_exp.masking import FlatParams, bitfit_size, candidate_params, check_size_options, keep_only, split_at, subnetwork_size
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, register
 from spafit_exp.methods.regularized import distance_from
-from spafit_exp.optim import masked_adamw, selective_decay_adamw
-from spafit_exp.params import is_head
-from spafit_exp.sampling import DeviceGenerator, topk_indices, uniform_indices
-from spafit_exp.successive import sample_without_replacement
+from spafit_exp.ops.masking import (
+    FlatParams,
+    bitfit_size,
+    candidate_params,
+    check_size_options,
+    keep_only,
+    split_at,
+    subnetwork_size,
+)
+from spafit_exp.ops.optim import masked_adamw, selective_decay_adamw
+from spafit_exp.ops.params import is_head
+from spafit_exp.ops.sampling import DeviceGenerator, topk_indices, uniform_indices
+from spafit_exp.ops.successive import sample_without_replacement
 
 UPDATES = ("masked_step", "masked_grad")
 MUS = ("activation", "ones")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.params import freeze_all, is_head, unfreeze
+from spafit_exp.ops.params import freeze_all, is_head, unfreeze
 
 _ATTENTION = re.compile(r"\.layer\.\d+\.attention\.(self\.(query|key|value)|output\.dense)\.")
 _ATTENTION_LN = re.compile(r"\.layer\.\d+\.attention\.output\.LayerNorm\.")

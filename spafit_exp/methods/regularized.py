@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import torch
 from omegaconf import MISSING
 
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.optim import make_optimizer
-from spafit_exp.params import is_head
+from spafit_exp.ops.optim import make_optimizer
+from spafit_exp.ops.params import is_head
 
 
 class DistancePenalty:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import Prepared, register
 from spafit_exp.methods.lora import LoraOptions, inject_lora, validate_lora
-from spafit_exp.params import freeze_all, is_bias, is_head, layer_of, unfreeze
+from spafit_exp.ops.params import freeze_all, is_bias, is_head, layer_of, unfreeze
 
 # Layer-relative names of the group-3 biases; `.base_layer` is peft's wrapper and is ignored when matching.
 _GROUP3_BIAS = re.compile(r"\.layer\.\d+\.(intermediate\.dense|output\.dense|output\.LayerNorm)\.bias$")

@@ -1,7 +1,7 @@
-"""Fixed-subset tuning (subset paper): the selection stage (spafit_exp/selection.py, `selector=...`) has already
+"""Fixed-subset tuning (subset paper): the selection stage (spafit_exp/selection/stage.py, `selector=...`) has already
 picked k elements of the encoder; only they train (plus the head), through the same masked update as the per-step
 methods, with optimizer state kept for the k elements only. Gradients exist only at the k elements: a selected
-Linear weight's are computed there alone (`weight_grad: sampled`, spafit_exp/sparse_grad.py), any other tensor's
+Linear weight's are computed there alone (`weight_grad: sampled`, spafit_exp/ops/sparse_grad.py), any other tensor's
 are masked, so gradient clipping measures the norm of what trains. The saved artefact is sparse: indices and values of
 the trained elements, and the head — enough to rebuild the run's model without selecting again."""
 
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from omegaconf import MISSING
 
-from spafit_exp import sparse_grad
-from spafit_exp.errors import ConfigError
-from spafit_exp.masking import CANDIDATES, FlatParams, candidate_params
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.methods import MethodOptions, Prepared, Selection, register
-from spafit_exp.optim import masked_adamw
-from spafit_exp.params import freeze_all, is_head, unfreeze
+from spafit_exp.ops import sparse_grad
+from spafit_exp.ops.masking import CANDIDATES, FlatParams, candidate_params
+from spafit_exp.ops.optim import masked_adamw
+from spafit_exp.ops.params import freeze_all, is_head, unfreeze
 
 
 @dataclass

@@ -20,11 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spafit_exp import estimates
-from spafit_exp.errors import ConfigError, RunInterrupted
+from spafit_exp.core.errors import ConfigError, RunInterrupted
 from spafit_exp.repro import claims, collect, plan, report, runner
 from spafit_exp.repro.papers import paper as find_paper
 from spafit_exp.repro.recipe import SCALES, layout, scale_of
+from spafit_exp.sweep import estimates
 
 DEFAULT_OUT = "outputs/repro"
 CPU_TFLOPS = 0.2  # README's SPAFIT run on RTE: 6 x 22.7M parameters x ~70 tokens x 32 rows/s ~ 0.3 TFLOP/s
@@ -62,7 +62,7 @@ def build_report(paper, scale_name: str, scale, where, overrides: list[str], com
 
 def _paper_tasks(paper, overrides: list[str]) -> tuple[str, ...]:
     """The paper's table columns (its layout); a `task=` override narrows them, as it narrows the sweep."""
-    from spafit_exp.layouts import layout_of
+    from spafit_exp.report.layouts import layout_of
 
     tasks = tuple(column.task for column in layout_of(paper.preset).columns)
     given = [o.split("=", 1)[1].split(",") for o in overrides if o.startswith("task=")]

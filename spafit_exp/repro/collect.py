@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spafit_exp.cells import collect, select_lr
-from spafit_exp.layouts import layout_of
+from spafit_exp.report.cells import collect, select_lr
+from spafit_exp.report.layouts import layout_of
 from spafit_exp.repro.claims import Evidence
 from spafit_exp.repro.recipe import SCREEN_SEED, Paper, Row
 

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from spafit_exp.cells import task_label  # noqa: E402
-from spafit_exp.plots import MARKERS, pareto_front  # noqa: E402
+from spafit_exp.report.cells import task_label  # noqa: E402
+from spafit_exp.report.plots import MARKERS, pareto_front  # noqa: E402
 
 
 def pareto_png(cells: dict, rows: list[str], tasks: list[str], title: str, path: Path) -> bool:

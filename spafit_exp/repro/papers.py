@@ -1,6 +1,6 @@
 """The papers a reproduction knows, by the name the command takes."""
 
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.repro import spafit, stoc, subset
 from spafit_exp.repro.recipe import Paper
 

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spafit_exp import estimates, sweep, sweep_report
-from spafit_exp.config import check_overrides_compose
+from spafit_exp.core.results import layout_dir
+from spafit_exp.core.run_states import RELAUNCH, classify
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Row, Scale, base_overrides, lr_text, repeat_seeds, screen_rates
-from spafit_exp.results import layout_dir
-from spafit_exp.run_states import RELAUNCH, classify
-from spafit_exp.sweep_plan import Plan, expand
+from spafit_exp.run.config import check_overrides_compose
+from spafit_exp.sweep import cli as sweep
+from spafit_exp.sweep import estimates
+from spafit_exp.sweep import overview as sweep_report
+from spafit_exp.sweep.plan import Plan, expand
 
 
 def screen_plan(paper: Paper, scale: Scale, where: Layout, overrides: list[str]) -> tuple[Plan, dict[str, list[float]]]:

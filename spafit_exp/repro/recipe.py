@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spafit_exp.config import compose
-from spafit_exp.errors import ConfigError
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.run.config import compose
 
 SCALES = ("tiny", "cpu", "paper")
 SCREEN_SEED = 1

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from spafit_exp import estimates
-from spafit_exp.cells import EDGE, MISSING, task_label
+from spafit_exp.core.results import cpu_summary
+from spafit_exp.report.cells import EDGE, MISSING, task_label
 from spafit_exp.repro.claims import Verdict
 from spafit_exp.repro.figure import pareto_png
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Scale, base_overrides, lr_text, planned_runs, repeat_seeds
-from spafit_exp.results import cpu_summary
+from spafit_exp.sweep import estimates
 
 REPORT, PLOT = "report.md", "pareto.png"
 SECTIONS = ("## Recipe and scale", "## Machine", "## Wall time", "## Table: paper vs ours", "## Chosen learning rates",

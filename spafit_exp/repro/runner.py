@@ -13,12 +13,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from spafit_exp import results
-from spafit_exp.config import compose
-from spafit_exp.errors import ConfigError, RunInterrupted
-from spafit_exp.lr_search import extend_grid
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError, RunInterrupted
+from spafit_exp.core.results import SkippedRecord, cpu_summary, write_json_atomic
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Row, Scale, base_overrides, lr_text, run_overrides, screen_rates
-from spafit_exp.results import SkippedRecord, cpu_summary, write_json_atomic
+from spafit_exp.run.config import compose
+from spafit_exp.sweep.lr_search import extend_grid
 
 SESSIONS = "sessions.json"
 
@@ -35,7 +35,7 @@ class Session:
 def check(paper: Paper, scale: Scale, where: Layout, overrides: list[str]) -> dict[str, list[float]]:
     """Every row composes and validates (its first task, recommended rate) before anything is written: bad input
     is one ConfigError. Returns each row's screened rates."""
-    from spafit_exp.validation import validate
+    from spafit_exp.run.validation import validate
 
     base = base_overrides(paper, scale, where, overrides)
     rates = {}
@@ -58,7 +58,7 @@ def _score(record: dict | None) -> float:
 
 
 def _one(args: list[str], label: str, session: Session, log) -> float:
-    from spafit_exp.app import run  # the loop and its libraries: only once a run is due
+    from spafit_exp.run.app import run  # the loop and its libraries: only once a run is due
 
     started = time.time()
     try:

@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig
 
-from spafit_exp import results
-from spafit_exp.errors import ConfigError
-from spafit_exp.registry import Registry, discover
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.registry import Registry, discover
 
 STUDIES: Registry[Callable[[DictConfig], list[dict]]] = Registry("study")
 

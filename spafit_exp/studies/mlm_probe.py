@@ -12,10 +12,11 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from spafit_exp import results, unpad
-from spafit_exp.checkpoint import load_run
-from spafit_exp.data import mlm_batches, wikitext_paragraphs
-from spafit_exp.modeling import build_model, build_tokenizer
+from spafit_exp.core import results
+from spafit_exp.engine.artefacts import load_run
+from spafit_exp.inputs.data import mlm_batches, wikitext_paragraphs
+from spafit_exp.inputs.modeling import build_model, build_tokenizer
+from spafit_exp.ops import unpad
 from spafit_exp.studies import merged_encoder_state, register, source_runs
 
 

@@ -14,15 +14,15 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp import results
-from spafit_exp.checkpoint import load_run
-from spafit_exp.data import load_task_data
-from spafit_exp.decoder import train_head
-from spafit_exp.errors import ConfigError
+from spafit_exp.core import results
+from spafit_exp.core.errors import ConfigError
+from spafit_exp.engine.artefacts import load_run
+from spafit_exp.engine.loop import train
+from spafit_exp.inputs.data import load_task_data
+from spafit_exp.inputs.modeling import build_model, build_tokenizer
 from spafit_exp.methods import Prepared
-from spafit_exp.modeling import build_model, build_tokenizer
+from spafit_exp.selection.decoder import train_head
 from spafit_exp.studies import best_lr, merged_encoder_state, read_runs, register, sources
-from spafit_exp.train import train
 
 PRETRAINED = "none:pretrained"  # the method tag of the pretrained reference's records
 

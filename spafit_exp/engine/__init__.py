@@ -1,0 +1,1 @@
+"""Layer 3: the training loop, resume checkpoints, trained artefacts, stop signals, tracking."""

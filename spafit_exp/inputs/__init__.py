@@ -1,0 +1,1 @@
+"""Layer 1: task files, tokenized data, metrics, models and heads."""

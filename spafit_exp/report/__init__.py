@@ -1,0 +1,1 @@
+"""Layer 2 (torch-free): records to cells, tables, costs, significance and plots."""

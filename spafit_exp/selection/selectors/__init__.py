@@ -1,0 +1,104 @@
+"""Selector registry (subset paper, section 3.1): a selector returns the flat indices (over the candidate
+tensors, see masking.FlatParams) of the k elements a fixed-subset run may train. The selection stage
+(spafit_exp/selection/stage.py) sizes the subset and calls the selector (with the pre-tuned decoder in place, see
+`decoder.pretune`); the subset method consumes the result.
+
+Adding a selector = a module in this package with `@register(name, options=...)` + a YAML in conf/selector/
+(`defaults: [_base]` gives the shared keys) + a test. Its typed options are checked before any weights load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from omegaconf import MISSING, DictConfig
+from torch import nn
+
+from spafit_exp.core.registry import Registry, discover, typed_options
+from spafit_exp.inputs.data import stage_seed as shared_stage_seed
+from spafit_exp.ops.masking import FlatParams, check_size_options
+
+
+@dataclass
+class SelectorOptions:
+    """Keys every selector YAML has (conf/selector/_base.yaml); a selector with options subclasses this."""
+
+    name: str = MISSING
+    tag: str = MISSING  # run-directory component: method.tag = subset-<tag>
+    lr: Optional[float] = MISSING  # recommended rate of method=subset with this selector
+    k: Optional[int] = MISSING  # subset size; null = fraction, or the model's BitFit size
+    fraction: Optional[float] = MISSING
+
+
+@dataclass
+class Picked:
+    """A selector's answer: the indices, facts for the record, and (diff pruning) the model it implies."""
+
+    index: torch.Tensor
+    info: dict = field(default_factory=dict)
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
+    delta: torch.Tensor | None = None  # values at `index` added to theta0 (the pruned model)
+    evaluate_only: bool = False
+
+
+@dataclass
+class Context:
+    """What a selector may use: the run config, its typed options, the model (pre-tuned head loaded), the
+    candidates, the target size and the pre-tuned decoder's cache key (statistics depend on the head)."""
+
+    cfg: DictConfig
+    options: Any
+    model: nn.Module
+    flat: FlatParams
+    k: int
+    decoder_key: str
+
+    @property
+    def stage_seed(self) -> int:
+        """The seed a selector's own computations draw from and are cached under (data.py `stage_seed`): shared by
+        the repetitions when the head is the shared pre-tuned decoder; the run's own when no decoder was pre-tuned,
+        since the head is then the run seed's initialisation."""
+        return shared_stage_seed(self.cfg) if self.decoder_key != "none" else int(self.cfg.trainer.seed)
+
+    @property
+    def decoder_id(self) -> str:
+        """The pre-tuned decoder's file name, its own cache key: what a statistic's key holds, so that it does not
+        depend on where the cache is."""
+        return Path(self.decoder_key).name
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    name: str
+    select: Callable[[Context], Picked]
+    options: type = SelectorOptions
+    validate: Callable[[Any], None] | None = None
+
+
+SELECTORS: Registry[SelectorSpec] = Registry("selector")
+
+
+def register(name: str, options: type = SelectorOptions, validate: Callable[[Any], None] | None = None):
+    def decorate(fn: Callable[[Context], Picked]):
+        SELECTORS.add(name, SelectorSpec(name, fn, options, validate))
+        return fn
+
+    return decorate
+
+
+def selector_options(selector_cfg) -> Any:
+    return typed_options(SELECTORS.get(selector_cfg.name).options, selector_cfg, "selector")
+
+
+def validate_selector(selector_cfg) -> None:
+    """Typed options, sizes, then the selector's own checks; before any weights load."""
+    spec = SELECTORS.get(selector_cfg.name)
+    options = typed_options(spec.options, selector_cfg, "selector")
+    check_size_options(options.k, options.fraction, "selector")
+    if spec.validate is not None:
+        spec.validate(options)
+
+
+discover(__name__, __path__)

@@ -1,0 +1,12 @@
+"""`selector=random`: k candidate elements uniformly at random, seeded by trainer.seed."""
+
+import torch
+
+from spafit_exp.ops.sampling import uniform_indices
+from spafit_exp.selection.selectors import Context, Picked, register
+
+
+@register("random")
+def random_subset(ctx: Context) -> Picked:
+    generator = torch.Generator().manual_seed(int(ctx.cfg.trainer.seed))
+    return Picked(uniform_indices(ctx.flat.n, ctx.k, generator))

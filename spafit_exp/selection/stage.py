@@ -1,0 +1,66 @@
+"""The stages before a method is applied (subset paper): pre-tune the decoder (`decoder.pretune`, cached), then,
+for a fixed-subset run, size the subset and ask the selector (`selector=...`, spafit_exp/selection/selectors/) for its k
+elements. The subset method then only consumes the resulting `Selection`.
+
+On the meta device (dry runs) only the size is computed: no weights, no data."""
+
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from spafit_exp.methods import Selection
+from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params, subnetwork_size
+from spafit_exp.selection.decoder import decoder_scores, load_head, pretuned_head
+from spafit_exp.selection.selectors import SELECTORS, Context, selector_options
+
+RECIPE = ("epochs", "lr", "batch_size", "max_grad_norm", "warmup_ratio")  # decoder.* keys that make the head
+
+
+def pretune_decoder(cfg: DictConfig, model: nn.Module, fixed_subset: bool) -> dict:
+    """Load the pre-tuned head into `model` when `decoder.pretune` asks for it (null: fixed-subset runs only, whose
+    selection statistics need a tuned head; true: every method, as the subset paper tunes the decoder first for
+    every variant it compares). Returns the facts for the record ({} when nothing was pre-tuned)."""
+    wanted = fixed_subset if cfg.decoder.pretune is None else bool(cfg.decoder.pretune)
+    if not wanted or next(model.parameters()).device.type == "meta":
+        return {}
+    head, key = pretuned_head(cfg, model, OmegaConf.masked_copy(cfg.decoder, list(RECIPE)))
+    load_head(model, head)
+    return {"decoder": key, "decoder_dev": decoder_scores(key)}
+
+
+def run_selection(cfg: DictConfig, model: nn.Module, decoder_key: str = "none") -> Selection:
+    """The selector's k elements; `model` already holds the pre-tuned head when there is one (`decoder_key`)."""
+    spec = SELECTORS.get(cfg.selector.name)
+    options = selector_options(cfg.selector)
+    flat = FlatParams(candidate_params(model, cfg.method.candidates))
+    k = subnetwork_size(options.k, options.fraction, flat.n, bitfit_size(model), "selector")
+    info = {"selector": spec.name, "k": k, "n": flat.n}
+    if next(model.parameters()).device.type == "meta":
+        return Selection(index=None, k=k, n=flat.n, info=info)
+    picked = spec.select(Context(cfg, options, model, flat, k, decoder_key))
+    info.update(picked.info)
+    info["fraction"] = info["k"] / flat.n
+    index = picked.index.long().cpu()
+    return Selection(index=index, k=int(info["k"]), n=flat.n, head=picked.head, delta=picked.delta,
+                     evaluate_only=picked.evaluate_only, info=info)
+
+
+@contextmanager
+def preserved_rng():
+    """Every global generator (python, numpy, torch CPU and CUDA) as it was before the block."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
