@@ -30,6 +30,7 @@ def measure(spec: dict) -> dict:
     from spafit_exp.ops import unpad
     from spafit_exp.run.app import prepare
     from spafit_exp.run.config import compose
+    from spafit_exp.run.spec import resolve
 
     if spec["exact"]:
         unpad.bucket = lambda tokens: tokens  # one packed size per token count: the code before bucketing
@@ -38,8 +39,9 @@ def measure(spec: dict) -> dict:
     cfg = compose([f"task={spec['task']}", f"method={spec['method']}", f"trainer.max_train_samples={spec['rows']}",
                    f"trainer.epochs={spec['epochs']}", "trainer.eval_train_samples=0", "trainer.max_eval_samples=64",
                    f"trainer.unpad={str(spec['unpad']).lower()}", "trainer.checkpoint_every=0"])
-    data = load_task_data(cfg, build_tokenizer(cfg.model))
-    prepared = prepare(cfg)
+    run_spec = resolve(cfg)
+    data = load_task_data(run_spec, build_tokenizer(run_spec.model))
+    prepared = prepare(run_spec)
     process, samples, steps = psutil.Process(), [], [0]
     inner = prepared.before_step
 
@@ -52,7 +54,7 @@ def measure(spec: dict) -> dict:
 
     prepared.before_step = sample_rss
     started = time.perf_counter()
-    outcome = train(cfg, prepared, data, Accelerator())
+    outcome = train(run_spec, prepared, data, Accelerator())
     return {**spec, "steps": outcome.steps, "train_s": outcome.train_seconds, "wall_s": time.perf_counter() - started,
             "samples_per_s": outcome.train_samples / outcome.train_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

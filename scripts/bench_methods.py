@@ -23,6 +23,7 @@ from spafit_exp.methods import apply_method  # noqa: E402
 from spafit_exp.ops.optim import make_optimizer  # noqa: E402
 from spafit_exp.ops.params import count_params  # noqa: E402
 from spafit_exp.run.config import compose  # noqa: E402
+from spafit_exp.run.spec import resolve  # noqa: E402
 
 # Per model: the SPAFIT split compared (the paper's 8-12-II on 24 layers, the embedded default on 6).
 METHODS = {
@@ -38,7 +39,8 @@ def prepare(overrides: list[str], device: torch.device):
     cfg = compose([*overrides, "model.init=random"])
     torch.manual_seed(0)
     with device:
-        prepared = apply_method(build_model(cfg.model, cfg.task), cfg.method)
+        spec = resolve(cfg)
+        prepared = apply_method(build_model(spec.model, spec.task), spec.method)
     prepared.model.to(device).train()
     return cfg, prepared, (prepared.make_optimizer or make_optimizer)(prepared.model, TRAINER)
 

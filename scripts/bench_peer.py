@@ -54,6 +54,7 @@ def ours(spec: dict) -> dict:
     from spafit_exp.inputs.modeling import build_tokenizer
     from spafit_exp.run.app import prepare as build_prepared
     from spafit_exp.run.config import compose
+    from spafit_exp.run.spec import resolve
 
     overrides = [f"model={spec['model']}", "task=sst2", f"method={spec['method']}",
                  *([f"trainer.lr={spec['lr']}"] if spec.get("lr") else []),  # None: the method's own rate
@@ -66,12 +67,13 @@ def ours(spec: dict) -> dict:
         overrides.append("model.init=random")
     overrides += spec.get("extra", []) + (["trainer.unpad=false"] if spec.get("padded") else [])
     cfg = compose(overrides)
+    run_spec = resolve(cfg)
     set_seed(cfg.trainer.seed)
-    data = load_task_data(cfg, build_tokenizer(cfg.model))
-    prepared = build_prepared(cfg)
+    data = load_task_data(run_spec, build_tokenizer(run_spec.model))
+    prepared = build_prepared(run_spec)
     accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16"}[spec["precision"]])
     start = time.perf_counter()
-    result = train(cfg, prepared, data, accelerator)
+    result = train(run_spec, prepared, data, accelerator)
     wall = time.perf_counter() - start
     tokens = sum(len(row["input_ids"]) for row in data.train)  # real tokens of the one epoch
     flops = {"flops_per_token": _flops_per_token(cfg, prepared, data)} if spec.get("count_flops") else {}
@@ -126,13 +128,14 @@ def trainer_peft(spec: dict) -> dict:
     from spafit_exp.inputs.data import read_split
     from spafit_exp.inputs.modeling import weights_source
     from spafit_exp.run.config import compose
+    from spafit_exp.run.spec import resolve
 
-    cfg = compose([f"model={spec['model']}", "task=sst2"])
+    run_spec = resolve(compose([f"model={spec['model']}", "task=sst2"]))
     set_seed(spec["seed"])
-    source = weights_source(cfg.model)
+    source = weights_source(run_spec.model)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     def tokenized(split: str, rows: int) -> Dataset:
-        raw = read_split(cfg, split, rows)
+        raw = read_split(run_spec.data, run_spec.task, split, rows)
         ds = Dataset.from_dict({"sentence": raw.texts[0], "label": raw.labels})
         return ds.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=spec["max_len"]), batched=True,
                       remove_columns=["sentence"])

@@ -34,6 +34,7 @@ from spafit_exp.inputs.modeling import build_model, build_tokenizer, mlm_model_l
 from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params  # noqa: E402
 from spafit_exp.ops.persample import length_chunks, sq_grad_sum, sq_grad_sum_loop  # noqa: E402
 from spafit_exp.run.config import compose  # noqa: E402
+from spafit_exp.run.spec import resolve  # noqa: E402
 
 
 def timed(fn):
@@ -109,10 +110,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = compose([f"model={args.model}", f"task={args.task}", f"trainer.max_train_samples={args.rows}"])
-    set_seed(cfg.trainer.seed)
-    model = build_model(cfg.model, cfg.task)
-    tokenizer = build_tokenizer(cfg.model)
+    spec = resolve(compose([f"model={args.model}", f"task={args.task}", f"trainer.max_train_samples={args.rows}"]))
+    set_seed(spec.trainer.seed)
+    model = build_model(spec.model, spec.task)
+    tokenizer = build_tokenizer(spec.model)
     flat = FlatParams(candidate_params(model))
     k = bitfit_size(model)
     meta = {"command": " ".join(["python", *sys.argv]), "torch": torch.__version__,
@@ -121,12 +122,12 @@ def main() -> None:
             **vars(args)}
     meta["peaks"] = peaks()
     meta["machine"] = describe(meta["peaks"])
-    data = load_task_data(cfg, tokenizer)
+    data = load_task_data(spec, tokenizer)
     rows = [compare(f"downstream ({args.task})", model, flat, data.train[: args.rows], data.collate, args.chunk, k,
                     meta["peaks"]["fp32"])]
-    mlm = mlm_model_like(cfg.model, model, cfg.trainer.seed)
+    mlm = mlm_model_like(spec.model, model, spec.trainer.seed)
     texts = wikitext_paragraphs()[: args.paragraphs]
-    masked = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, cfg.trainer.seed)
+    masked = [r for r in mlm_examples(texts, tokenizer, spec.trainer.max_len, spec.trainer.seed)
               if any(label != -100 for label in r["labels"])]
     rows.append(compare("pretrain (WikiText MLM)", mlm, flat, masked, PadCollator(tokenizer.pad_token_id or 0),
                         args.chunk, k, meta["peaks"]["fp32"]))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from spafit_exp import REPO_ROOT  # noqa: E402
 from spafit_exp.core import results
-from spafit_exp.core.run_states import classify, run_dirs  # noqa: E402
+from spafit_exp.core.run_dir import run_dirs  # noqa: E402
 from spafit_exp.core.timing import PHASES, phase_totals  # noqa: E402
 
 # Eight methods of conf/method that fit the embedded 6-layer model (spafit: its 6-layer split, docs/recommended_lr.md)
@@ -46,9 +46,9 @@ def measure(args, root: Path, launcher: str) -> dict:
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    states = [classify(d) for d in run_dirs(root / "runs")]
+    states = [d.state() for d in run_dirs(root / "runs")]
     done = [s.record for s in states if s.state == "completed"]
-    timings = [r.get("timing") or {} for r in done]
+    timings = [r.timing or {} for r in done]
     totals = {p: sum(float(t.get(f"{p}_s") or 0.0) for t in timings) for p in PHASES}
     packing = next((line for line in proc.stdout.splitlines() if line.startswith("launcher=local:")), "")
     return {"launcher": launcher, "exit_code": proc.returncode, "wall_s": wall, "runs": len(states),

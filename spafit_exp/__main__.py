@@ -14,11 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import CONF_DIR
 from spafit_exp.core.errors import ConfigError, RecipeMismatch, RunInterrupted
-from spafit_exp.core.results import SkippedRecord, WriteFailed, check_run_dir, remove_empty_dirs, require_writable_root
+from spafit_exp.core.record import SkippedRecord
+from spafit_exp.core.results import WriteFailed, remove_empty_dirs, require_writable_root
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.core.timing import phase_totals
 from spafit_exp.engine.stops import hand_back
 from spafit_exp.run import packing
-from spafit_exp.run.config import check_group_overrides, check_overrides_compose, quote_path_values
+from spafit_exp.run.config import check_group_overrides, check_overrides_compose, check_run_dir, job_overrides, quote_path_values
 from spafit_exp.sweep.lr_search import edge_commands
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message[, the
@@ -44,7 +46,6 @@ def _hydra_main(cfg: DictConfig) -> None:
         if local:
             return
         sys.exit(2)
-    from spafit_exp.core.commands import job_overrides
     from spafit_exp.run.app import run  # the loop, the models and their libraries: only for a run that is good
 
     cfg.run.overrides = job_overrides(hydra_cfg, cfg)  # the run's record keeps them: the commands it prints repeat them
@@ -142,7 +143,7 @@ def main() -> None:
     jobs = SWEEP if local is None else local_sweep.outcomes(local)
     if jobs:
         print(sweep_summary(jobs))
-        for root in sorted({Path(directory).parents[4] for directory, *_ in jobs}):  # <root>/<experiment>
+        for root in sorted({RunDir(directory).experiment_root for directory, *_ in jobs}):
             for line in edge_commands(root, args):
                 print(line)
     if interrupted:

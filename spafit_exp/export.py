@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.core.run_files import WriteFailed, exit_status
+from spafit_exp.core.spec import ModelSpec, build, stored_specs
 
 TRAINABLE_FILE = "trainable.safetensors"  # spafit_exp.engine.artefacts's, named here without importing torch
 # What marks a run directory: its record, or the log every run opens first (console.RUN_LOG). Not `.lock` alone:
@@ -128,6 +129,11 @@ def linear_head_state(state: dict, plain, model) -> dict:
     return state
 
 
+def model_spec(cfg) -> ModelSpec:
+    """The record's `model.*` as the spec the lower layers take (keys added since it was written read as None)."""
+    return build(ModelSpec, cfg.model, "model", stored=True)
+
+
 def standard_model(model, cfg):
     """The run's model (LoRA merged) as transformers' own class for the task, with its label names."""
     from spafit_exp.inputs.heads import head_of
@@ -139,7 +145,7 @@ def standard_model(model, cfg):
     names = label_names(cfg.task)
     config.id2label, config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
     plain = _auto_class(cfg.task).from_config(config)
-    if head_of(cfg.model) == "linear" and cfg.task.type != "token_classification":
+    if head_of(model_spec(cfg)) == "linear" and cfg.task.type != "token_classification":
         state = linear_head_state(state, plain, model)
     missing, unexpected = plain.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -160,8 +166,8 @@ def save_adapter(prepared_model, cfg, folder: Path) -> None:
     from spafit_exp.engine.artefacts import seeded_model
     from spafit_exp.inputs.modeling import weights_source
 
-    base = seeded_model(cfg)
-    source = weights_source(cfg.model) if cfg.model.init == "pretrained" else None
+    base = seeded_model(*stored_specs(cfg), cfg.trainer.seed)
+    source = weights_source(model_spec(cfg)) if cfg.model.init == "pretrained" else None
     config = dataclasses.replace(prepared_model.peft_config["default"], modules_to_save=["classifier"],
                                  task_type="TOKEN_CLS" if cfg.task.type == "token_classification" else "SEQ_CLS",
                                  base_model_name_or_path=source, inference_mode=True)
@@ -184,7 +190,7 @@ def load_model(run_dir: Path, cfg):
     from spafit_exp.engine.artefacts import load_run
     from spafit_exp.inputs.modeling import check_model_files
 
-    check_model_files(cfg.model)
+    check_model_files(model_spec(cfg))
     try:
         return load_run(Path(run_dir))[0]
     except (SafetensorError, KeyError) as err:
@@ -211,7 +217,7 @@ def export(run_dir: Path, out: Path) -> dict:
     from spafit_exp.inputs.modeling import build_tokenizer
 
     prepared = load_model(run_dir, cfg)
-    tokenizer = build_tokenizer(cfg.model)
+    tokenizer = build_tokenizer(model_spec(cfg))
     tokenizer.model_max_length = int(cfg.trainer.max_len)  # truncation=True cuts where the run's inputs were cut
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +231,7 @@ def export(run_dir: Path, out: Path) -> dict:
         best = record["metrics"]["best"]
         facts = {"run_dir": str(Path(run_dir).resolve()), "fingerprint": (record.get("fingerprint") or {}).get("hash"),
                  "task": cfg.task.name, "method": cfg.method.name, "method_tag": record.get("method_tag"),
-                 "head": head_of(cfg.model), "main_metric": record.get("main_metric"), "best_epoch": best.get("epoch"),
+                 "head": head_of(model_spec(cfg)), "main_metric": record.get("main_metric"), "best_epoch": best.get("epoch"),
                  "dev": best.get("dev"), "labels": label_names(cfg.task), "max_len": int(cfg.trainer.max_len),
                  "adapter": ADAPTER_DIR if adapter else None}
         (tmp / EXPORT_FILE).write_text(json.dumps(facts, indent=2) + "\n")

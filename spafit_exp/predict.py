@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.core.run_files import exit_status
-from spafit_exp.export import check_out, completed_run, label_names, load_model
+from spafit_exp.core.spec import stored_specs
+from spafit_exp.export import check_out, completed_run, label_names, load_model, model_spec
 
 HEADER = "index\tprediction"
 
@@ -36,7 +37,7 @@ def read_rows(path: Path, cfg) -> tuple[list[str], list[list[str]]]:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
     with utf8_errors(path):
-        raw = READERS[cfg.task.reader](Path(path), cfg.task, labelled=cfg.task.reader != "glue_tsv")
+        raw = READERS[cfg.task.reader](Path(path), stored_specs(cfg)[1], labelled=cfg.task.reader != "glue_tsv")
         ids = [str(i) for i in range(len(raw.labels))]
         if cfg.task.reader == "glue_tsv":
             with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -91,7 +92,8 @@ def predict(run_dir: Path, path: Path, out: Path | None = None, batch_size: int 
     ids, texts = read_rows(path, cfg)
     from spafit_exp.inputs.modeling import build_tokenizer
 
-    logits = _logits(load_model(run_dir, cfg).model, build_tokenizer(cfg.model), texts, int(cfg.trainer.max_len), batch_size)
+    tokenizer = build_tokenizer(model_spec(cfg))
+    logits = _logits(load_model(run_dir, cfg).model, tokenizer, texts, int(cfg.trainer.max_len), batch_size)
     lines = prediction_lines(cfg.task, ids, logits)
     with results.replace_atomically(out) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")

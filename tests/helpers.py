@@ -39,3 +39,11 @@ def train_steps(prepared, steps: int = 3, lr: float = 1e-2, seed: int = 0) -> No
 
 def changed(before: dict, after: dict) -> set[str]:
     return {n for n in before if not torch.equal(before[n], after[n])}
+
+
+def data_and_task(cfg):
+    """The data and task specs of a composed config: what the file readers take."""
+    from spafit_exp.run.spec import resolve
+
+    spec = resolve(cfg)
+    return spec.data, spec.task

@@ -100,7 +100,7 @@ def test_module_size(path):
 def test_lower_layers_never_import_upper_ones():
     graph = import_graph()
     bottom = {"spafit_exp.core.errors", "spafit_exp.core.registry", "spafit_exp.ops.params", "spafit_exp.inputs.metrics",
-              "spafit_exp.ops.sampling", "spafit_exp.run.schema"}
+              "spafit_exp.ops.sampling", "spafit_exp.run.schema", "spafit_exp.core.spec"}
     for module in bottom:
         packages = {"spafit_exp", "spafit_exp.core", "spafit_exp.ops", "spafit_exp.inputs"}  # docstring-only inits
         assert graph[module] <= bottom | packages, (module, graph[module] - bottom)
@@ -182,3 +182,60 @@ def test_nothing_imports_the_reproductions():
     graph = import_graph()
     outside = {m: graph[m] for m in graph if m != "spafit_exp.repro" and not m.startswith("spafit_exp.repro.")}
     assert not {m for m, targets in outside.items() if any(t.startswith("spafit_exp.repro") for t in targets)}
+
+
+# Below the run layer nothing receives the untyped config: the run resolves a frozen RunSpec once (run/spec.py)
+# and hands down the spec or its pieces (core/spec.py).
+SPEC_ONLY = ("core", "ops", "inputs", "methods", "engine", "selection", "studies")
+CONFIG_TYPES = ("DictConfig", "ListConfig", "omegaconf")
+
+
+def config_parameters(package: Path = PACKAGE) -> list[str]:
+    """`module:line function(parameter)` for every function (lambdas included) of the SPEC_ONLY packages with a
+    parameter named `cfg` (or `…cfg`: `method_cfg`, `mcfg`) or a parameter or return annotation naming an omegaconf
+    config type."""
+    found = []
+    for layer in SPEC_ONLY:
+        for path in sorted((package / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                    continue
+                args = node.args
+                params = [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                          *(a for a in (args.vararg, args.kwarg) if a is not None)]
+                named = getattr(node, "name", "lambda")
+                for param in params:
+                    note = ast.unparse(param.annotation) if param.annotation is not None else ""
+                    if param.arg.lower().endswith("cfg") or any(t in note for t in CONFIG_TYPES):
+                        found.append(f"{module_name(path)}:{node.lineno} {named}({param.arg})")
+                returns = getattr(node, "returns", None)
+                if returns is not None and any(t in ast.unparse(returns) for t in CONFIG_TYPES):
+                    found.append(f"{module_name(path)}:{node.lineno} {named} -> {ast.unparse(returns)}")
+    return found
+
+
+def test_no_function_below_the_run_layer_takes_a_config():
+    assert config_parameters() == []
+
+
+def test_config_parameter_check_fails_on_a_violation(tmp_path):
+    """The check itself can fail: a `cfg` parameter, a DictConfig annotation (on any name) and a returned
+    DictConfig, in a lower layer, are each reported; the same in the run layer is not."""
+    pkg = tmp_path / "spafit_exp"
+    for layer in (*SPEC_ONLY, "run"):
+        (pkg / layer).mkdir(parents=True)
+    (pkg / "engine" / "loop.py").write_text("def train(cfg, data):\n    pass\n")
+    (pkg / "inputs" / "data.py").write_text(
+        "from omegaconf import DictConfig\n\n\ndef load(spec: 'DictConfig | dict') -> None:\n    pass\n\n\n"
+        "def tuned(spec) -> DictConfig:\n    pass\n")
+    (pkg / "methods" / "lora.py").write_text("apply = lambda model, method_cfg: model\n")
+    (pkg / "run" / "app.py").write_text("def run(cfg):\n    pass\n")
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, pkg
+    try:
+        assert config_parameters(pkg) == ["spafit_exp.inputs.data:4 load(spec)",
+                                          "spafit_exp.inputs.data:8 tuned -> DictConfig",
+                                          "spafit_exp.methods.lora:1 lambda(method_cfg)",
+                                          "spafit_exp.engine.loop:1 train(cfg)"]
+    finally:
+        PACKAGE = saved

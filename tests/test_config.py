@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from spafit_exp import CONF_DIR
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.run.config import check_group_overrides
+from spafit_exp.run.spec import resolve
 from spafit_exp.run.validation import validate
 from tests.conftest import compose
 
@@ -152,7 +153,7 @@ def test_every_method_dry_runs_on_the_meta_device(method, capsys):
     overrides = [f"method={method}", f"model={model}", "trainer.dry_run=true"]
     if method == "subset":
         overrides.append("selector=random")
-    dry_run(compose(overrides))
+    dry_run(resolve(compose(overrides)))
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("trainable_params=")
 
 
@@ -161,7 +162,7 @@ def test_subset_paper_lora_is_query_value():
     r = 4 is 147,456 LoRA parameters + 592,130 in the classification head."""
     from spafit_exp.run.app import prepare
 
-    prepared = prepare(compose(["model=roberta_base", "method=lora_r4", "task=sst2", "trainer.dry_run=true"]),
+    prepared = prepare(resolve(compose(["model=roberta_base", "method=lora_r4", "task=sst2", "trainer.dry_run=true"])),
                        device="meta")
     trainable = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
     assert trainable == 739586

@@ -16,7 +16,9 @@ from spafit_exp.inputs import readers
 from spafit_exp.inputs.data import CHARS_PER_TOKEN, ROWS_FILE, load_split, run_key, tokenize
 from spafit_exp.inputs.modeling import build_tokenizer
 from spafit_exp.inputs.readers import check_data_files, checked_digest, read_split
+from spafit_exp.run.spec import resolve
 from tests.conftest import TINY_RUN, compose, run_cli
+from tests.helpers import data_and_task
 
 MANIFEST = json.loads((DATA_DIR / "manifest.json").read_text())
 STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
@@ -25,7 +27,7 @@ STSB_ROW = "{i}\tmain-news\tf\t2012\t{i}\tnone\tnone\tA man is playing.\tA man p
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_tokenizer(compose(["model=tiny_bert"]).model)
+    return build_tokenizer(resolve(compose(["model=tiny_bert"])).model)
 
 
 def _cola_copy(tmp_path: Path, rows: int = 40) -> Path:
@@ -50,8 +52,8 @@ def _flip_labels_keep_size_and_mtime(path: Path) -> None:
 
 
 def test_labels_edited_in_place_with_size_and_mtime_kept_are_not_served_from_the_cache(tmp_path, tok):
-    cfg = compose(["task=cola", f"data.dir={_cola_copy(tmp_path)}", f"data.cache_dir={tmp_path / 'cache'}",
-                   "trainer.max_len=32"])
+    cfg = resolve(compose(["task=cola", f"data.dir={_cola_copy(tmp_path)}", f"data.cache_dir={tmp_path / 'cache'}",
+                           "trainer.max_len=32"]))
     before = load_split(cfg, "train", tok)["labels"]
     decoder_key = run_key(cfg, "decoder")
     _flip_labels_keep_size_and_mtime(tmp_path / "glue" / "cola" / "train.tsv")
@@ -81,22 +83,22 @@ def fake_vendored(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("damage", ["truncated", "edited"])
 def test_damaged_vendored_file_is_one_line_naming_it(fake_vendored, tmp_path, damage):
-    cfg = compose(["task=cola"])
-    check_data_files(cfg)  # intact: passes
+    cfg = resolve(compose(["task=cola"]))
+    check_data_files(cfg.data, cfg.task)  # intact: passes
     path = fake_vendored / "train.tsv"
     text = path.read_text()
     path.write_text(text[: len(text) // 2] if damage == "truncated" else text.replace("\t1\t", "\t0\t", 3))
     readers._DIGESTS.clear()  # as in the next run, a new process
     with pytest.raises(ConfigError) as err:
-        check_data_files(cfg)
+        check_data_files(cfg.data, cfg.task)
     message = str(err.value)
     assert message.startswith(f"{path}: vendored data file differs from data/manifest.json") and "\n" not in message
     assert "8551 rows" in message and "git checkout -- data/glue/cola/train.tsv" in message
     with pytest.raises(ConfigError, match="differs from data/manifest.json"):
-        read_split(cfg, "train")
+        read_split(cfg.data, cfg.task, "train")
     user_copy = tmp_path / "mine" / "cola"  # the same damaged bytes in a user's own data.dir are not checked
     shutil.copytree(fake_vendored, user_copy)
-    check_data_files(compose(["task=cola", f"data.dir={user_copy.parent}"]))
+    check_data_files(*data_and_task(compose(["task=cola", f"data.dir={user_copy.parent}"])))
 
 
 def test_file_hashed_once_per_version(tmp_path, monkeypatch):
@@ -132,7 +134,7 @@ def test_stsb_label_cut_short_is_refused(tmp_path, score, needle):
     rows[2] = STSB_ROW.format(i=2, score=score)
     folder = _stsb_dir(tmp_path, rows)
     with pytest.raises(ConfigError, match=needle):
-        read_split(compose(["task=stsb", f"data.dir={folder.parent}"]), "train")
+        read_split(*data_and_task(compose(["task=stsb", f"data.dir={folder.parent}"])), "train")
 
 
 def test_integer_label_must_be_digits(tmp_path):
@@ -140,7 +142,7 @@ def test_integer_label_must_be_digits(tmp_path):
     path.parent.mkdir()
     path.write_text("sentence\tlabel\ngood\t1\nbad\t+0\n")
     with pytest.raises(ConfigError, match=r"train.tsv:3: label '\+0' is not an integer"):
-        read_split(compose(["task=sst2", f"data.dir={tmp_path}"]), "train")
+        read_split(*data_and_task(compose(["task=sst2", f"data.dir={tmp_path}"])), "train")
 
 
 def test_row_cut_short_is_refused_and_a_last_row_without_line_break_warns(tmp_path, capsys):
@@ -150,19 +152,19 @@ def test_row_cut_short_is_refused_and_a_last_row_without_line_break_warns(tmp_pa
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     path.write_text("".join(lines[:-1]) + "\t".join(lines[-1].split("\t")[:2]))  # cut before the sentence column
-    cfg = compose(["task=cola", f"data.dir={root}"])
+    cfg = resolve(compose(["task=cola", f"data.dir={root}"]))
     with pytest.raises(ConfigError, match=r"train.tsv:12: expected 4 tab-separated fields \(task.columns\), got"):
-        read_split(cfg, "train")
+        read_split(cfg.data, cfg.task, "train")
     path.write_text(text[:-8])  # cut inside the last sentence
-    assert len(read_split(cfg, "train").labels) == 12
+    assert len(read_split(cfg.data, cfg.task, "train").labels) == 12
     assert f"warning: {path}:12: the last row has no line break" in capsys.readouterr().err
     path.write_text(text)
-    read_split(cfg, "train")
+    read_split(cfg.data, cfg.task, "train")
     assert "warning" not in capsys.readouterr().err
 
 
 def test_vendored_file_without_final_line_break_does_not_warn(capsys):
-    assert len(read_split(compose(["task=cola"]), "dev").labels) == 1043  # the original ends without one
+    assert len(read_split(*data_and_task(compose(["task=cola"])), "dev").labels) == 1043  # the original ends without one
     assert "warning" not in capsys.readouterr().err
 
 
@@ -176,7 +178,7 @@ def test_non_utf8_bytes_name_file_and_line(tmp_path, task, name, header):
     path.write_bytes(header.encode() + rows)
     line, column = (3, 5) if task == "rte" else (3, 3)
     with pytest.raises(ConfigError) as err:
-        read_split(compose([f"task={task}", f"data.dir={tmp_path}"]), "train")
+        read_split(*data_and_task(compose([f"task={task}", f"data.dir={tmp_path}"])), "train")
     assert str(err.value) == f"{path}:{line}: byte 0xff (column {column}) is not UTF-8; save the file as UTF-8"
 
 
@@ -212,9 +214,9 @@ def test_huge_line_is_clipped_before_tokenizing_with_the_same_result(tmp_path, t
     path = tmp_path / "rte" / "train.tsv"
     path.parent.mkdir()
     path.write_text(f"index\tsentence1\tsentence2\tlabel\n0\t{line}\tshort\tentailment\n1\tok\tfine\tentailment\n")
-    cfg = compose(["task=rte", f"data.dir={tmp_path}"])
+    cfg = resolve(compose(["task=rte", f"data.dir={tmp_path}"]))
     spy = _Spy(tok)
-    ds = tokenize(read_split(cfg, "train"), cfg.task, spy, 64)
+    ds = tokenize(read_split(cfg.data, cfg.task, "train"), cfg.task, spy, 64)
     assert spy.longest <= 64 * CHARS_PER_TOKEN
     assert ds["input_ids"][0] == tok(line[:100_000], "short", truncation=True, max_length=64)["input_ids"]
 
@@ -222,13 +224,13 @@ def test_huge_line_is_clipped_before_tokenizing_with_the_same_result(tmp_path, t
 @pytest.mark.parametrize("max_len", [8, 128])
 def test_clipping_leaves_normal_rows_unchanged(tok, max_len):
     """RTE's long premises (max_len=8 clips them to 256 characters) and CoNLL's sentences tokenize as unclipped."""
-    cfg = compose(["task=rte"])
-    raw = read_split(cfg, "dev")
+    cfg = resolve(compose(["task=rte"]))
+    raw = read_split(cfg.data, cfg.task, "dev")
     assert max(len(t) for t in raw.texts[0]) > 8 * CHARS_PER_TOKEN
     assert tokenize(raw, cfg.task, tok, max_len)["input_ids"] == tok(*raw.texts, truncation=True,
                                                                      max_length=max_len)["input_ids"]
-    conll = compose(["task=conll2003"])
-    raw = read_split(conll, "dev", limit=300)
+    conll = resolve(compose(["task=conll2003"]))
+    raw = read_split(conll.data, conll.task, "dev", limit=300)
     expected = tok(raw.texts[0], is_split_into_words=True, truncation=True, max_length=max_len)["input_ids"]
     assert tokenize(raw, conll.task, tok, max_len)["input_ids"] == expected
 
@@ -266,7 +268,7 @@ def _damage(entry: Path, how: str) -> str:
 
 @pytest.mark.parametrize("how", ["truncated", "empty_file", "empty_entry", "batch_boundary"])
 def test_damaged_tokenized_cache_warns_once_and_is_rebuilt(tmp_path, tok, capsys, how):
-    cfg = compose(["task=sst2", f"data.cache_dir={tmp_path}", "trainer.max_len=16"])
+    cfg = resolve(compose(["task=sst2", f"data.cache_dir={tmp_path}", "trainer.max_len=16"]))
     first = load_split(cfg, "train", tok, 2500).to_list()  # three record batches of 1000 rows
     named = _damage(_entry(tmp_path), how)
     capsys.readouterr()
@@ -278,7 +280,7 @@ def test_damaged_tokenized_cache_warns_once_and_is_rebuilt(tmp_path, tok, capsys
 
 
 def test_orphaned_temp_folders_are_cleaned_live_ones_kept(tmp_path, tok):
-    cfg = compose(["task=rte", f"data.cache_dir={tmp_path}", "trainer.max_len=16"])
+    cfg = resolve(compose(["task=rte", f"data.cache_dir={tmp_path}", "trainer.max_len=16"]))
     load_split(cfg, "dev", tok, 8)
     folder = tmp_path / "tokenized"
     name = _entry(tmp_path).name

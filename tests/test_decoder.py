@@ -7,8 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from spafit_exp.ops.params import is_head
-from spafit_exp.run.app import prepare
+from spafit_exp.run.app import prepare as prepare_spec
+from spafit_exp.run.spec import resolve
 from tests.conftest import TINY_RUN, compose
+
+
+def prepare(cfg):
+    return prepare_spec(resolve(cfg))
 
 
 def _cfg(tmp_path, *extra):
@@ -105,5 +110,5 @@ def test_stage_seed_run_keeps_one_decoder_per_seed(tmp_path):
                         f"trainer.seed={seed}", "decoder.stage_seed=run"))
     files = _stage_files(tmp_path / "cache")
     assert sum(n.endswith(".safetensors") for n in files) == 2 and sum(n.endswith(".pt") for n in files) == 2
-    assert stage_seed(_cfg(tmp_path, "trainer.seed=2")) == 2  # tiny_bert is random-init: theta0 is the seed's
-    assert stage_seed(_cfg(tmp_path, "trainer.seed=2", *_pretrained_tiny(tmp_path))) == STAGE_SEED
+    assert stage_seed(resolve(_cfg(tmp_path, "trainer.seed=2"))) == 2  # tiny_bert is random-init: theta0 is the seed's
+    assert stage_seed(resolve(_cfg(tmp_path, "trainer.seed=2", *_pretrained_tiny(tmp_path)))) == STAGE_SEED

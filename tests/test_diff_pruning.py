@@ -3,6 +3,7 @@ are cached per (model, task, decoder, recipe), so every retraining learning rate
 by default (the paper's procedure) the mask is the top k of the finished fine-tune's |theta - theta0|."""
 
 from spafit_exp.run.app import prepare
+from spafit_exp.run.spec import resolve
 from spafit_exp.selection.selectors import diff_pruning as pruning
 from tests.test_selectors import run_cfg
 
@@ -18,8 +19,8 @@ def test_one_pruning_finetune_serves_every_retraining_lr(tmp_path, monkeypatch):
     monkeypatch.setattr(pruning, "train", counted)
     masks = []
     for lr in ("1e-2", "3e-3"):
-        prepared = prepare(run_cfg(tmp_path, "diff_pruning", "selector.k=60", f"trainer.lr={lr}",
-                                   "selector.prune_lr=2e-3"))
+        prepared = prepare(resolve(run_cfg(tmp_path, "diff_pruning", "selector.k=60", f"trainer.lr={lr}",
+                                           "selector.prune_lr=2e-3")))
         state = prepared.export_state(prepared.model)
         masks.append({n: t.tolist() for n, t in state.items() if n.endswith(".__idx")})
     assert calls == [2e-3]  # once, at prune_lr, whatever the retraining rate
@@ -48,10 +49,10 @@ def test_default_prunes_once_after_the_l1_finetune(tmp_path, monkeypatch):
     monkeypatch.setattr(pruning, "train", keep_model)
     k = 40
     cfg = run_cfg(tmp_path, "diff_pruning", f"selector.k={k}", "selector.prune_lr=1e-2", "trainer.epochs=2")
-    model = tiny_model_from(cfg)
-    decoder = pretune_decoder(cfg, model, fixed_subset=True)
+    model, spec = tiny_model_from(cfg), resolve(cfg)
+    decoder = pretune_decoder(spec, model, fixed_subset=True)
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}  # with the pre-tuned head
-    selection = run_selection(cfg, model, decoder["decoder"])
+    selection = run_selection(spec, model, decoder["decoder"])
     assert penalties == ["l1"]
     names = FlatParams(candidate_params(model, cfg.method.candidates)).names
     delta = torch.cat([(finetuned[n] - theta0[n]).reshape(-1) for n in names])
@@ -81,7 +82,7 @@ def test_gradual_pruning_keeps_the_finetuned_model(tmp_path, monkeypatch):
                   "trainer.epochs=2", "selector.prune_end=0.5")
     assert cfg.selector.prune_schedule == "gradual" and not cfg.selector.retrain
     theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
-    prepared = prepare(cfg)
+    prepared = prepare(resolve(cfg))
     encoder = [n for n in theta0 if not is_head(n)]
     moved = sum(int((finetuned[n] != theta0[n]).sum()) for n in encoder)
     assert moved == 40  # under prune_schedule=once the fine-tune moves (almost) every element: 1,011,328 here

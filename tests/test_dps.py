@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from spafit_exp.methods import apply_method
+from spafit_exp.methods import apply_method, method_options
 from spafit_exp.methods.dps import dps_linears
 from tests.helpers import tiny_model
 
@@ -20,7 +20,7 @@ P = 0.3
 def dps(update_ratio=0.25, family="bert", **kw):
     cfg = {"name": "dps_mix", "tag": "dps_mix", "lr": 1e-3, "drop": P, "update_ratio": update_ratio,
            "decay_from": 50, "seed": 0, **kw}
-    return apply_method(tiny_model(family), OmegaConf.create(cfg))
+    return apply_method(tiny_model(family), method_options(OmegaConf.create(cfg)))
 
 
 def batch(step):

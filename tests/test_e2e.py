@@ -17,6 +17,8 @@ from spafit_exp.engine.artefacts import load_run
 from spafit_exp.inputs.data import load_task_data
 from spafit_exp.inputs.modeling import build_tokenizer
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from tests.conftest import TINY_RUN, compose, run_cli
 
 
@@ -62,7 +64,7 @@ def test_saved_trainable_state_reproduces_dev_metric(tmp_path, method):
     extra += ["method.r=4", "method.alpha=8"] if method == "lora" else []
     cfg = tiny(tmp_path, f"method={method}", "trainer.epochs=2", *extra)
     record = run(cfg)
-    directory = results.run_dir(cfg)
+    directory = run_dir(cfg)
     prepared, saved = load_run(directory)
     assert saved["status"] == "completed"
     frozen_bytes = sum(p.numel() for p in prepared.model.parameters() if not p.requires_grad)
@@ -70,7 +72,8 @@ def test_saved_trainable_state_reproduces_dev_metric(tmp_path, method):
 
     stored = sum(t.numel() for t in load_file(str(directory / "trainable.safetensors")).values())
     assert stored == record["params"]["trainable"] < frozen_bytes  # the frozen base is never saved
-    data = load_task_data(OmegaConf.create(saved["config"]), build_tokenizer(cfg.model))
+    spec = resolve(OmegaConf.create(saved["config"]))
+    data = load_task_data(spec, build_tokenizer(spec.model))
     model = prepared.model.eval()
     preds, gold = [], []
     with torch.inference_mode():

@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.core.results import run_dir
 from spafit_exp.engine import loop
 from spafit_exp.engine.artefacts import TRAINABLE_FILE
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from spafit_exp.run.validation import validate
 from tests.conftest import TINY_RUN, compose, run_cli
 
@@ -88,10 +89,10 @@ def test_both_keys_are_in_the_fingerprint_and_their_defaults_keep_older_fingerpr
 
 def test_decoder_pretuning_keeps_its_own_schedule():
     """The stage keeps its last state: the run's early stopping must not cut it short."""
-    from spafit_exp.selection.decoder import decoder_cfg
+    from spafit_exp.selection.decoder import decoder_spec
 
-    cfg = compose([*RECIPE, "trainer.eval_every=3", "trainer.early_stopping_patience=1"])
-    tuned = decoder_cfg(cfg, cfg.decoder).trainer
+    spec = resolve(compose([*RECIPE, "trainer.eval_every=3", "trainer.early_stopping_patience=1"]))
+    tuned = decoder_spec(spec, spec.decoder.recipe).trainer
     assert tuned.eval_every is None and tuned.early_stopping_patience is None
 
 

@@ -25,6 +25,8 @@ from spafit_exp.inputs.modeling import build_tokenizer
 from spafit_exp.predict import HEADER, prediction_lines
 from spafit_exp.predict import main as predict_main
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
 
@@ -44,7 +46,7 @@ def runs(tmp_path_factory):
     for name, extra in RUNS.items():
         cfg = compose([*TINY_RUN, f"run.root={root}/out", f"data.cache_dir={root}/cache", "trainer.epochs=2", *extra])
         assert run(cfg)["status"] == "completed"
-        done[name] = (cfg, results.run_dir(cfg))
+        done[name] = (resolve(cfg), run_dir(cfg))  # the run's spec: what the lower layers take
     return done
 
 
@@ -84,7 +86,7 @@ def test_lora_adapter_alone_in_peft_format_gives_the_same_model(runs, tmp_path):
     cfg, directory = runs["lora"]
     export(directory, tmp_path / "model")
     assert json.loads((tmp_path / "model/adapter/adapter_config.json").read_text())["r"] == 4
-    adapted = PeftModel.from_pretrained(seeded_model(cfg), tmp_path / "model/adapter")
+    adapted = PeftModel.from_pretrained(seeded_model(cfg.model, cfg.task, cfg.trainer.seed), tmp_path / "model/adapter")
     merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
     torch.testing.assert_close(dev_predictions(adapted, cfg, tokenizer)[0], dev_predictions(merged, cfg, tokenizer)[0],

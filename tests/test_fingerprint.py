@@ -6,8 +6,11 @@ import pytest
 
 from spafit_exp.core import fingerprint, results
 from spafit_exp.core.errors import RecipeMismatch
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.report import tables
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from tests.conftest import compose, run_cli
 from tests.test_tables import _record
 
@@ -68,10 +71,10 @@ def test_sweep_after_an_edit_refuses_the_edited_jobs_only(tmp_path):
 
 def test_unfinished_run_of_another_recipe_is_not_resumed(tmp_path):
     cfg = compose([*FIRST, f"run.root={tmp_path}"])
-    record = results.base_record(cfg)
-    record["status"] = "interrupted"
-    directory = results.run_dir(cfg)
-    results.write(directory, record)
+    record = results.base_record(resolve(cfg))
+    record.status = "interrupted"
+    directory = run_dir(cfg)
+    RunDir(directory).write(record)
     (directory / "resume.pt").write_bytes(b"checkpoint")
     with pytest.raises(RecipeMismatch, match=r"unfinished run \(resume.pt\).*trainer.epochs 1 → 2"):
         run(compose([*SECOND, f"run.root={tmp_path}"]))
@@ -100,7 +103,7 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path):
 def test_corrupt_record_is_kept_aside_and_the_run_redone(tmp_path):
     cfg = compose([*FIRST, f"run.root={tmp_path}"])
     assert run(cfg)["status"] == "completed"
-    path = results.run_dir(cfg) / "results.json"
+    path = run_dir(cfg) / "results.json"
     path.write_text(path.read_text()[:200])
     proc = run_cli([*FIRST, f"run.root={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 0 and "unreadable record" in proc.stderr and str(path) in proc.stderr

@@ -9,15 +9,18 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from spafit_exp.core import fingerprint, results
+from spafit_exp.core import fingerprint
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import stored_specs
 from spafit_exp.engine.artefacts import load_run, seeded_model
 from spafit_exp.inputs.data import run_key
 from spafit_exp.inputs.modeling import build_model
-from spafit_exp.methods import apply_method
+from spafit_exp.methods import apply_method, method_options
 from spafit_exp.ops import unpad
 from spafit_exp.ops.params import count_params, group_of, is_head, report
 from spafit_exp.run.app import dry_run, run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from spafit_exp.run.validation import validate
 from tests.conftest import TINY_RUN, compose
 
@@ -29,7 +32,7 @@ SMALL = ["model.init=random", "model.arch.num_hidden_layers=2", "model.arch.hidd
 def small(family: str, head: str = "linear", task: str = "sst2"):
     """A 2-layer random BERT or RoBERTa built by the project's own path (build_model), in eval mode."""
     model_name = "bert_base_cased" if family == "bert" else "roberta_base"
-    cfg = compose([f"model={model_name}", f"task={task}", f"model.head={head}", *SMALL])
+    cfg = resolve(compose([f"model={model_name}", f"task={task}", f"model.head={head}", *SMALL]))
     torch.manual_seed(0)
     return build_model(cfg.model, cfg.task).eval(), cfg
 
@@ -97,8 +100,8 @@ def test_subset_presets_use_the_linear_head_and_the_others_do_not():
 
 def test_lora_r4_dry_run_is_the_papers_012_percent(capsys):
     """The acceptance of issue 34, item 3: 147,456 LoRA + 1,538 head parameters (2 labels) on RoBERTa-base."""
-    dry_run(compose(["experiment=lora_ranks", "model=roberta_base", "method=lora_r4", "task=sst2",
-                     "trainer.dry_run=true"]))
+    dry_run(resolve(compose(["experiment=lora_ranks", "model=roberta_base", "method=lora_r4", "task=sst2",
+                             "trainer.dry_run=true"])))
     lines = capsys.readouterr().out.strip().splitlines()
     head = next(line.split() for line in lines if line.split()[0] == "head")
     assert head[-2:] == ["1,538", "1,538"]
@@ -111,7 +114,7 @@ def test_lora_r4_dry_run_is_the_papers_012_percent(capsys):
 
 @pytest.mark.parametrize("method", ["frozen", "full_bitfit", "spafit_8_12_ii", "lora_r4", "multi_head"])
 def test_methods_train_the_linear_head(method):
-    cfg = compose(["model=bert_large_cased", f"method={method}", "model.head=linear", "trainer.dry_run=true"])
+    cfg = resolve(compose(["model=bert_large_cased", f"method={method}", "model.head=linear", "trainer.dry_run=true"]))
     prepared = apply_method(build_model(cfg.model, cfg.task, device="meta"), cfg.method)
     trainable = {n for n, p in prepared.model.named_parameters() if p.requires_grad}
     assert {"classifier.weight", "classifier.bias"} <= trainable
@@ -126,7 +129,7 @@ def test_dps_mix_masks_the_linear_head_on_the_first_token():
     model, cfg = small("roberta")
     method = OmegaConf.create({"name": "dps_mix", "tag": "dps", "lr": 1e-4, "drop": 0.3, "update_ratio": 0.5,
                                "decay_from": 50, "seed": 0})
-    prepared = apply_method(model, method)
+    prepared = apply_method(model, method_options(method))
     schedule = prepared.before_step
     layer = next(lay for m, lay in zip(schedule.modules, schedule.layers) if m is model.classifier)
     prepared.on_schedule(4)
@@ -146,17 +149,19 @@ def test_lora_run_with_linear_head_saves_and_reloads(tmp_path):
     record = run(cfg)
     assert record["status"] == "completed"
     assert record["fingerprint"]["settings"]["model.head"] == "linear"
-    prepared, _ = load_run(results.run_dir(cfg))
+    prepared, _ = load_run(run_dir(cfg))
     model = prepared.model.eval()
     assert isinstance(model.classifier, nn.Linear) and not list(model.base_model.pooler.parameters())
     from safetensors.torch import load_file
 
-    saved = load_file(str(results.run_dir(cfg) / "trainable.safetensors"))
+    saved = load_file(str(run_dir(cfg) / "trainable.safetensors"))
     assert {"classifier.weight", "classifier.bias"} <= set(saved)
     assert torch.equal(saved["classifier.weight"], model.classifier.weight)
-    assert not torch.equal(seeded_model(cfg).classifier.weight, model.classifier.weight)  # the head trained
+    spec = resolve(cfg)
+    assert not torch.equal(seeded_model(spec.model, spec.task, spec.trainer.seed).classifier.weight,
+                           model.classifier.weight)  # the head trained
     # the transfer study rebuilds the primary run's model config, head included, for the secondary task
-    out = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=transfer", f"study.run='{results.run_dir(cfg)}'",
+    out = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=transfer", f"study.run='{run_dir(cfg)}'",
                        "task=trec6", "study.decoder.epochs=1", "study.lr_from=trainer"]))
     assert out[0]["status"] == "completed" and "accuracy" in out[0]["metrics"]["decoder"]["dev"]
 
@@ -165,14 +170,14 @@ def test_head_is_in_the_fingerprint_and_the_cache_keys():
     linear, default = compose([*TINY_RUN, "model.head=linear"]), compose(TINY_RUN)
     assert fingerprint.settings(linear)["model.head"] == "linear"
     assert fingerprint.of(linear)["hash"] != fingerprint.of(default)["hash"]
-    assert run_key(linear, "decoder") != run_key(default, "decoder")  # a pre-tuned decoder is per head
+    assert run_key(resolve(linear), "decoder") != run_key(resolve(default), "decoder")  # a pre-tuned decoder is per head
 
 
 def test_records_without_a_head_key_rebuild_transformers_head():
     cfg = compose(TINY_RUN)
-    old = OmegaConf.create(OmegaConf.to_container(cfg.model))
-    del old["head"]
-    model = build_model(old, cfg.task)
+    old = OmegaConf.create(OmegaConf.to_container(cfg))
+    del old.model["head"]
+    model = build_model(*stored_specs(old))  # a record's config, as load_run reads it
     assert "bert.pooler.dense.weight" in dict(model.named_parameters())
 
 
@@ -206,7 +211,7 @@ PRINTED = {"full_ft": 333.58, "lora_i": 9.44, "lora_ii": 12.59, "spafit_8_12_i":
 def test_spafit_params_column_is_counted_with_mnlis_three_way_head():
     counts = {}
     for method in PRINTED:
-        cfg = compose([f"method={method}", "model=bert_large_cased", "task=mnli"])
+        cfg = resolve(compose([f"method={method}", "model=bert_large_cased", "task=mnli"]))
         counts[method] = count_params(apply_method(build_model(cfg.model, cfg.task, device="meta"), cfg.method).model)[0]
     assert {m: round(c / 1e6, 2) for m, c in counts.items()} == PRINTED
     assert (counts["spafit_4_9_ii"], counts["lora_ii"]) == (7_485_443, 12_585_987)

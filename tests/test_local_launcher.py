@@ -12,7 +12,8 @@ import torch
 from spafit_exp import __main__ as cli
 from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.core.run_states import classify
+from spafit_exp.core.record import Record
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.run import packing
 from spafit_exp.sweep import local as local_sweep
 from tests.conftest import REPO, TINY_RUN
@@ -90,7 +91,7 @@ def test_bad_values_exit_2_with_one_line_and_nothing_written(tmp_path, monkeypat
 
 def _record(directory, **fields):
     directory.mkdir(parents=True, exist_ok=True)
-    results.write(directory, {"main_metric": "accuracy", **fields})
+    RunDir(directory).write(Record.from_json({"main_metric": "accuracy", **fields}))
 
 
 def test_summary_rows_from_the_records_on_disk(tmp_path):
@@ -99,7 +100,7 @@ def test_summary_rows_from_the_records_on_disk(tmp_path):
                                                    ("done", "other", "fresh", "failed", "silent", "crashed"))
     _record(done, status="completed", metrics={"best": {"dev": {"accuracy": 0.75}}}, fingerprint={"hash": "a"})
     _record(other, status="completed", fingerprint={"hash": "b"})
-    before = {d: classify(d, "a") for d in (done, other, fresh, failed, silent, crashed)}
+    before = {d: RunDir(d).state("a") for d in (done, other, fresh, failed, silent, crashed)}
     timing = {"wall_s": 12.0, "earlier_sessions_s": 2.0, "setup_s": 1.0, "train_s": 8.0, "eval_s": 1.0, "save_s": 0.0}
     _record(fresh, status="completed", metrics={"best": {"dev": {"accuracy": 0.5}}}, timing=timing,
             fingerprint={"hash": "a"})

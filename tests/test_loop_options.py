@@ -7,6 +7,7 @@ from spafit_exp.engine.loop import train
 from spafit_exp.inputs.data import load_task_data
 from spafit_exp.inputs.modeling import build_tokenizer
 from spafit_exp.run.app import prepare as build_prepared
+from spafit_exp.run.spec import resolve
 from tests.conftest import TINY_RUN, compose
 
 NO_DROPOUT = ["+model.arch.hidden_dropout_prob=0.0", "+model.arch.attention_probs_dropout_prob=0.0"]
@@ -14,7 +15,7 @@ NO_DROPOUT = ["+model.arch.hidden_dropout_prob=0.0", "+model.arch.attention_prob
 
 def _run(*overrides, record=None):
     """A tiny run through the loop; returns its result, the prepared model and the data."""
-    cfg = compose([*TINY_RUN, "task=sst2", "trainer.max_train_samples=96", "trainer.log_every=1", *overrides])
+    cfg = resolve(compose([*TINY_RUN, "task=sst2", "trainer.max_train_samples=96", "trainer.log_every=1", *overrides]))
     data = load_task_data(cfg, build_tokenizer(cfg.model))
     if record is not None:
         collate = data.collate

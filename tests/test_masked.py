@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from spafit_exp.methods import apply_method
+from spafit_exp.methods import apply_method, method_options
 from spafit_exp.ops.masking import FlatParams
 from spafit_exp.ops.optim import MaskedAdamW
 from spafit_exp.ops.params import is_bitfit_param
@@ -20,7 +20,7 @@ TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9,
 def masked_cfg(name, **kw):
     base = {"name": name, "tag": name, "lr": 1e-2, "k": 50, "fraction": None, "candidates": "encoder",
             "update": "masked_step", "mu": "activation", "seed": 0}
-    return OmegaConf.create({**base, **kw})
+    return method_options(OmegaConf.create({**base, **kw}))
 
 
 def one_step(prepared, seed=0, optimizer=None):
@@ -151,14 +151,15 @@ def test_default_k_is_bitfit_size():
 def test_frozen_and_multi_head():
     model = tiny_model()
     before = snapshot(model)
-    prepared = apply_method(model, OmegaConf.create({"name": "frozen", "tag": "frozen", "lr": 1e-3}))
+    prepared = apply_method(model, method_options(OmegaConf.create({"name": "frozen", "tag": "frozen", "lr": 1e-3})))
     train_steps(prepared)
     # BERT's task head is pooler + classifier (RoBERTa's classification head holds both parts itself)
     assert changed(before, snapshot(prepared.model)) == {n for n in before if "classifier" in n or ".pooler." in n}
 
     model = tiny_model("roberta")
     before = snapshot(model)
-    prepared = apply_method(model, OmegaConf.create({"name": "multi_head", "tag": "mh", "lr": 1e-4, "include_layernorm": False}))
+    prepared = apply_method(model, method_options(OmegaConf.create({"name": "multi_head", "tag": "mh", "lr": 1e-4,
+                                                                    "include_layernorm": False})))
     train_steps(prepared)
     attention = re.compile(r"\.attention\.(self\.(query|key|value)|output\.dense)\.")
     assert changed(before, snapshot(prepared.model)) == {n for n in before if "classifier" in n or attention.search(n)}

@@ -7,8 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from spafit_exp.inputs.modeling import build_model
-from spafit_exp.methods import apply_method, available
+from spafit_exp.methods import apply_method, available, method_options
 from spafit_exp.ops.params import count_params
+from spafit_exp.run.spec import resolve
 from tests.conftest import compose
 from tests.helpers import changed, snapshot, tiny_model, train_steps
 
@@ -20,7 +21,7 @@ def method_cfg(name: str, **kw):
     base = {"full_ft": {}, "full_bitfit": {},
             "lora": {"lora_type": "II", "r": 4, "alpha": 8, "dropout": 0.0},
             "spafit": {"n1": 0, "n2": 1, "lora_type": "II", "r": 4, "alpha": 8, "dropout": 0.0}}[name]
-    return OmegaConf.create({"name": name, "tag": name, "lr": 1e-3, **base, **kw})
+    return method_options(OmegaConf.create({"name": name, "tag": name, "lr": 1e-3, **base, **kw}))
 
 
 def layer(name):
@@ -123,13 +124,13 @@ TABLE2 = {
 
 @pytest.mark.parametrize("method,expected", TABLE2.items(), ids=list(TABLE2))
 def test_spafit_table2_parameter_counts(method, expected):
-    cfg = compose([f"method={method}", "model=bert_large_cased", "task=rte"])
+    cfg = resolve(compose([f"method={method}", "model=bert_large_cased", "task=rte"]))
     prepared = apply_method(build_model(cfg.model, cfg.task, device="meta"), cfg.method)
     assert count_params(prepared.model)[0] == expected
 
 
 def test_full_bitfit_count_bert_large():
-    cfg = compose(["method=full_bitfit", "model=bert_large_cased"])
+    cfg = resolve(compose(["method=full_bitfit", "model=bert_large_cased"]))
     prepared = apply_method(build_model(cfg.model, cfg.task, device="meta"), cfg.method)
     # 24 layers x (q,k,v,attn-out 4x1024 + 2 LayerNorm biases 2x1024 + intermediate 4096 + output 1024)
     # + embeddings LayerNorm bias 1024 + pooler bias 1024 + head 1024x2+2
@@ -137,7 +138,7 @@ def test_full_bitfit_count_bert_large():
 
 
 def test_roberta_spafit_counts_resolve_from_model():
-    cfg = compose(["method=spafit", "model=roberta_base", "method.n1=3", "method.n2=7"])
+    cfg = resolve(compose(["method=spafit", "model=roberta_base", "method.n1=3", "method.n2=7"]))
     prepared = apply_method(build_model(cfg.model, cfg.task, device="meta"), cfg.method)
     # RoBERTa head: dense 768x768+768 and out_proj 768x2+2
     head = 768 * 768 + 768 + 768 * 2 + 2

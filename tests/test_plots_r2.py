@@ -180,11 +180,13 @@ def test_lr_axis_tick_labels_never_overlap(tmp_path, figures, rates):
 def test_malformed_epoch_fields_read_as_missing_not_as_errors(tmp_path, figures):
     """`metrics.epochs` and `train.losses` are outside the checked record shape: junk there costs the learning
     curve its points, never the table."""
+    from spafit_exp.core.record import Record
     from spafit_exp.report.cells import curve
 
-    assert curve({"metrics": {"epochs": "junk"}, "train": {"losses": {"a": 1}}}) == []
-    points = curve({"main_metric": "f1", "train": {"losses": [[5, 0.5], "x", [10, None], [True, 0.1]]},
-                    "metrics": {"epochs": [{"epoch": 1, "step": 10, "dev": {"f1": 0.8}}, {"epoch": "2"}, 7]}})
+    assert curve(Record.from_json({"metrics": {"epochs": "junk"}, "train": {"losses": {"a": 1}}})) == []
+    points = curve(Record.from_json({"main_metric": "f1", "train": {"losses": [[5, 0.5], "x", [10, None], [True, 0.1]]},
+                                     "metrics": {"epochs": [{"epoch": 1, "step": 10, "dev": {"f1": 0.8}}, {"epoch": "2"},
+                                                            7]}}))
     assert points == [(1.0, 0.8, 0.5)]
     _sweep(tmp_path / "runs")
     path = next((tmp_path / "runs").rglob("results.json"))

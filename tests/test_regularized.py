@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import apply_method, validate_method
+from spafit_exp.methods import apply_method, method_options, validate_method
 from spafit_exp.methods.regularized import DistancePenalty
 from spafit_exp.run.app import run
 from tests.conftest import TINY_RUN, compose
@@ -40,8 +40,8 @@ def moved(model):
 def test_batch_sum_gradient_is_flairs_summed_objective_over_the_steps_batch(kind, accum):
     lam, size = 0.3, 4
     data = batches(accum, size)
-    ours = apply_method(tiny_model(), OmegaConf.create({"name": f"full_ft_{kind}", "tag": "r", "lr": 1e-3,
-                                                        "coefficient": lam, "reduction": "batch_sum"}))
+    ours = apply_method(tiny_model(), method_options(OmegaConf.create({"name": f"full_ft_{kind}", "tag": "r", "lr": 1e-3,
+                                                                       "coefficient": lam, "reduction": "batch_sum"})))
     assert ours.make_optimizer(ours.model, trainer(size, accum)) is not None  # the loop tells the batch here
     assert ours.info["step_batch"] == size * accum
     ours.model.eval()  # no dropout: both sides see the same forward
@@ -80,7 +80,7 @@ def test_batch_sum_pull_needs_the_steps_batch():
 def test_unknown_reduction_is_a_config_error():
     cfg = OmegaConf.create({"name": "full_ft_l1", "tag": "r", "lr": 1e-3, "coefficient": 0.1, "reduction": "avg"})
     with pytest.raises(ConfigError, match="method.reduction=avg"):
-        validate_method(cfg, 4)
+        validate_method(method_options(cfg), 4)
 
 
 def test_run_records_the_encoders_distance_from_pretrained(tmp_path):

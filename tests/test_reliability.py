@@ -18,6 +18,8 @@ from spafit_exp.engine.resume import RESUME_FILE, read_resume
 from spafit_exp.inputs.data import load_task_data
 from spafit_exp.inputs.modeling import build_tokenizer
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from tests.conftest import TINY_RUN, compose, run_cli
 
 
@@ -43,8 +45,9 @@ def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
 
     reference = run(tiny(tmp_path / "ref", *method))
     cfg = tiny(tmp_path / "cut", *method)
-    directory = results.run_dir(cfg)
-    data = load_task_data(cfg, build_tokenizer(cfg.model))
+    directory = run_dir(cfg)
+    spec = resolve(cfg)
+    data = load_task_data(spec, build_tokenizer(spec.model))
     calls = {"n": 0}
 
     def stop():
@@ -52,13 +55,13 @@ def test_stop_checkpoints_and_resume_matches_uninterrupted(tmp_path, method):
         return calls["n"] > 5
 
     with pytest.raises(StopRequested):
-        train(cfg, build_prepared(cfg), data, Accelerator(), checkpoint_dir=directory, stop=stop)
+        train(spec, build_prepared(spec), data, Accelerator(), checkpoint_dir=directory, stop=stop)
     saved = read_resume(directory)
     assert saved["position"]["epoch"] == 1 and saved["position"]["batch"] == saved["result"]["steps"] == 5  # mid-epoch
     resumed = run(cfg)
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["train"] == reference["train"]
-    trained = [load_file(results.run_dir(c) / TRAINABLE_FILE) for c in (cfg, tiny(tmp_path / "ref", *method))]
+    trained = [load_file(run_dir(c) / TRAINABLE_FILE) for c in (cfg, tiny(tmp_path / "ref", *method))]
     assert trained[0].keys() == trained[1].keys()
     for name in trained[0]:  # the best epoch's trained tensors, bit for bit
         assert torch.equal(trained[0][name], trained[1][name]), name
@@ -134,7 +137,7 @@ def test_exception_becomes_failed_record(tmp_path, monkeypatch):
     cfg = tiny(tmp_path)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run(cfg)
-    record = results.read(results.run_dir(cfg))
+    record = results.read(run_dir(cfg))
     assert record["status"] == "failed" and record["error"] == "RuntimeError: disk on fire"
     assert "Traceback" in record["traceback"]
 
@@ -194,7 +197,7 @@ def test_disk_full_at_the_first_record_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(results.json, "dump", dump)
     cfg = tiny(tmp_path)
-    with pytest.raises(results.WriteFailed, match=f"cannot write {results.run_dir(cfg)}/results.json: No space left"):
+    with pytest.raises(results.WriteFailed, match=f"cannot write {run_dir(cfg)}/results.json: No space left"):
         run(cfg)
     assert not (tmp_path / "default").exists()
 

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from spafit_exp.core import results
+from spafit_exp.core import results, run_files
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.record import Record
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
 from tests.conftest import TINY_RUN, compose
 
 DRY = ["model=tiny_bert", "trainer.dry_run=true"]
@@ -78,25 +81,25 @@ def test_run_dir_under_a_planted_symlink_is_refused(tmp_path, monkeypatch, capsy
 
 def test_layout_dir_refuses_record_fields_that_leave_root(tmp_path):
     """Studies build run directories from other runs' records, which anyone may have edited."""
-    assert results.layout_dir(tmp_path, "transfer", "rte", "sst2:full_ft", "minilm", 1e-3, 1) == \
+    assert RunDir.of(tmp_path, "transfer", "rte", "sst2:full_ft", "minilm", 1e-3, 1).path == \
         tmp_path / "transfer/rte/sst2:full_ft/minilm/lr=0.001/seed=1"
     for fields in [("mlm_probe", "../../x", "t", "m"), ("mlm_probe", "rte", "/abs", "m"), ("", "rte", "t", "m"),
                    ("mlm_probe", "rte", "t", "..")]:
         with pytest.raises(ConfigError):
-            results.layout_dir(tmp_path, *fields, 1e-3, 1)
+            RunDir.of(tmp_path, *fields, 1e-3, 1)
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "root").mkdir()
     (tmp_path / "root/mlm_probe").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(ConfigError, match="outside"):
-        results.layout_dir(tmp_path / "root", "mlm_probe", "rte", "t", "m", 1e-3, 1)
+        RunDir.of(tmp_path / "root", "mlm_probe", "rte", "t", "m", 1e-3, 1)
 
 
 @pytest.mark.parametrize("link", ["symlink", "dangling_symlink", "hardlink"])
-@pytest.mark.parametrize("name", [results.LOCK, "run.log"])
+@pytest.mark.parametrize("name", [run_files.LOCK, "run.log"])
 def test_planted_link_in_run_dir_is_refused_not_followed(tmp_path, name, link):
     """A `.lock` linked to a file elsewhere was truncated, a `run.log` link appended to (or its target created)."""
     cfg = compose([*TINY_RUN, f"run.root={tmp_path}/out"])
-    directory = results.run_dir(cfg)
+    directory = run_dir(cfg)
     directory.mkdir(parents=True)
     precious = tmp_path / "precious.txt"
     if link != "dangling_symlink":
@@ -110,18 +113,18 @@ def test_planted_link_in_run_dir_is_refused_not_followed(tmp_path, name, link):
 
 def test_lock_is_never_truncated_and_never_read_through_a_link(tmp_path):
     earlier = f"{'an-earlier-owner-on-a-host-with-a-long-name' * 5} 123456\n"
-    (tmp_path / results.LOCK).write_text(earlier)
-    handle = results.acquire_lock(tmp_path)
+    (tmp_path / run_files.LOCK).write_text(earlier)
+    handle = RunDir(tmp_path).lock()
     try:
-        assert (tmp_path / results.LOCK).stat().st_size == len(earlier)  # written over in place, never emptied
-        assert results.lock_owner(tmp_path) == f"{platform.node()} {os.getpid()}"
+        assert (tmp_path / run_files.LOCK).stat().st_size == len(earlier)  # written over in place, never emptied
+        assert RunDir(tmp_path).lock_owner() == f"{platform.node()} {os.getpid()}"
     finally:
-        results.release_lock(handle)
+        run_files.release_lock(handle)
     secret = tmp_path / "secret"
     secret.write_text("not for sweep status\n")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / results.LOCK).symlink_to(secret)
-    assert results.lock_owner(tmp_path / "run") == "" and not results.lock_is_held(tmp_path / "run")
+    (tmp_path / "run" / run_files.LOCK).symlink_to(secret)
+    assert RunDir(tmp_path / "run").lock_owner() == "" and not RunDir(tmp_path / "run").lock_held()
 
 
 def test_atomic_writes_never_write_through_a_planted_link(tmp_path):
@@ -135,7 +138,7 @@ def test_atomic_writes_never_write_through_a_planted_link(tmp_path):
         (tmp_path / name).symlink_to(precious)
     with results.replace_atomically(tmp_path / "resume.pt") as tmp:
         tmp.write_text("new state")
-    results.write(tmp_path, {"status": "running"})
+    RunDir(tmp_path).write(Record.from_json({"status": "running"}))  # the one writer of results.json
     assert precious.read_text() == "keep me\n"
     assert not (tmp_path / "resume.pt").is_symlink() and (tmp_path / "resume.pt").read_text() == "new state"
     assert not (tmp_path / results.RESULTS).is_symlink() and results.read(tmp_path) == {"status": "running"}

@@ -6,6 +6,7 @@ import torch
 
 from spafit_exp.ops.masking import FlatParams, candidate_params
 from spafit_exp.run.app import prepare
+from spafit_exp.run.spec import resolve
 from spafit_exp.run.validation import validate
 from spafit_exp.selection.selectors import SELECTORS
 from tests.conftest import TINY_RUN, compose
@@ -19,8 +20,8 @@ def test_registered_and_composes():
 
 
 def test_picks_the_largest_magnitudes(tmp_path):
-    cfg = compose([*TINY_RUN, "method=subset", "selector=magnitude", "selector.k=40",
-                   "decoder.pretune=false", f"data.cache_dir={tmp_path}"])
+    cfg = resolve(compose([*TINY_RUN, "method=subset", "selector=magnitude", "selector.k=40",
+                           "decoder.pretune=false", f"data.cache_dir={tmp_path}"]))
     prepared = prepare(cfg)
     theta0 = torch.cat([p.detach().abs().reshape(-1) for _, p in candidate_params(prepare(cfg).model)])
     flat = FlatParams(candidate_params(prepared.model))

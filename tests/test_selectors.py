@@ -6,13 +6,14 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from spafit_exp.core import results
 from spafit_exp.engine.artefacts import TRAINABLE_FILE
 from spafit_exp.ops import sparse_grad
 from spafit_exp.ops.masking import FlatParams, bitfit_indices, candidate_params
 from spafit_exp.ops.optim import masked_adamw, optimizer_state_bytes
 from spafit_exp.ops.params import is_head
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from spafit_exp.selection.selectors import Context, selector_options
 from spafit_exp.selection.selectors.sqgrad import combine, downstream_stats, pretrain_stats, sq_grad_sum
 from tests.conftest import TINY_RUN, compose
@@ -51,7 +52,7 @@ def test_default_combined_scores_eq3_literally(monkeypatch):
     cfg = compose(["method=subset", "selector=combined"])
     options = selector_options(cfg.selector)
     torch.testing.assert_close(combine(down, pre, options.normalise), down / (1 + pre), rtol=0, atol=0)
-    picked = sqgrad.combined(Context(cfg, options, None, None, 100, "none"))
+    picked = sqgrad.combined(Context(resolve(cfg), options, None, None, 100, "none"))
     expected = set(torch.topk(down / (1 + pre), 100).indices.tolist())
     assert set(picked.index.tolist()) == expected
     assert set(torch.topk(combine(down, pre, "mean"), 100).indices.tolist()) != expected
@@ -66,17 +67,17 @@ def test_combined_none_is_eq3_of_means(tmp_path, chunk):
 
     cfg = run_cfg(tmp_path, "combined", "selector.stat_samples=6", "selector.pretrain_samples=9",
                   "selector.normalise=none", "decoder.pretune=false", f"selector.stat_batch_size={chunk}")
-    model = tiny_model_from(cfg)
+    model, spec = tiny_model_from(cfg), resolve(cfg)
     flat = FlatParams(candidate_params(model, cfg.method.candidates))
-    ctx = Context(cfg, selector_options(cfg.selector), model, flat, 10, "none")
+    ctx = Context(spec, selector_options(cfg.selector), model, flat, 10, "none")
     scores = combine(downstream_stats(ctx), pretrain_stats(ctx), "none")
 
-    tokenizer = build_tokenizer(cfg.model)
-    data = load_task_data(cfg, tokenizer)
+    tokenizer = build_tokenizer(spec.model)
+    data = load_task_data(spec, tokenizer)
     down = sq_grad_sum(model, flat, [data.collate([row]) for row in data.train[:6]]) / 6  # one example per batch
     singles = [b for b in mlm_batches(wikitext_paragraphs()[:9], tokenizer, cfg.trainer.max_len, 1, cfg.trainer.seed)
                if (b["labels"] != -100).any()]
-    pre = sq_grad_sum(mlm_model_like(cfg.model, model, cfg.trainer.seed), flat, singles) / len(singles)
+    pre = sq_grad_sum(mlm_model_like(spec.model, model, cfg.trainer.seed), flat, singles) / len(singles)
     assert len(singles) > 6
     expected = down / (1 + pre)
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
@@ -106,7 +107,7 @@ def test_selector_returns_exactly_k(tmp_path, selector):
     cfg = run_cfg(tmp_path, selector, "selector.k=123")
     from spafit_exp.run.app import prepare as build_prepared
 
-    prepared = build_prepared(cfg)
+    prepared = build_prepared(resolve(cfg))
     info = prepared.info
     expected_k = 123 if selector != "bitfit" else info["k"]
     assert info["k"] == expected_k
@@ -122,10 +123,10 @@ def test_downstream_selection_is_topk_of_statistic(tmp_path):
     from spafit_exp.run.app import prepare as build_prepared
 
     cfg = run_cfg(tmp_path, "downstream_sqgrad", "selector.k=50")
-    prepared = build_prepared(cfg)
+    prepared = build_prepared(resolve(cfg))
     assert 0.0 <= prepared.info["decoder_dev"]["accuracy"] <= 1.0  # the decoder-only score is kept
     flat = FlatParams(candidate_params(prepared.model, cfg.method.candidates))
-    context = Context(cfg, selector_options(cfg.selector), prepared.model, flat, 50, prepared.info["decoder"])
+    context = Context(resolve(cfg), selector_options(cfg.selector), prepared.model, flat, 50, prepared.info["decoder"])
     stats = downstream_stats(context)  # from the cache
     optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
     offset = {id(p): start for p, start in zip(flat.params, flat.offsets)}
@@ -142,8 +143,8 @@ def test_subset_run_changes_only_masked_elements(tmp_path):
 
     head = sum(p.numel() for n, p in tiny_model_from(cfg).named_parameters() if is_head(n))
     assert record["status"] == "completed" and record["params"]["trainable"] == 200 + head
-    base = build_prepared(cfg)  # theta0 (with the cached pre-tuned head)
-    tuned, _ = load_run(results.run_dir(cfg))
+    base = build_prepared(resolve(cfg))  # theta0 (with the cached pre-tuned head)
+    tuned, _ = load_run(run_dir(cfg))
     before = dict(base.model.named_parameters())
     moved = 0
     for name, p in tuned.model.named_parameters():
@@ -158,7 +159,7 @@ def test_diff_pruning_without_retraining_keeps_k_differences(tmp_path):
 
     cfg = run_cfg(tmp_path, "diff_pruning_noretrain", "selector.k=77", "trainer.lr=1e-2")
     theta0 = {n: p.detach().clone() for n, p in tiny_model_from(cfg).named_parameters()}
-    prepared = build_prepared(cfg)
+    prepared = build_prepared(resolve(cfg))
     assert prepared.evaluate_only
     differing = sum(int((p != theta0[n]).sum()) for n, p in prepared.model.named_parameters() if not is_head(n))
     assert differing == 77
@@ -171,8 +172,9 @@ def tiny_model_from(cfg):
 
     from spafit_exp.inputs.modeling import build_model
 
-    set_seed(cfg.trainer.seed)
-    return build_model(cfg.model, cfg.task)
+    spec = resolve(cfg)
+    set_seed(spec.trainer.seed)
+    return build_model(spec.model, spec.task)
 
 
 def test_fixed_mask_optimizer_state_is_o_k():
@@ -218,15 +220,16 @@ def test_subset_run_reloads_from_its_artefacts_alone(tmp_path, selector, monkeyp
     for module, name in [(selection, "run_selection"), (app, "run_selection"), (decoder, "pretuned_head"),
                          (selection, "pretuned_head"), (sqgrad, "sq_grad_sum"), (pruning, "pruning_finetune")]:
         monkeypatch.setattr(module, name, recompute)
-    prepared, saved = load_run(results.run_dir(cfg))
-    data = load_task_data(cfg, build_tokenizer(cfg.model))
+    prepared, saved = load_run(run_dir(cfg))
+    spec = resolve(cfg)
+    data = load_task_data(spec, build_tokenizer(spec.model))
     from torch.utils.data import DataLoader
 
     dev = evaluate(prepared.model, {"dev": DataLoader(data.evals["dev"], batch_size=32, collate_fn=data.collate)},
-                   cfg.task, Accelerator())
+                   spec.task, Accelerator())
     assert dev["accuracy"] == record["metrics"]["best"]["dev"]["accuracy"]
     own = dict(prepared.model.named_parameters())
     assert prepared.model.state_dict().keys() == tiny_model_from(cfg).state_dict().keys()  # the plain model's tensors
-    stored = load_file(results.run_dir(cfg) / TRAINABLE_FILE)
+    stored = load_file(run_dir(cfg) / TRAINABLE_FILE)
     for name in (n.removesuffix(".__idx") for n in stored if n.endswith(".__idx")):  # evaluating left them as saved
         assert torch.equal(own[name].detach().view(-1)[stored[f"{name}.__idx"]], stored[f"{name}.__val"]), name

@@ -10,10 +10,12 @@ from omegaconf import OmegaConf
 from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.engine.artefacts import load_run
-from spafit_exp.methods import apply_method
+from spafit_exp.methods import apply_method, method_options
 from spafit_exp.methods.regularized import DistancePenalty
 from spafit_exp.report import tables
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from spafit_exp.studies import merged_encoder_state, source_runs
 from tests.conftest import TINY_RUN, compose
 from tests.helpers import tiny_model
@@ -38,8 +40,8 @@ def test_penalty_gradient_is_analytic(kind):
 
 
 def test_full_ft_l1_leaves_head_unpenalised():
-    prepared = apply_method(tiny_model(), OmegaConf.create({"name": "full_ft_l1", "tag": "l1", "lr": 1e-5, "coefficient": 0.1,
-                                                       "reduction": "mean"}))
+    prepared = apply_method(tiny_model(), method_options(OmegaConf.create({"name": "full_ft_l1", "tag": "l1", "lr": 1e-5,
+                                                                          "coefficient": 0.1, "reduction": "mean"})))
     assert not any("classifier" in n for n, _ in [(n, p) for n, p in prepared.model.named_parameters()
                                                     if any(p is q for q, _ in prepared.before_step.pairs)])
 
@@ -48,8 +50,8 @@ def test_mlm_probe_freezes_encoder(tmp_path):
     from spafit_exp.inputs.modeling import build_tokenizer
     from spafit_exp.studies.mlm_probe import encoder_from, probe
 
-    cfg = compose([*TINY_RUN, "study=mlm_probe", "study.train_lines=24", "study.test_lines=8", "study.epochs=1",
-                   f"run.root={tmp_path}"])
+    cfg = resolve(compose([*TINY_RUN, "study=mlm_probe", "study.train_lines=24", "study.test_lines=8",
+                           "study.epochs=1", f"run.root={tmp_path}"]))
     encoder, model_cfg, _ = encoder_from(cfg, None)
     before = {n: p.detach().clone() for n, p in encoder.state_dict().items()}
     outcome = probe(cfg, encoder, build_tokenizer(model_cfg))
@@ -60,7 +62,7 @@ def test_mlm_probe_freezes_encoder(tmp_path):
 
 def test_mlm_probe_study_writes_record(tmp_path):
     primary = run(compose([*TINY_RUN, f"run.root={tmp_path}"]))
-    source = results.run_dir(compose([*TINY_RUN, f"run.root={tmp_path}"]))
+    source = run_dir(compose([*TINY_RUN, f"run.root={tmp_path}"]))
     records = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=mlm_probe", f"study.run={source}",
                            "study.train_lines=24", "study.test_lines=8", "study.epochs=1", "task=sst2"]))
     assert records[0]["experiment"] == "mlm_probe" and records[0]["method_tag"] == primary["method_tag"]
@@ -75,7 +77,7 @@ def test_transfer_loads_primary_encoder_exactly(tmp_path):
     """A LoRA primary run: the merged encoder in a plain model computes what the run's LoRA encoder computes."""
     cfg = compose([*TINY_RUN, f"run.root={tmp_path}", "method=lora", "method.r=4", "method.alpha=8"])
     run(cfg)
-    prepared, record = load_run(results.run_dir(cfg))
+    prepared, record = load_run(run_dir(cfg))
     ids = torch.randint(3, 1000, (2, 9))
     prepared.model.eval()
     with torch.no_grad():
@@ -83,13 +85,13 @@ def test_transfer_loads_primary_encoder_exactly(tmp_path):
     state = merged_encoder_state(prepared.model)
     from spafit_exp.inputs.modeling import build_model
 
-    plain = build_model(cfg.model, compose(["task=trec6"]).task)  # another task: a fresh 6-way head
+    plain = build_model(resolve(cfg).model, resolve(compose(["task=trec6"])).task)  # another task: a fresh 6-way head
     plain.base_model.load_state_dict(state, strict=True)
     plain.eval()
     with torch.no_grad():
         assert torch.allclose(plain.base_model(input_ids=ids).last_hidden_state, reference, atol=1e-5)
 
-    out = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=transfer", f"study.run='{results.run_dir(cfg)}'",
+    out = run(compose([*TINY_RUN, f"run.root={tmp_path}", "study=transfer", f"study.run='{run_dir(cfg)}'",
                        "task=trec6", "study.decoder.epochs=1", "study.lr_from=trainer"]))
     assert out[0]["experiment"] == "transfer" and out[0]["method_tag"] == f"rte:{record['method_tag']}"
     assert "accuracy" in out[0]["metrics"]["decoder"]["dev"] and "accuracy" in out[0]["metrics"]["best"]["dev"]
@@ -143,7 +145,7 @@ def test_transfer_lr_is_the_best_rate_of_a_search_on_the_pretrained_model(tmp_pa
         for seed, score in enumerate(scores, 1):
             _finished(tmp_path, score, lr, seed)
     _finished(tmp_path, None, 1e-1, 1, status="failed")  # not a rate tried
-    out = run(compose([*TRANSFER, f"run.root={tmp_path / 'runs'}", f"study.run='{results.run_dir(primary)}'",
+    out = run(compose([*TRANSFER, f"run.root={tmp_path / 'runs'}", f"study.run='{run_dir(primary)}'",
                        f"study.lr_from={tmp_path}/search/trec6/full_ft/tiny_bert/*/*", "trainer.epochs=1",
                        "trainer.lr=5e-5", "trainer.seed=7"]))
     record = out[0]
@@ -177,4 +179,4 @@ def test_a_glob_over_a_grid_studies_each_cells_chosen_rate_with_all_its_seeds(tm
     _finished(tmp_path, None, 1e-2, 1, status="failed", experiment="e", task="rte")
     lora = _finished(tmp_path, 0.6, 1e-2, 1, experiment="e", task="rte", method="lora")
     cfg = compose(["study=mlm_probe", f"study.run='{tmp_path}/e/rte/*/tiny_bert/*/*'"])
-    assert source_runs(cfg) == sorted([*chosen, lora], key=str)
+    assert source_runs(resolve(cfg).study) == sorted([*chosen, lora], key=str)

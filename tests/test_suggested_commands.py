@@ -16,11 +16,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from spafit_exp import CONF_DIR
 from spafit_exp.core import fingerprint
-from spafit_exp.core.results import base_record, write
+from spafit_exp.core.record import Record
+from spafit_exp.core.results import base_record
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.report.cells import EDGE, collect, fmt, select_lr
 from spafit_exp.run.app import run
 from spafit_exp.run.config import compose
 from spafit_exp.run.console import summary
+from spafit_exp.run.spec import resolve
 from spafit_exp.sweep.lr_search import edge_commands, extend_grid
 from tests.conftest import run_cli
 
@@ -58,10 +61,10 @@ def _only_lr_differs(record: dict, job: list[str]) -> float:
 def _write(overrides: list[str], score: float | None, status: str = "completed") -> dict:
     """The record a run of `overrides` would leave (the run's own config and fingerprint), with `score`."""
     cfg = compose(overrides)
-    record = base_record(cfg) | {"status": status}
+    record = base_record(resolve(cfg)).to_json() | {"status": status}
     if status == "completed":
         record["metrics"] = {"best": {"epoch": 1, "dev": {cfg.task.main_metric: score}}}
-    write(Path(cfg.run.dir), record)
+    RunDir(Path(cfg.run.dir)).write(Record.from_json(record))
     return record
 
 
@@ -83,7 +86,7 @@ def test_a_sweeps_printed_commands_rerun_its_cell(tmp_path):
     assert records["0.001"]["method"] == "lora" and "method=lora_i" in records["0.001"]["config"]["run"]["overrides"]
     for lr, score in (("0.0001", 0.4), ("0.001", 0.6)):  # best at the upper edge, whatever the tiny runs scored
         records[lr]["metrics"]["best"]["dev"]["accuracy"] = score
-        write(cell / f"lr={lr}" / "seed=1", records[lr])
+        RunDir(cell / f"lr={lr}" / "seed=1").write(Record.from_json(records[lr]))
 
     [line] = edge_commands(root / "default", ["-m", "method=lora_i", *TINY, "trainer.lr=1e-4,1e-3"])
     assert line.startswith("edge: rte / lora-I-r64 / tiny_bert: best lr 0.001 at the upper edge of 2 rates; extend: ")
@@ -119,7 +122,7 @@ def test_flat_loss_command_of_a_single_run_sweeps_only_its_rate(tmp_path):
     `-m` command sweeps this run's rate only, with its model and every other override."""
     overrides = ["experiment=subset_table1", "model=tiny_bert", "selector=bitfit", "trainer.max_len=32",
                  f"run.root={tmp_path}"]
-    record = base_record(compose(overrides))
+    record = base_record(resolve(compose(overrides))).to_json()
     warning = summary(_flat(record), tmp_path).splitlines()[-1]
     assert "sweep the rate: python -m spafit_exp -m " in warning
     jobs = _jobs(warning.split("sweep the rate: ", 1)[1])
@@ -155,7 +158,7 @@ def test_failed_rates_are_not_rates_tried(tmp_path):
 
 
 def test_one_logged_loss_is_no_trend(tmp_path):
-    record = _flat(base_record(compose(["model=tiny_bert", f"run.root={tmp_path}"])))
+    record = _flat(base_record(resolve(compose(["model=tiny_bert", f"run.root={tmp_path}"]))).to_json())
     text = summary(record | {"train": {"losses": [(4, 0.6931)]}}, tmp_path)
     assert "train loss 0.6931 (one value logged)" in text and "->" not in text
     assert "warning: one training loss was logged (step 4, trainer.log_every=20): the loss trend is unknown" in text

@@ -17,7 +17,8 @@ from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from spafit_exp import CONF_DIR, REPO_ROOT
-from spafit_exp.core import results
+from spafit_exp.core import results, run_files
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.sweep import cli as sweep
 from spafit_exp.sweep.plan import expand, launch_commands, rectangles
 from tests.conftest import compose
@@ -42,7 +43,7 @@ def test_plan_of_the_paper_preset_is_fast_exact_and_loads_no_model_code(tmp_path
     code = ("import sys\nfrom hydra._internal.config_loader_impl import ConfigLoaderImpl\ncomposed = []\n"
             "load = ConfigLoaderImpl.load_sweep_config\n"
             "ConfigLoaderImpl.load_sweep_config = lambda self, *a: composed.append(a) or load(self, *a)\n"
-            "from spafit_exp import sweep\n"
+            "from spafit_exp.sweep import cli as sweep\n"
             f"code = sweep.main(['plan', '-m', 'experiment=stoc_table1', 'run.root={tmp_path}'])\n"
             "print('composed', len(composed))\n"
             "print('heavy', sorted(m for m in sys.modules if m.split('.')[0] in "
@@ -126,7 +127,7 @@ def test_status_puts_each_record_in_its_bucket(tmp_path, capsys):
     (d[1e-3, 4] / "resume.pt").write_bytes(b"checkpoint")
     _write(d[1e-3, 5], "running")  # killed: its lock is free
     _write(d[2e-3, 1], "running")
-    lock = results.acquire_lock(d[2e-3, 1])  # a live owner
+    lock = RunDir(d[2e-3, 1]).lock()  # a live owner
     d[2e-3, 2].mkdir(parents=True)
     (d[2e-3, 2] / "results.json").write_text('{"status": "comp')  # cut short
     _write(d[2e-3, 3], "completed", fingerprint={"hash": "another-recipe"})
@@ -137,7 +138,7 @@ def test_status_puts_each_record_in_its_bucket(tmp_path, capsys):
         assert "completed=1 failed=2 interrupted=1 crashed=1 running=1 corrupt=1 refused=1 todo=2" in lines
         text = "\n".join(lines)
         assert "2  NonFiniteLoss: non-finite training loss nan at optimizer step <n> (steps 3, 7)" in text
-        assert f"{d[2e-3, 1]}  {results.lock_owner(d[2e-3, 1])}" in text  # running: host and pid from .lock
+        assert f"{d[2e-3, 1]}  {RunDir(d[2e-3, 1]).lock_owner()}" in text  # running: host and pid from .lock
         assert "slowest completed runs:" in text and "peak 1.00 GiB" in text
         # the command launches exactly the failed, interrupted, crashed, corrupt and never-started runs
         commands = [line.strip() for line in lines if line.startswith("  python -m spafit_exp -m ")]
@@ -154,7 +155,7 @@ def test_status_puts_each_record_in_its_bucket(tmp_path, capsys):
         overview = _status_lines(capsys, "--root", str(tmp_path))
         assert any(line.strip().startswith("default  runs=8 completed=2") for line in overview)
     finally:
-        results.release_lock(lock)
+        run_files.release_lock(lock)
 
 
 def test_watch_refreshes_until_nothing_runs(tmp_path, capsys, monkeypatch):
@@ -162,14 +163,14 @@ def test_watch_refreshes_until_nothing_runs(tmp_path, capsys, monkeypatch):
     plan = expand([f"run.root={tmp_path}", *grid])
     _write(plan.jobs[0].run_dir, "completed")
     _write(plan.jobs[1].run_dir, "running")
-    lock = results.acquire_lock(plan.jobs[1].run_dir)
+    lock = RunDir(plan.jobs[1].run_dir).lock()
     waits = []
 
     def finish_while_waiting(seconds):  # the run ends during the first wait, however long a report takes
         waits.append(seconds)
         if len(waits) == 1:
             _write(plan.jobs[1].run_dir, "completed")
-            results.release_lock(lock)
+            run_files.release_lock(lock)
 
     monkeypatch.setattr(sweep.time, "sleep", finish_while_waiting)
     lines = _status_lines(capsys, "default", "--root", str(tmp_path), "--watch", "0.2", *grid)
@@ -182,17 +183,17 @@ def test_lock_probe_never_steals_a_directory(tmp_path, monkeypatch):
     """A job that starts while `status` probes its lock still gets it (it retries a few times, briefly)."""
     from spafit_exp.core import run_files
 
-    (tmp_path / results.LOCK).write_text("")
-    fd = os.open(tmp_path / results.LOCK, os.O_RDONLY)
+    (tmp_path / run_files.LOCK).write_text("")
+    fd = os.open(tmp_path / run_files.LOCK, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH)  # what lock_is_held holds for a moment
     waits = []
     # the probe ends during the job's first wait (a timer thread could be late on a busy machine)
     monkeypatch.setattr(run_files.time, "sleep", lambda seconds: waits.append(seconds) or os.close(fd))
-    handle = results.acquire_lock(tmp_path)
+    handle = RunDir(tmp_path).lock()
     assert waits == [run_files.LOCK_RETRY_S]
-    assert handle is not None and results.lock_is_held(tmp_path)
-    results.release_lock(handle)
-    assert not results.lock_is_held(tmp_path)
+    assert handle is not None and RunDir(tmp_path).lock_held()
+    run_files.release_lock(handle)
+    assert not RunDir(tmp_path).lock_held()
 
 
 def test_sweep_module_runs_from_the_command_line(tmp_path):
@@ -237,7 +238,7 @@ def test_a_rerun_sets_a_planted_fifo_or_link_record_aside(tmp_path):
     for planted in ("fifo", "link"):
         with pytest.raises(results.CorruptRecord, match="unreadable record"):
             results.read(tmp_path)
-        kept = results.set_aside(tmp_path, "corrupt")
+        kept = RunDir(tmp_path).set_aside("corrupt")
         assert kept is not None and results.read(tmp_path) is None
         assert kept.is_symlink() == (planted == "link") and (tmp_path / "elsewhere" / "results.json").is_file()
         (tmp_path / "results.json").symlink_to(tmp_path / "elsewhere" / "results.json")

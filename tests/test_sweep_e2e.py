@@ -10,6 +10,7 @@ import sys
 import time
 
 from spafit_exp.core import results
+from spafit_exp.core.run_dir import RunDir
 from spafit_exp.sweep import cli as sweep
 from tests.conftest import TINY_RUN, run_cli
 
@@ -72,10 +73,10 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path):
                             stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     directory = tmp_path / "out/default/rte/full_ft/tiny_bert/lr=0.001/seed=1"
     deadline = time.monotonic() + 300
-    while not (directory / results.RESUME_FILE).exists() and time.monotonic() < deadline and proc.poll() is None:
+    while not RunDir(directory).resumable and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    owner = results.lock_owner(directory).split()
-    assert len(owner) == 2 and results.lock_is_held(directory), "the job never checkpointed"
+    owner = RunDir(directory).lock_owner().split()
+    assert len(owner) == 2 and RunDir(directory).lock_held(), "the job never checkpointed"
     os.kill(int(owner[1]), signal.SIGUSR2)  # the job's process, as its lock file names it
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]

@@ -9,10 +9,11 @@ import pytest
 
 from spafit_exp.__main__ import _outcome, sweep_summary
 from spafit_exp.core import results, timing
+from spafit_exp.core.record import SkippedRecord
 from spafit_exp.core.record_check import problem
-from spafit_exp.core.results import SkippedRecord
 from spafit_exp.engine.resume import read_resume
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
 from tests.conftest import TINY_RUN, compose, run_cli
 
 PHASES = ("setup_s", "train_s", "eval_s", "save_s")
@@ -54,9 +55,10 @@ def test_resumed_run_adds_up_every_session(tmp_path):
     from spafit_exp.inputs.data import load_task_data
     from spafit_exp.inputs.modeling import build_tokenizer
     from spafit_exp.run.app import prepare
+    from spafit_exp.run.spec import resolve
 
     cfg = tiny(tmp_path, "trainer.checkpoint_every=2", "trainer.max_train_samples=48")
-    directory = results.run_dir(cfg)
+    directory = run_dir(cfg)
     calls = {"n": 0}
 
     def stop():
@@ -64,7 +66,8 @@ def test_resumed_run_adds_up_every_session(tmp_path):
         return calls["n"] > 3
 
     with pytest.raises(StopRequested):
-        train(cfg, prepare(cfg), load_task_data(cfg, build_tokenizer(cfg.model)), Accelerator(),
+        spec = resolve(cfg)
+        train(spec, prepare(spec), load_task_data(spec, build_tokenizer(spec.model)), Accelerator(),
               checkpoint_dir=directory, stop=stop, started=time.time() - DAY)
     saved = read_resume(directory)["result"]
     assert saved["setup_seconds"] >= DAY and saved["save_seconds"] > 0 and saved["train_seconds"] > 0

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from spafit_exp.core import results
 from spafit_exp.core.run_files import open_plain
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
 from tests.conftest import TINY_RUN, compose
 
 
@@ -32,7 +33,7 @@ def test_run_files_follow_the_umask(tmp_path, umask):
     cfg = compose([*TINY_RUN, f"run.root={tmp_path}", "trainer.epochs=1"])
     record = run(cfg)
     assert record["status"] == "completed"
-    directory = results.run_dir(cfg)
+    directory = run_dir(cfg)
     modes = {name: mode(directory / name) for name in ("results.json", "trainable.safetensors", "run.log", ".lock")}
     assert modes == dict.fromkeys(modes, 0o644)
 

@@ -14,10 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spafit_exp.core import fingerprint, results, stored
+from spafit_exp.core import fingerprint, stored
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.engine.resume import RESUME_FILE
 from spafit_exp.run.app import prepare, run
+from spafit_exp.run.config import run_dir
+from spafit_exp.run.spec import resolve
 from spafit_exp.run.validation import validate
 from tests.conftest import REPO, TINY_RUN, compose
 
@@ -47,7 +49,7 @@ def _one_warning(err: str, needle: str) -> None:
 
 def test_planted_resume_pickle_runs_nothing_and_is_kept_aside(tmp_path, capsys):
     cfg = _tiny(tmp_path)
-    directory = results.run_dir(cfg)
+    directory = run_dir(cfg)
     directory.mkdir(parents=True)
     marker = tmp_path / "payload-ran"
     torch.save({"trainable": {}, "rng": Payload(marker), "fingerprint": None}, directory / RESUME_FILE)
@@ -70,7 +72,7 @@ def test_truncated_resume_is_kept_aside_the_run_redone_and_killed_writes_cleaned
 
     reference = run(_tiny(tmp_path / "ref"))
     cfg = _tiny(tmp_path)
-    directory = results.run_dir(cfg)
+    directory = run_dir(cfg)
     calls = {"n": 0}
 
     def stop():
@@ -78,8 +80,9 @@ def test_truncated_resume_is_kept_aside_the_run_redone_and_killed_writes_cleaned
         return calls["n"] > 2
 
     with pytest.raises(StopRequested):
-        train(cfg, prepare(cfg), load_task_data(cfg, build_tokenizer(cfg.model)), Accelerator(), checkpoint_dir=directory,
-              stop=stop)
+        spec = resolve(cfg)
+        train(spec, prepare(spec), load_task_data(spec, build_tokenizer(spec.model)), Accelerator(),
+              checkpoint_dir=directory, stop=stop)
     path = directory / RESUME_FILE
     data = path.read_bytes()
     killed_write = directory / f".{RESUME_FILE}.{DEAD_PID}.0badcafe.tmp"  # a write SIGKILLed before its rename
@@ -119,7 +122,7 @@ def _age(path: Path, seconds: float) -> Path:
 
 @pytest.mark.parametrize("selector", ["downstream_sqgrad", "diff_pruning"])
 def test_truncated_statistics_cache_is_dropped_and_computed_again(tmp_path, capsys, selector):
-    cfg = _stage_cfg(tmp_path, selector)
+    cfg = resolve(_stage_cfg(tmp_path, selector))
     first = _selected(prepare(cfg))
     (path,) = (tmp_path / "cache" / "stats").glob("*.pt")
     data = path.read_bytes()
@@ -141,7 +144,7 @@ def test_truncated_statistics_cache_is_dropped_and_computed_again(tmp_path, caps
 
 @pytest.mark.parametrize("damage", ["head", "scores"])
 def test_damaged_decoder_cache_is_dropped_and_trained_again(tmp_path, capsys, damage):
-    cfg = _stage_cfg(tmp_path, "random")
+    cfg = resolve(_stage_cfg(tmp_path, "random"))
     first = prepare(cfg).info
     path = Path(first["decoder"])
     head = {n: t.clone() for n, t in load_file(str(path)).items()}  # not a view of the file damaged below
@@ -276,7 +279,7 @@ def test_model_folder_is_checked_before_the_run_directory_is_claimed(tmp_path, m
 
     folder, marker = _model_folder(tmp_path / "model"), tmp_path / "code-ran"
     needle = _damage(folder, how, marker)
-    monkeypatch.setattr(app.results, "acquire_lock", lambda directory: pytest.fail(f"{directory} claimed"))
+    monkeypatch.setattr(app.RunDir, "lock", lambda run_dir: pytest.fail(f"{run_dir.path} claimed"))
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         run(_tiny(tmp_path, "model.init=pretrained", f"model.path={folder}"))
 
@@ -293,5 +296,5 @@ def test_custom_code_runs_only_when_trusted_and_the_header_says_so(tmp_path):
 def test_embedded_model_passes_the_folder_check():
     from spafit_exp.inputs.modeling import check_model_files
 
-    check_model_files(compose(["model=minilm"]).model)  # safetensors header and config of the shipped model
+    check_model_files(resolve(compose(["model=minilm"])).model)  # safetensors header and config of the shipped model
 

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from spafit_exp.engine.resume import trainable_state
-from spafit_exp.methods import apply_method
+from spafit_exp.methods import apply_method, method_options
 from tests.helpers import tiny_model
 
 TRAINER = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.1, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
@@ -17,7 +17,7 @@ K, STEPS = 30, 4
 def per_step(name, update, candidates="encoder"):
     cfg = OmegaConf.create({"name": name, "tag": name, "lr": 1e-2, "k": K, "fraction": None,
                             "candidates": candidates, "update": update, "mu": "activation", "seed": 0})
-    return apply_method(tiny_model(), cfg)
+    return apply_method(tiny_model(), method_options(cfg))
 
 
 def train(prepared, steps=STEPS):

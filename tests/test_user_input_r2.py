@@ -133,6 +133,7 @@ import json, os, sys
 from spafit_exp.run.config import compose
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.engine.tracking import check_tracking
+from spafit_exp.run.spec import resolve
 from wandb.sdk import wandb_setup
 out = {}
 for name, (env, tracking, netrc) in json.loads(sys.argv[1]).items():
@@ -145,7 +146,7 @@ for name, (env, tracking, netrc) in json.loads(sys.argv[1]).items():
         os.remove(os.environ["NETRC"])
     wandb_setup._singleton = None
     try:
-        check_tracking(compose(["tracking=" + tracking]))
+        check_tracking(resolve(compose(["tracking=" + tracking])).tracking)
         out[name] = "ok"
     except ConfigError as err:
         out[name] = str(err)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from spafit_exp.core.results import run_dir
 from spafit_exp.engine import loop
 from spafit_exp.engine.tracking import summary_values
 from spafit_exp.run.app import run
+from spafit_exp.run.config import run_dir
 from tests.conftest import TINY_RUN, compose
 
 

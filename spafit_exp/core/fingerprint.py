@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,9 +41,9 @@ def _ignored(key: str) -> bool:
     return any(key == p or key.startswith(p + ".") for p in IGNORED)
 
 
-def settings(cfg: DictConfig | dict) -> dict:
-    """The maths-relevant settings of a config as {dotted key: value}, sorted."""
-    tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+def settings(config: Mapping[str, Any]) -> dict:
+    """The maths-relevant settings of a config (composed, or its resolved tree) as {dotted key: value}, sorted."""
+    tree = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
     flat = _flatten(tree, "", {})
     return {k: flat[k] for k in sorted(flat)
             if not _ignored(k) and not (k in INTRODUCED_AT and flat[k] == INTRODUCED_AT[k])}
@@ -51,9 +53,10 @@ def digest(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def of(cfg: DictConfig | dict) -> dict:
-    """{"hash": ..., "settings": {...}}: what a record and a resume checkpoint carry."""
-    values = settings(cfg)
+def of(config: Mapping[str, Any]) -> dict:
+    """{"hash": ..., "settings": {...}}: what a record and a resume checkpoint carry. A run's is computed once, when
+    its spec is resolved (run/spec.py)."""
+    values = settings(config)
     return {"hash": digest(values), "settings": values}
 
 

@@ -2,7 +2,7 @@
 they read has the type they assume, and the identity fields that become folder or file names (the run directory,
 a table's `<experiment>.md`, a plot's `<task>` in its name) are each one safe path component. A field may be
 absent or null (older records lack some): only a present value of the wrong type makes a record malformed, which
-`results.read` reports as a CorruptRecord naming the file and the field, so one damaged record is skipped (tables)
+`Record.from_json` reports as a CorruptRecord naming the file and the field, so one damaged record is skipped (tables)
 or counted corrupt (status) instead of ending the whole command in a traceback or writing outside its folder."""
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
@@ -44,9 +45,10 @@ def discover(package_name: str, package_path) -> None:
         if not module.name.startswith("_"):
             importlib.import_module(f"{package_name}.{module.name}")
 
-def typed_options(schema: type | None, node: DictConfig | dict | Any, key: str) -> Any:
-    """`node` checked against the dataclass `schema` and returned as an instance of it. Without a schema (or
-    given an instance already) the node is returned as is."""
+def typed_options(schema: type | None, node: Mapping[str, Any], key: str) -> Any:
+    """`node` (a config node: the one place options are parsed, when a run's spec is resolved) checked against the
+    dataclass `schema` and returned as an instance of it. Without a schema (or given an instance already) the node
+    is returned as is."""
     if schema is None or isinstance(node, schema):
         return node
     try:

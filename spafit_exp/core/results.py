@@ -1,5 +1,6 @@
-"""Run directories, the results.json contract, atomic writes, skip-if-done, provenance, and the lock that tells
-a running run from a dead one."""
+"""Atomic writes, provenance, the checks that a run directory's folders are safe and writable, and the record
+of a run as plain JSON (`read`, for code that hands it on: load_run, export). The record's type is
+core/record.py; the run directory — layout, lock, state, claim and the one writer of results.json — core/run_dir.py."""
 
 from __future__ import annotations
 
@@ -10,130 +11,26 @@ import secrets
 import stat
 import subprocess
 import tempfile
-import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from spafit_exp import REPO_ROOT
-from spafit_exp.core import fingerprint, record_check
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.core.run_files import (  # noqa: F401 - the run directory's lock and write error, also named here
-    LOCK,
-    WriteFailed,
-    acquire_lock,
-    lock_is_held,
-    lock_owner,
-    read_plain,
-    release_lock,
-    write_failed,
-)
-from spafit_exp.core.safe_paths import check_component, is_within
+from spafit_exp.core.record import RESULTS, CorruptRecord, Record  # noqa: F401 - also named here for `read`'s callers
+from spafit_exp.core.record import read as read_record
+from spafit_exp.core.run_files import WriteFailed, write_failed  # noqa: F401 - WriteFailed: also named here
+from spafit_exp.core.spec import RunSpec, plain
 
-RESULTS = "results.json"
-RESUME_FILE = "resume.pt"  # the loop's resume checkpoint (checkpointer.py); named here for readers without torch
-SCHEMA_VERSION = 1
 _PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "omegaconf", "wandb",
              "scikit-learn", "scipy", "numpy", "spafit_exp")
 
 
-def run_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.run.dir)
-
-
-PATH_KEYS = ("experiment_name", "task.name", "method.tag", "model.name")  # the folders of a run directory
-
-
-def check_run_dir(cfg: DictConfig, writable: bool) -> None:
-    """ConfigError (one line) unless each value naming a folder of run.dir is one safe folder name, run.dir
-    resolves inside run.root (no `..`, no planted symbolic link leads out) and, if `writable`, the folder it is
-    to be created in can be written (a read-only experiment folder is named before anything is created)."""
-    for key in PATH_KEYS:
-        check_component(key, OmegaConf.select(cfg, key))
-    directory, root = Path(cfg.run.dir), Path(cfg.run.root)
-    if not is_within(directory, root):
-        raise ConfigError(f"run.dir={directory}: resolves outside run.root={root} (a symbolic link?); a run "
-                          "writes only inside run.root")
-    problem = check_writable(directory) if writable else None
-    if problem:
-        absolute = directory.expanduser().absolute()
-        folder = next(p for p in [absolute, *absolute.parents] if p.exists())
-        raise ConfigError(f"{folder}: cannot write there ({problem}), so the run directory "
-                          f"{directory} cannot be written; make it writable or choose another run.root")
-
-
-def layout_dir(root, experiment: str, task: str, method_tag: str, model: str, lr, seed) -> Path:
-    """The run-directory layout of conf/config.yaml's run.dir, for records written outside a composed run
-    (the studies): <root>/<experiment>/<task>/<method tag>/<model>/lr=<lr>/seed=<seed>. The values may come from
-    other runs' records, so each must be one folder name and the result lie inside `root` (else ConfigError)."""
-    names = {"experiment": experiment, "task": task, "method_tag": method_tag, "model": model, "lr": f"lr={lr}",
-             "seed": f"seed={seed}"}
-    directory = Path(root).joinpath(*(check_component(key, value) for key, value in names.items()))
-    if not is_within(directory, Path(root)):
-        raise ConfigError(f"{directory}: resolves outside {root} (a symbolic link?)")
-    return directory
-
-
-class CorruptRecord(ValueError):
-    """A results.json that is not a readable JSON object (a disk filled up, an editor, a copy cut short)."""
-
-
 def read(directory: Path) -> dict | None:
-    """The run's record, None if there is none; CorruptRecord (naming the file) if it cannot be read, is no plain
-    file (a FIFO, a link) or is malformed (a field of the wrong type, record_check)."""
-    path = Path(directory) / RESULTS
-    try:
-        raw = read_plain(path)
-        if raw is None:
-            return None
-        record = json.loads(raw.decode())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
-        raise CorruptRecord(f"{path}: unreadable record ({type(err).__name__}: {why})") from None
-    if not isinstance(record, dict):
-        raise CorruptRecord(f"{path}: unreadable record (not a JSON object)")
-    malformed = record_check.problem(record)
-    if malformed:
-        raise CorruptRecord(f"{path}: malformed record ({malformed})")
-    return record
-
-
-class SkippedRecord(dict):
-    """A finished run's record returned instead of running it again (skip-if-done)."""
-
-
-def earlier_sessions_s(directory: Path) -> float:
-    """Wall time already spent on a run being resumed (its interrupted or failed record's total)."""
-    try:
-        timing = (read(directory) or {}).get("timing") or {}
-    except CorruptRecord:
-        return 0.0
-    return float(timing.get("wall_s", timing.get("earlier_sessions_s", 0.0)))
-
-
-def is_completed(directory: Path) -> bool:
-    try:
-        record = read(directory)
-    except CorruptRecord:
-        return False
-    return record is not None and record.get("status") == "completed"
-
-
-def set_aside(directory: Path, why: str) -> Path | None:
-    """Move results.json to results.<why>-<UTC time>.json beside it (kept, never deleted); returns the new path."""
-    path = Path(directory) / RESULTS
-    if not os.path.lexists(path):  # a FIFO or a link planted as the record is moved aside too (never followed)
-        return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"results.{why}-{stamp}.json")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"results.{why}-{stamp}-{n}.json")
-        n += 1
-    os.replace(path, target)
-    return target
+    """The run's record as plain JSON (None: none yet; CorruptRecord as core/record.read), for code that hands it
+    on whole (load_run, export, the studies' sources); readers of its fields use `RunDir.record()`."""
+    record = read_record(directory)
+    return None if record is None else record.to_json()
 
 
 @contextmanager
@@ -174,19 +71,6 @@ def write_json_atomic(path: Path, obj) -> None:
             json.dump(obj, handle, indent=2, sort_keys=False, default=str)
             handle.flush()
             os.fsync(handle.fileno())
-
-
-def write(directory: Path, record: dict) -> None:
-    write_json_atomic(Path(directory) / RESULTS, record)
-
-
-def write_if_possible(directory: Path, record: dict) -> None:
-    """Write a failed or interrupted run's record unless the disk refuses it too (still full): then the record
-    stays as last written (`running`: sweep status calls it crashed) and the caller raises the run's own error."""
-    try:
-        write(directory, record)
-    except WriteFailed:
-        pass
 
 
 def require_writable_root(root) -> None:
@@ -269,24 +153,13 @@ def provenance() -> dict:
             "cpu": cpu_name(), "isa": cpu_features(), "cpus": os.cpu_count()}
 
 
-def base_record(cfg: DictConfig) -> dict:
-    """Identity fields every record carries: what `make tables` groups and filters by."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "status": "running",
-        "experiment": cfg.experiment_name,
-        "task": cfg.task.name,
-        "method": cfg.method.name,
-        "method_tag": cfg.method.tag,
-        "selector": cfg.selector.name,
-        "model": cfg.model.name,
-        "lr": cfg.trainer.lr,
-        "seed": cfg.trainer.seed,
-        "main_metric": cfg.task.main_metric,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "fingerprint": fingerprint.of(cfg),
-        "provenance": provenance(),
-    }
+def base_record(spec: RunSpec) -> Record:
+    """Identity fields every record carries: what `make tables` groups and filters by; the resolved config and its
+    fingerprint as the spec holds them (a copy: a study adds to its record's)."""
+    return Record(experiment=spec.experiment_name, task=spec.task.name, method=spec.method.name,
+                  method_tag=spec.method.tag, selector=spec.selector_name, model=spec.model.name, lr=spec.trainer.lr,
+                  seed=spec.trainer.seed, main_metric=spec.task.main_metric, config=plain(spec.config),
+                  fingerprint=plain(spec.run.fingerprint), provenance=provenance())
 
 
 def write_bench(out: str | Path, name: str, meta: dict, rows: list[dict], markdown: str) -> None:

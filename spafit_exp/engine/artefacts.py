@@ -10,21 +10,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from accelerate.utils import set_seed
-from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from spafit_exp.core import results
+from spafit_exp.core.spec import ModelSpec, TaskSpec, stored_specs
 from spafit_exp.inputs.modeling import build_model
-from spafit_exp.methods import Prepared, Selection, apply_method, get_method
+from spafit_exp.methods import Prepared, Selection, apply_method, get_method, method_options
 
 TRAINABLE_FILE = "trainable.safetensors"
 
 
-def seeded_model(cfg: DictConfig, device: str = "cpu"):
+def seeded_model(model: ModelSpec, task: TaskSpec, seed: int, device: str = "cpu"):
     """The frozen part of a random-init model (`model.init=random`) and the initial head are a function of the
-    seed, so a run and its reload see the same base."""
-    set_seed(cfg.trainer.seed)
-    return build_model(cfg.model, cfg.task, device=device)
+    seed (`trainer.seed`), so a run and its reload see the same base."""
+    set_seed(seed)
+    return build_model(model, task, device=device)
+
 
 
 def save_trainable(state: dict, directory: Path) -> str:
@@ -55,15 +56,15 @@ def load_run(run_dir: Path) -> tuple[Prepared, dict]:
     record = results.read(run_dir)
     if record is None:
         raise FileNotFoundError(f"{run_dir}: no {results.RESULTS}")
-    cfg = OmegaConf.create(record["config"])
-    if "lr" not in cfg.method:  # records written before methods carried their recommended rate
-        cfg.method.lr = cfg.trainer.lr
+    config = record["config"]
+    # records written before methods carried their recommended rate
+    options = method_options({"lr": config["trainer"]["lr"], **config["method"]})
     path = Path(run_dir) / TRAINABLE_FILE
     state = load_file(str(path))
-    model = seeded_model(cfg)
+    model = seeded_model(*stored_specs(config), config["trainer"]["seed"])
     selection = None
-    if get_method(cfg.method.name).needs_selection:
-        selection = Selection.from_sparse_state(model, cfg.method.candidates, state)
-    prepared = apply_method(model, cfg.method, selection)
+    if get_method(options.name).needs_selection:
+        selection = Selection.from_sparse_state(model, options.candidates, state)
+    prepared = apply_method(model, options, selection)
     load_trainable(prepared, state, path)
     return prepared, record

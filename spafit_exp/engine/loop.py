@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from accelerate import Accelerator
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from spafit_exp.core import fingerprint
+from spafit_exp.core.spec import RunSpec, TaskSpec
 from spafit_exp.core.timing import adding
 from spafit_exp.engine.resume import Checkpointer, Position, trainable_state
 from spafit_exp.inputs import metrics
@@ -61,7 +60,7 @@ def _metric_key(split: str, name: str) -> str:
 
 
 @torch.inference_mode()
-def evaluate(model, loaders: dict[str, DataLoader], task: DictConfig, accelerator: Accelerator) -> dict[str, float]:
+def evaluate(model, loaders: dict[str, DataLoader], task: TaskSpec, accelerator: Accelerator) -> dict[str, float]:
     model.eval()
     scores = {}
     for split, loader in loaders.items():
@@ -89,21 +88,22 @@ class StopRequested(RuntimeError):
         self.step = step
 
 
-def train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
+def train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accelerator,
           checkpoint_dir=None, stop=lambda: False, started: float | None = None) -> TrainResult:
     """Train and evaluate. With `checkpoint_dir`, a resume checkpoint is written every `trainer.checkpoint_every`
-    optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from.
+    optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from (`run.resume`)
+    when it was written under the same recipe (`run.fingerprint`, the spec's: computed once, when it was resolved).
     With `trainer.unpad` the encoder skips padding tokens (same maths, see spafit_exp/ops/unpad.py).
     `started` (time.time()): when the run's clock started; the time up to the first batch is its set-up."""
-    with unpad.applied(prepared.model, cfg.trainer.unpad):
-        return _train(cfg, prepared, data, accelerator, checkpoint_dir, stop, started)
+    with unpad.applied(prepared.model, spec.trainer.unpad):
+        return _train(spec, prepared, data, accelerator, checkpoint_dir, stop, started)
 
 
-def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Accelerator,
+def _train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accelerator,
            checkpoint_dir, stop, started) -> TrainResult:
-    t, task = cfg.trainer, cfg.task
+    t, task = spec.trainer, spec.task
     generator = torch.Generator().manual_seed(t.seed)
-    loader_kwargs = {"collate_fn": data.collate, "num_workers": cfg.data.num_workers,
+    loader_kwargs = {"collate_fn": data.collate, "num_workers": spec.data.num_workers,
                      "pin_memory": accelerator.device.type == "cuda"}
     # Length-grouped batches (HF's sampler: shuffled mega-batches sorted by length) pad less but change which rows
     # share a batch, so it is off by default.
@@ -115,7 +115,7 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
     # Reported test splits are scored with dev at every evaluation but never choose the epoch (selection: dev only)
     test_loaders = {s: DataLoader(ds, batch_size=t.eval_batch_size, **loader_kwargs) for s, ds in data.tests.items()}
     # The first rows of the training set, scored like dev: the train/test gap of the generality study.
-    train_rows = data.train[: t.eval_train_samples] if t.get("eval_train_samples") else []
+    train_rows = data.train[: t.eval_train_samples] if t.eval_train_samples else []
     train_eval = DataLoader(train_rows, batch_size=t.eval_batch_size, **loader_kwargs) if train_rows else None
 
     # Schedule length from the unsharded loader, as in accelerate's nlp_example (the prepared scheduler
@@ -136,8 +136,8 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
     result = TrainResult()
     position = Position(1, 0, generator.get_state())
     running, running_n = torch.zeros((), device=accelerator.device), 0
-    checkpointer = Checkpointer(checkpoint_dir, accelerator, resume=OmegaConf.select(cfg, "run.resume", default=True),
-                                recipe=fingerprint.of(cfg)["hash"])
+    recipe = spec.run.fingerprint["hash"] if checkpoint_dir is not None else None  # sub-runs keep no checkpoint
+    checkpointer = Checkpointer(checkpoint_dir, accelerator, resume=spec.run.resume, recipe=recipe)
     restored = checkpointer.restore(model, optimizer, scheduler, prepared.method_state)
     if restored is not None:
         fields, position, (loss_sum, running_n) = restored
@@ -162,7 +162,7 @@ def _train(cfg: DictConfig, prepared: Prepared, data: TaskData, accelerator: Acc
         with adding(result, "save_seconds"):
             result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
 
-    main, every, patience = task.main_metric, t.get("eval_every"), t.get("early_stopping_patience")
+    main, every, patience = task.main_metric, t.eval_every, t.early_stopping_patience
 
     def evaluation(epoch: float) -> bool:
         """Score the model now (`epoch`: training progress, whole at an epoch's end) and keep it if it is the best

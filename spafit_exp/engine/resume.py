@@ -16,7 +16,8 @@ import torch
 from accelerate.utils import gather_object
 
 from spafit_exp.core.errors import RecipeMismatch
-from spafit_exp.core.results import RESUME_FILE, replace_atomically  # noqa: F401 - RESUME_FILE: the loop's name for it
+from spafit_exp.core.results import replace_atomically
+from spafit_exp.core.run_dir import RESUME_FILE  # noqa: F401 - the loop's name for it (app reads it here)
 from spafit_exp.core.stored import drop_temps, load_tensors, reason, set_aside
 
 _KEYS = ("trainable", "optimizer", "scheduler", "result", "position", "running", "rng")

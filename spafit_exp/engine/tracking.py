@@ -9,33 +9,34 @@ import os
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import RunSpec, TrackingSpec, plain
 
 WANDB_MODES = ("online", "offline", "disabled", "dryrun", "shared", "run")  # what wandb.init accepts
 NEEDS_NO_LOGIN = ("offline", "dryrun", "disabled")
 
 
-def wandb_mode(cfg: DictConfig) -> str:
+def wandb_mode(tracking: TrackingSpec) -> str:
     """tracking.mode, unless tracking is on and WANDB_MODE is set: then WANDB_MODE. (wandb.init's own `mode=` would
     override the variable, yet `WANDB_MODE=offline` is how a node without network is told to log locally.)"""
     env = os.environ.get("WANDB_MODE", "").strip()
-    return env if env and cfg.tracking.mode != "disabled" else str(cfg.tracking.mode)
+    return env if env and tracking.mode != "disabled" else str(tracking.mode)
 
 
-def start_tracking(accelerator, cfg: DictConfig, directory: Path) -> None:
-    """accelerate's W&B tracker, in `wandb_mode`; its local files under the run directory (`wandb/`)."""
-    if cfg.tracking.mode == "disabled":
+def start_tracking(accelerator, spec: RunSpec, directory: Path) -> None:
+    """accelerate's W&B tracker, in `wandb_mode`; its local files under the run directory (`wandb/`). The run's
+    resolved config is its W&B config."""
+    tracking = spec.tracking
+    if tracking.mode == "disabled":
         return
-    mode = wandb_mode(cfg)
-    if mode != cfg.tracking.mode and accelerator.is_main_process:
-        print(f"tracking: WANDB_MODE={mode} overrides tracking.mode={cfg.tracking.mode}", file=sys.stderr)
+    mode = wandb_mode(tracking)
+    if mode != tracking.mode and accelerator.is_main_process:
+        print(f"tracking: WANDB_MODE={mode} overrides tracking.mode={tracking.mode}", file=sys.stderr)
     accelerator.init_trackers(
-        cfg.tracking.project,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        init_kwargs={"wandb": {"mode": mode, "group": cfg.tracking.group, "name": cfg.tracking.run_name,
-                               "entity": cfg.tracking.entity, "dir": str(directory)}},
+        tracking.project,
+        config=plain(spec.config),
+        init_kwargs={"wandb": {"mode": mode, "group": tracking.group, "name": tracking.run_name,
+                               "entity": tracking.entity, "dir": str(directory)}},
     )
 
 
@@ -65,9 +66,9 @@ def summary_values(record: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def summarize(accelerator, cfg: DictConfig, record: dict) -> None:
+def summarize(accelerator, tracking: TrackingSpec, record: dict) -> None:
     """Writes `summary_values(record)` into the W&B run's summary (the main process holds the run)."""
-    if cfg.tracking.mode == "disabled" or not accelerator.is_main_process:
+    if tracking.mode == "disabled" or not accelerator.is_main_process:
         return
     run = accelerator.get_tracker("wandb", unwrap=True)
     if not hasattr(run, "summary"):  # a blank tracker
@@ -79,24 +80,24 @@ def summarize(accelerator, cfg: DictConfig, record: dict) -> None:
     run.summary.update(summary_values(record))
 
 
-def check_tracking(cfg: DictConfig) -> None:
+def check_tracking(tracking: TrackingSpec) -> None:
     """ConfigError naming the setting when the run could not start its tracker."""
-    if cfg.tracking.mode == "disabled":
+    if tracking.mode == "disabled":
         return
     env = os.environ.get("WANDB_MODE")
     if env is not None and env.strip() not in WANDB_MODES:  # wandb.init would refuse it
         raise ConfigError(f"WANDB_MODE={env!r}: must be one of {', '.join(WANDB_MODES)} (or unset)")
-    mode = wandb_mode(cfg)
+    mode = wandb_mode(tracking)
     try:
         import wandb  # noqa: F401 - accelerate's tracker needs it, offline too
     except ImportError:
-        raise ConfigError(f"tracking.mode={cfg.tracking.mode}: needs the wandb package (pip install wandb); or "
+        raise ConfigError(f"tracking.mode={tracking.mode}: needs the wandb package (pip install wandb); or "
                           "tracking=disabled") from None
     if mode in NEEDS_NO_LOGIN:
         return
     problem = _api_key_problem()
     if problem:
-        raise ConfigError(f"tracking.mode={cfg.tracking.mode}: {problem}: run `wandb login` or set WANDB_API_KEY, "
+        raise ConfigError(f"tracking.mode={tracking.mode}: {problem}: run `wandb login` or set WANDB_API_KEY, "
                           "or log locally (tracking=offline, or WANDB_MODE=offline)")
 
 

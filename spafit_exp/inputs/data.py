@@ -15,21 +15,21 @@ from pathlib import Path
 
 import datasets
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from spafit_exp import DATA_DIR
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import DataSpec, RunSpec, TaskSpec, plain
 from spafit_exp.core.stored import pid_alive
 from spafit_exp.inputs.readers import RawSplit, checked_digest, missing_data_message, read_split, task_file, utf8_errors
 
 # ---------------------------------------------------------------- tokenization + cache
 
 
-def cache_root(cfg: DictConfig) -> Path:
+def cache_root(data: DataSpec) -> Path:
     """Where tokenized splits, pre-tuned decoders and selection statistics are cached: data.cache_dir, else
     $SPAFIT_CACHE, else ~/.cache/spafit_exp."""
-    if cfg.data.cache_dir:
-        return Path(cfg.data.cache_dir).expanduser()
+    if data.cache_dir:
+        return Path(data.cache_dir).expanduser()
     return Path(os.environ.get("SPAFIT_CACHE", Path.home() / ".cache" / "spafit_exp"))
 
 
@@ -37,45 +37,43 @@ STAGE_SEED = 1  # the seed of stages shared by every repetition (decoder.stage_s
 STAGE_SEEDS = ("shared", "run")
 
 
-def stage_seed(cfg: DictConfig) -> int:
+def stage_seed(spec: RunSpec) -> int:
     """The seed of the stages before a run (decoder pre-tuning, selection statistics, diff pruning's fine-tune).
     `decoder.stage_seed=shared` (default): STAGE_SEED for every repetition, as the subset paper tunes one decoder
     from one initialisation and shares it and its statistics across repetitions; `run`: the run's own seed. A
-    randomly initialised model (`model.init=random`) always uses the run's: its theta0 is a function of that seed.
-    A config without the key (records written before it) used the run's."""
-    shared = OmegaConf.select(cfg, "decoder.stage_seed", default="run") == "shared"
-    return STAGE_SEED if shared and cfg.model.init != "random" else int(cfg.trainer.seed)
+    randomly initialised model (`model.init=random`) always uses the run's: its theta0 is a function of that seed."""
+    shared = spec.decoder.stage_seed == "shared"
+    return STAGE_SEED if shared and spec.model.init != "random" else int(spec.trainer.seed)
 
 
-def run_key(cfg: DictConfig, *extra, seed: int | None = None) -> str:
+def run_key(spec: RunSpec, *extra, seed: int | None = None) -> str:
     """What a cached decoder or statistic depends on: model, task data slice, the stage's seed (`seed`, default
-    `stage_seed(cfg)`: not the run's under shared stages), max_len, and `extra`."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    seed = stage_seed(cfg) if seed is None else seed
-    blob = json.dumps([model, cfg.task.name, cfg.data.source, _data_identity(cfg), seed,
-                       cfg.trainer.max_train_samples, cfg.trainer.max_len, *extra], sort_keys=True, default=str)
+    `stage_seed(spec)`: not the run's under shared stages), max_len, and `extra`."""
+    seed = stage_seed(spec) if seed is None else seed
+    blob = json.dumps([plain(spec.model), spec.task.name, spec.data.source, _data_identity(spec.data, spec.task), seed,
+                       spec.trainer.max_train_samples, spec.trainer.max_len, *extra], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _data_identity(cfg: DictConfig) -> list[str]:
+def _data_identity(data: DataSpec, task: TaskSpec) -> list[str]:
     """The task files' content (local data), not where they are: an edited file never reuses a decoder or a
     statistic computed on its old rows."""
-    if cfg.data.source != "local":
+    if data.source != "local":
         return []
-    paths = [task_file(cfg, split) for split in cfg.task.files]
+    paths = [task_file(data, task, split) for split in task.files]
     return [checked_digest(path) for path in paths if path.is_file()]
 
 
-def _cache_key(cfg: DictConfig, split: str, limit: int | None, tokenizer) -> str:
-    source = cfg.data.source
+def _cache_key(spec: RunSpec, split: str, limit: int | None, tokenizer) -> str:
+    source = spec.data.source
     if source == "local":  # the content, not size + mtime: an edit that keeps both must not reuse stale rows
-        path = task_file(cfg, split)
+        path = task_file(spec.data, spec.task, split)
         if not path.is_file():
-            raise ConfigError(missing_data_message(path, cfg.task.name))
+            raise ConfigError(missing_data_message(path, spec.task.name))
         source = "sha256:" + checked_digest(path)
-    task = OmegaConf.to_container(cfg.task, resolve=True)
+    task = plain(spec.task)
     task.pop("batch_size", None)
-    blob = json.dumps([source, task, split, limit, cfg.trainer.max_len, tokenizer.name_or_path,
+    blob = json.dumps([source, task, split, limit, spec.trainer.max_len, tokenizer.name_or_path,
                        len(tokenizer), type(tokenizer).__name__], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -90,7 +88,7 @@ def clip(texts: list[str], max_len: int) -> list[str]:
     return [text[:cap] for text in texts]
 
 
-def tokenize(raw: RawSplit, task: DictConfig, tokenizer, max_len: int) -> datasets.Dataset:
+def tokenize(raw: RawSplit, task: TaskSpec, tokenizer, max_len: int) -> datasets.Dataset:
     if task.type == "token_classification":
         return _tokenize_tokens(raw, tokenizer, max_len)
     enc = tokenizer(*(clip(field, max_len) for field in raw.texts), truncation=True, max_length=max_len)
@@ -116,15 +114,15 @@ def _tokenize_tokens(raw: RawSplit, tokenizer, max_len: int) -> datasets.Dataset
     return datasets.Dataset.from_dict(columns)
 
 
-def load_split(cfg: DictConfig, split: str, tokenizer, limit: int | None = None) -> datasets.Dataset:
+def load_split(spec: RunSpec, split: str, tokenizer, limit: int | None = None) -> datasets.Dataset:
     """Tokenized split, cached on disk under a key of file content, task, tokenizer and max_len."""
-    cache = cache_root(cfg) / "tokenized" / f"{cfg.task.name}-{split}-{_cache_key(cfg, split, limit, tokenizer)}"
+    cache = cache_root(spec.data) / "tokenized" / f"{spec.task.name}-{split}-{_cache_key(spec, split, limit, tokenizer)}"
     _drop_orphaned_temps(cache.parent)
     if cache.is_dir():
         cached = _read_cache(cache)
         if cached is not None:
             return cached
-    ds = tokenize(read_split(cfg, split, limit), cfg.task, tokenizer, cfg.trainer.max_len)
+    ds = tokenize(read_split(spec.data, spec.task, split, limit), spec.task, tokenizer, spec.trainer.max_len)
     tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}@{socket.gethostname()}")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had our pid (containers reuse pids)
     _quiet(ds.save_to_disk, str(tmp))
@@ -133,7 +131,7 @@ def load_split(cfg: DictConfig, split: str, tokenizer, limit: int | None = None)
         tmp.rename(cache)
     except OSError:  # another process won the race: theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"tokenized {cfg.task.name}/{split}: {len(ds)} rows (cached)")
+    print(f"tokenized {spec.task.name}/{split}: {len(ds)} rows (cached)")
     cached = _read_cache(cache)
     return ds if cached is None else cached
 
@@ -224,18 +222,18 @@ def _limit(ds: datasets.Dataset, limit: int | None) -> datasets.Dataset:
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def load_task_data(cfg: DictConfig, tokenizer) -> TaskData:
-    t, task = cfg.trainer, cfg.task
+def load_task_data(spec: RunSpec, tokenizer) -> TaskData:
+    t, task = spec.trainer, spec.task
     if task.dev_holdout:
-        full = load_split(cfg, "train", tokenizer)
+        full = load_split(spec, "train", tokenizer)
         dev_rows, train_rows = holdout_indices(len(full), task.dev_holdout.fraction, task.dev_holdout.seed)
         train = _limit(full.select(train_rows), t.max_train_samples)
         evals = {"dev": _limit(full.select(dev_rows), t.max_eval_samples)}
     else:
-        train = load_split(cfg, "train", tokenizer, t.max_train_samples)
-        evals = {split: load_split(cfg, split, tokenizer, t.max_eval_samples)
+        train = load_split(spec, "train", tokenizer, t.max_train_samples)
+        evals = {split: load_split(spec, split, tokenizer, t.max_eval_samples)
                  for split in task.files if split.startswith("dev")}
-    tests = ({"test": load_split(cfg, "test", tokenizer, t.max_eval_samples)} if task.report == "test" else {})
+    tests = ({"test": load_split(spec, "test", tokenizer, t.max_eval_samples)} if task.report == "test" else {})
     collate = PadCollator(tokenizer.pad_token_id or 0, regression=task.type == "regression")
     return TaskData(train.to_list(), {k: v.to_list() for k, v in evals.items()}, collate,
                     {k: v.to_list() for k, v in tests.items()})

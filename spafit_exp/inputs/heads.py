@@ -18,13 +18,14 @@ from __future__ import annotations
 from torch import nn
 
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import ModelSpec
 
 HEADS = ("default", "linear")
 
 
-def head_of(mcfg) -> str:
-    """`model.head`; records written before the key existed trained transformers' head."""
-    return mcfg.get("head", None) or "default"
+def head_of(model: ModelSpec) -> str:
+    """`model.head`; records written before the key existed (None) trained transformers' head."""
+    return model.head or "default"
 
 
 class FirstToken(nn.Module):

@@ -14,14 +14,15 @@ import zipfile
 from pathlib import Path
 
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import ModelSpec
 
 # In the order transformers looks for them: the first present is the one it loads.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def trusts_remote_code(mcfg) -> bool:
-    """`model.trust_remote_code`; records written before the key existed trusted none."""
-    return bool(mcfg.get("trust_remote_code", None) or False)
+def trusts_remote_code(model: ModelSpec) -> bool:
+    """`model.trust_remote_code`; records written before the key existed (None) trusted none."""
+    return bool(model.trust_remote_code or False)
 
 
 def remote_code_error(folder, key: str = "model.path") -> ConfigError:

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
@@ -25,6 +24,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import ModelSpec, TaskSpec
 from spafit_exp.inputs.heads import head_of, with_head
 from spafit_exp.inputs.model_files import check_folder, remote_code_error, trusts_remote_code
 
@@ -72,25 +72,25 @@ def resolve_path(spec: str | None) -> str | None:
     return str(Path(found.origin).parent / sub)
 
 
-def weights_source(mcfg: DictConfig) -> str:
-    source = resolve_path(mcfg.path) or mcfg.hub_id
+def weights_source(model: ModelSpec) -> str:
+    source = resolve_path(model.path) or model.hub_id
     if not source:
-        raise ConfigError(f"model={mcfg.name}: set model.path or model.hub_id")
+        raise ConfigError(f"model={model.name}: set model.path or model.hub_id")
     return source
 
 
-def check_model_files(mcfg: DictConfig) -> None:
+def check_model_files(model: ModelSpec) -> None:
     """A local model folder that cannot load: one line naming the file (ConfigError), cheaply, before a run claims
     its directory (spafit_exp/inputs/model_files.py)."""
-    if mcfg.init == "pretrained" and mcfg.path:
-        check_folder(Path(resolve_path(mcfg.path)), trusts_remote_code(mcfg))
+    if model.init == "pretrained" and model.path:
+        check_folder(Path(resolve_path(model.path)), trusts_remote_code(model))
 
 
-def tokenizer_source(mcfg: DictConfig) -> str:
-    return resolve_path(mcfg.tokenizer) or weights_source(mcfg)
+def tokenizer_source(model: ModelSpec) -> str:
+    return resolve_path(model.tokenizer) or weights_source(model)
 
 
-def _task_kwargs(task: DictConfig) -> dict:
+def _task_kwargs(task: TaskSpec) -> dict:
     kwargs = {"num_labels": task.num_labels}
     if task.type == "regression":
         kwargs["problem_type"] = "regression"
@@ -99,57 +99,57 @@ def _task_kwargs(task: DictConfig) -> dict:
     return kwargs
 
 
-def _auto_class(task: DictConfig):
+def _auto_class(task: TaskSpec):
     return AutoModelForTokenClassification if task.type == "token_classification" else AutoModelForSequenceClassification
 
 
-def architecture_config(mcfg: DictConfig, task: DictConfig) -> PretrainedConfig:
+def architecture_config(model: ModelSpec, task: TaskSpec) -> PretrainedConfig:
     """The preset's architecture without touching weights (works offline for every preset)."""
-    return _FAMILY_CONFIG[mcfg.family](**dict(mcfg.arch), **_task_kwargs(task))
+    return _FAMILY_CONFIG[model.family](**dict(model.arch), **_task_kwargs(task))
 
 
-def build_model(mcfg: DictConfig, task: DictConfig, device: str = "cpu") -> torch.nn.Module:
+def build_model(model: ModelSpec, task: TaskSpec, device: str = "cpu") -> torch.nn.Module:
     """Pretrained weights, random init (`model.init=random`) or a weightless meta-device build (`device="meta"`),
     with the task head `model.head` names (spafit_exp/inputs/heads.py)."""
-    return with_head(_transformers_model(mcfg, task, device), head_of(mcfg), task.type)
+    return with_head(_transformers_model(model, task, device), head_of(model), task.type)
 
 
-def _transformers_model(mcfg: DictConfig, task: DictConfig, device: str) -> torch.nn.Module:
+def _transformers_model(model: ModelSpec, task: TaskSpec, device: str) -> torch.nn.Module:
     auto = _auto_class(task)
     if device == "meta":
         with torch.device("meta"):
-            return auto.from_config(architecture_config(mcfg, task))
-    if mcfg.init == "random":
-        return auto.from_config(architecture_config(mcfg, task))
-    source, trusted = weights_source(mcfg), trusts_remote_code(mcfg)
+            return auto.from_config(architecture_config(model, task))
+    if model.init == "random":
+        return auto.from_config(architecture_config(model, task))
+    source, trusted = weights_source(model), trusts_remote_code(model)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trusted, **_task_kwargs(task))
         return load_pretrained(auto, source, trust_remote_code=trusted, config=config)
     except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as err:
         if "trust_remote_code" in str(err):  # check_model_files names a local folder before the run starts
-            raise remote_code_error(source, "model.path" if mcfg.path else "model.hub_id") from None
-        hint = "" if mcfg.path else "; set model.path=/local/checkpoint or enable the Hugging Face hub"
-        raise ConfigError(f"model={mcfg.name}: cannot load weights from {source} ({str(err).splitlines()[0]})"
+            raise remote_code_error(source, "model.path" if model.path else "model.hub_id") from None
+        hint = "" if model.path else "; set model.path=/local/checkpoint or enable the Hugging Face hub"
+        raise ConfigError(f"model={model.name}: cannot load weights from {source} ({str(err).splitlines()[0]})"
                           f"{hint}") from err
 
 
-def build_tokenizer(mcfg: DictConfig):
-    source = tokenizer_source(mcfg)
+def build_tokenizer(model: ModelSpec):
+    source = tokenizer_source(model)
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trusts_remote_code(mcfg))
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trusts_remote_code(model))
     except (OSError, ValueError) as err:
         if "trust_remote_code" in str(err):
-            key = "model.tokenizer" if mcfg.tokenizer else "model.path" if mcfg.path else "model.hub_id"
+            key = "model.tokenizer" if model.tokenizer else "model.path" if model.path else "model.hub_id"
             raise remote_code_error(source, key) from None
-        raise ConfigError(f"model={mcfg.name}: cannot load the tokenizer from {source}; set model.tokenizer=/local/dir") from err
+        raise ConfigError(f"model={model.name}: cannot load the tokenizer from {source}; set model.tokenizer=/local/dir") from err
 
 
-def mlm_model_like(mcfg: DictConfig, model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def mlm_model_like(spec: ModelSpec, model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """An MLM model whose encoder is `model`'s encoder as it is now; its LM head comes from the checkpoint when it
     has one, else is freshly initialised (seeded) — the embedded MiniLM ships without one."""
     torch.manual_seed(seed)
-    if mcfg.init == "pretrained":
-        mlm = load_pretrained(AutoModelForMaskedLM, weights_source(mcfg), trust_remote_code=trusts_remote_code(mcfg))
+    if spec.init == "pretrained":
+        mlm = load_pretrained(AutoModelForMaskedLM, weights_source(spec), trust_remote_code=trusts_remote_code(spec))
     else:
         mlm = AutoModelForMaskedLM.from_config(model.config)
     mlm.base_model.load_state_dict(model.base_model.state_dict(), strict=False)

@@ -14,10 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from spafit_exp import DATA_DIR
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.spec import DataSpec, TaskSpec
 
 csv.field_size_limit(sys.maxsize)
 
@@ -25,8 +24,8 @@ csv.field_size_limit(sys.maxsize)
 # ---------------------------------------------------------------- where the files are
 
 
-def data_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.data.dir).expanduser() if cfg.data.dir else DATA_DIR
+def data_dir(data: DataSpec) -> Path:
+    return Path(data.dir).expanduser() if data.dir else DATA_DIR
 
 
 def missing_data_message(path: Path, task: str) -> str:
@@ -36,25 +35,25 @@ def missing_data_message(path: Path, task: str) -> str:
     )
 
 
-def task_file(cfg: DictConfig, split: str) -> Path:
+def task_file(data: DataSpec, task: TaskSpec, split: str) -> Path:
     """Path of a split's file: the first of the task's folders under data.dir that has it."""
-    root = data_dir(cfg)
-    candidates = [root / folder / cfg.task.files[split] for folder in cfg.task.folders]
+    root = data_dir(data)
+    candidates = [root / folder / task.files[split] for folder in task.folders]
     return next((p for p in candidates if p.is_file()), candidates[0])
 
 
-def check_data_files(cfg: DictConfig) -> None:
-    if cfg.data.source == "hub":
+def check_data_files(data: DataSpec, task: TaskSpec) -> None:
+    if data.source == "hub":
         return
-    root = data_dir(cfg)
+    root = data_dir(data)
     if not root.is_dir():
         raise ConfigError(f"data.dir={root}: no such directory")
-    for split in cfg.task.files:
-        if split.startswith("test") and cfg.task.report != "test":  # unlabelled GLUE test: predictions only
+    for split in task.files:
+        if split.startswith("test") and task.report != "test":  # unlabelled GLUE test: predictions only
             continue
-        path = task_file(cfg, split)
+        path = task_file(data, task, split)
         if not path.is_file():
-            raise ConfigError(missing_data_message(path, cfg.task.name))
+            raise ConfigError(missing_data_message(path, task.name))
         checked_digest(path)  # a damaged vendored file is refused here, before the run directory is claimed
 
 
@@ -143,7 +142,7 @@ _NUMBER = re.compile(r"[-+]?(\d+(\.\d+)?|\.\d+)([eE][-+]?\d+)?")
 _INTEGER = re.compile(r"\d+")
 
 
-def _glue_label(value: str, task: DictConfig, where: str):
+def _glue_label(value: str, task: TaskSpec, where: str):
     if task.type == "regression":
         if not _NUMBER.fullmatch(value):
             raise ConfigError(f"{where}: label {value!r} is not a number")
@@ -161,7 +160,7 @@ def _glue_label(value: str, task: DictConfig, where: str):
     return label
 
 
-def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
+def read_glue_tsv(path: Path, task: TaskSpec, limit: int | None = None, labelled: bool = True) -> RawSplit:
     """GLUE download-script layout. QUOTE_NONE because of stray quotes; utf-8-sig strips MRPC's BOM.
     Unlabelled test files always have a header (even CoLA's); their labels come back as None."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -194,7 +193,7 @@ def read_glue_tsv(path: Path, task: DictConfig, limit: int | None = None, labell
     return RawSplit(texts, labels, str(path))
 
 
-def read_trec(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
+def read_trec(path: Path, task: TaskSpec, limit: int | None = None, labelled: bool = True) -> RawSplit:
     """UIUC question classification: `COARSE:fine question words`; latin-1 (one 0xF0 byte in the train file)."""
     names = list(task.labels)
     texts, labels = [], []
@@ -218,7 +217,7 @@ def read_trec(path: Path, task: DictConfig, limit: int | None = None, labelled: 
     return RawSplit([texts], labels, str(path))
 
 
-def read_conll(path: Path, task: DictConfig, limit: int | None = None, labelled: bool = True) -> RawSplit:
+def read_conll(path: Path, task: TaskSpec, limit: int | None = None, labelled: bool = True) -> RawSplit:
     """CoNLL-2003: one `token POS chunk NER` line per token, blank lines between sentences; NER tags in IOB2."""
     names = list(task.labels)
     sentences: list[list[str]] = []
@@ -254,18 +253,18 @@ def read_conll(path: Path, task: DictConfig, limit: int | None = None, labelled:
 READERS = {"glue_tsv": read_glue_tsv, "trec": read_trec, "conll": read_conll}
 
 
-def read_local(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
-    path = task_file(cfg, split)
+def read_local(data: DataSpec, task: TaskSpec, split: str, limit: int | None = None) -> RawSplit:
+    path = task_file(data, task, split)
     if not path.is_file():
-        raise ConfigError(missing_data_message(path, cfg.task.name))
+        raise ConfigError(missing_data_message(path, task.name))
     checked_digest(path)
-    labelled = not split.startswith("test") or cfg.task.report == "test"  # GLUE's test files have no labels
+    labelled = not split.startswith("test") or task.report == "test"  # GLUE's test files have no labels
     with utf8_errors(path):
-        return READERS[cfg.task.reader](path, cfg.task, limit, labelled=labelled)
+        return READERS[task.reader](path, task, limit, labelled=labelled)
 
 
-def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
-    hub = cfg.task.hub
+def read_hub(task: TaskSpec, split: str, limit: int | None = None) -> RawSplit:
+    hub = task.hub
     hub_split = hub.splits[split]
     if limit is not None:
         hub_split = f"{hub_split}[:{limit}]"
@@ -276,5 +275,7 @@ def read_hub(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
     return RawSplit(texts, list(ds[hub.label_field]), f"hub:{hub.path}/{hub.name}/{hub_split}")
 
 
-def read_split(cfg: DictConfig, split: str, limit: int | None = None) -> RawSplit:
-    return (read_hub if cfg.data.source == "hub" else read_local)(cfg, split, limit)
+def read_split(data: DataSpec, task: TaskSpec, split: str, limit: int | None = None) -> RawSplit:
+    if data.source == "hub":
+        return read_hub(task, split, limit)
+    return read_local(data, task, split, limit)

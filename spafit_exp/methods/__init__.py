@@ -7,6 +7,7 @@ hands it a `Selection` (indices, head tensors); the method only consumes it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -60,7 +61,7 @@ class Prepared:
     before_step: Callable[[], None] | None = None  # called on every optimizer step, after clipping
     after_step: Callable[[], None] | None = None  # called after every optimizer step (e.g. a projection)
     info: dict = field(default_factory=dict)  # extra facts for results.json (e.g. k, n, fraction)
-    # Builds the optimizer from (model, trainer cfg) when plain AdamW over the trainable tensors is not the
+    # Builds the optimizer from (model, trainer spec) when plain AdamW over the trainable tensors is not the
     # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
     make_optimizer: Callable[[nn.Module, Any], "torch.optim.Optimizer"] | None = None
     evaluate_only: bool = False  # the method's result is the model as prepared (e.g. diff pruning without retraining)
@@ -105,21 +106,24 @@ def get_method(name: str) -> MethodSpec:
     return METHODS.get(name)
 
 
-def method_options(method_cfg) -> Any:
-    """The method's config node as its typed options (ConfigError naming the key on a bad one)."""
-    return typed_options(get_method(method_cfg.name).options, method_cfg, "method")
+def method_options(node: Mapping[str, Any]) -> Any:
+    """The method's config node (`method.*`) as its typed options (ConfigError naming the key on a bad one): parsed
+    once, when the run's spec is resolved (run/spec.py), or from a stored record's config (`load_run`)."""
+    return typed_options(get_method(node["name"]).options, node, "method")
 
 
-def validate_method(method_cfg, num_layers: int) -> None:
-    spec = get_method(method_cfg.name)
-    options = typed_options(spec.options, method_cfg, "method")
+def validate_method(options: MethodOptions, num_layers: int) -> None:
+    spec = get_method(options.name)
     if spec.validate is not None:
         spec.validate(options, num_layers)
 
 
-def apply_method(model: nn.Module, method_cfg, selection: Selection | None = None) -> Prepared:
-    spec = get_method(method_cfg.name)
-    options = typed_options(spec.options, method_cfg, "method")
+def apply_method(model: nn.Module, options: MethodOptions, selection: Selection | None = None) -> Prepared:
+    """`options`: the method's typed options (`method_options`), as the run's spec holds them."""
+    spec = get_method(options.name)
+    if not isinstance(options, spec.options):
+        raise TypeError(f"method {spec.name}: expects its typed options {spec.options.__name__} (method_options), "
+                        f"got {type(options).__name__}")
     if not spec.needs_selection:
         return spec.apply(model, options)
     if selection is None:

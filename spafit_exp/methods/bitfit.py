@@ -17,7 +17,7 @@ def trains_in_bitfit(name: str) -> bool:
 
 
 @register("full_bitfit")
-def full_bitfit(model, cfg) -> Prepared:
+def full_bitfit(model, options) -> Prepared:
     freeze_all(model)
     unfreeze(model, trains_in_bitfit)
     return Prepared(model)

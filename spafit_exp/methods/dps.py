@@ -40,11 +40,11 @@ class DpsOptions(MethodOptions):
     seed: int = MISSING  # the exploration masks' generator
 
 
-def validate_dps(cfg: DpsOptions, num_layers: int) -> None:
-    if not 0.0 < cfg.drop < 1.0:
-        raise ConfigError(f"method.drop={cfg.drop}: must be in (0, 1)")
-    if not 0.0 < cfg.update_ratio <= 1.0:
-        raise ConfigError(f"method.update_ratio={cfg.update_ratio}: must be in (0, 1]")
+def validate_dps(options: DpsOptions, num_layers: int) -> None:
+    if not 0.0 < options.drop < 1.0:
+        raise ConfigError(f"method.drop={options.drop}: must be in (0, 1)")
+    if not 0.0 < options.update_ratio <= 1.0:
+        raise ConfigError(f"method.update_ratio={options.update_ratio}: must be in (0, 1]")
 
 
 class _Layer:
@@ -112,11 +112,11 @@ class DpsMix:
     """The stage schedule: a forward pre-hook enters each new optimizer step (sets masks and targets), the
     before_step hook marks that a step was taken."""
 
-    def __init__(self, model: nn.Module, cfg: DpsOptions):
-        self.p, self.update_ratio, self.decay_from = float(cfg.drop), float(cfg.update_ratio), int(cfg.decay_from)
+    def __init__(self, model: nn.Module, options: DpsOptions):
+        self.p, self.update_ratio, self.decay_from = float(options.drop), float(options.update_ratio), int(options.decay_from)
         self.modules = dps_linears(model)
         device = self.modules[0].weight.device
-        self.rng = DeviceGenerator(cfg.seed)  # made on the weights' device at the first draw
+        self.rng = DeviceGenerator(options.seed)  # made on the weights' device at the first draw
         self.layers = [] if device.type == "meta" else [_Layer(m.weight) for m in self.modules]
         for module, layer in zip(self.modules, self.layers):
             module.forward = lambda x, module=module, layer=layer: _mixed_forward(module, layer, 1 / (1 - self.p), x)
@@ -185,13 +185,13 @@ class DpsMix:
 
 
 @register("dps_mix", options=DpsOptions, validate=validate_dps)
-def dps_mix(model: nn.Module, cfg: DpsOptions) -> Prepared:
+def dps_mix(model: nn.Module, options: DpsOptions) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)
     for module in model.modules():  # the reference turns dropout off for DPS runs
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    schedule = DpsMix(model, cfg)
+    schedule = DpsMix(model, options)
     masked = sum(m.weight.numel() for m in schedule.modules)
     dense = sum(p.numel() for p in model.parameters())
     per_step = dense - masked + math.ceil(masked * (1 - schedule.p))

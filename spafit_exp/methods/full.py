@@ -4,7 +4,7 @@ from spafit_exp.methods import Prepared, register
 
 
 @register("full_ft")
-def full_ft(model, cfg) -> Prepared:
+def full_ft(model, options) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)
     return Prepared(model)

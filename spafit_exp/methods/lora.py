@@ -47,29 +47,29 @@ class LoraOptions(MethodOptions):
     dropout: float = MISSING
 
 
-def inject_lora(model: nn.Module, cfg: LoraOptions, layers: list[int]) -> nn.Module:
+def inject_lora(model: nn.Module, options: LoraOptions, layers: list[int]) -> nn.Module:
     from peft import LoraConfig, inject_adapter_in_model  # ~3 s to import: only runs that use LoRA pay it
 
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                        target_modules=lora_pattern(model, cfg.lora_type, layers))
+    config = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout, bias="none",
+                        target_modules=lora_pattern(model, options.lora_type, layers))
     return inject_adapter_in_model(config, model)
 
 
-def validate_lora(cfg: LoraOptions, num_layers: int) -> None:
-    if cfg.lora_type not in LORA_MODULES:
-        raise ConfigError(f"method.lora_type={cfg.lora_type}: must be one of {', '.join(LORA_MODULES)}")
-    if not cfg.r >= 1:
-        raise ConfigError(f"method.r={cfg.r}: must be an integer >= 1")
-    if not cfg.alpha > 0:
-        raise ConfigError(f"method.alpha={cfg.alpha}: must be > 0")
-    if not 0 <= cfg.dropout < 1:
-        raise ConfigError(f"method.dropout={cfg.dropout}: must be in [0, 1)")
+def validate_lora(options: LoraOptions, num_layers: int) -> None:
+    if options.lora_type not in LORA_MODULES:
+        raise ConfigError(f"method.lora_type={options.lora_type}: must be one of {', '.join(LORA_MODULES)}")
+    if not options.r >= 1:
+        raise ConfigError(f"method.r={options.r}: must be an integer >= 1")
+    if not options.alpha > 0:
+        raise ConfigError(f"method.alpha={options.alpha}: must be > 0")
+    if not 0 <= options.dropout < 1:
+        raise ConfigError(f"method.dropout={options.dropout}: must be in [0, 1)")
 
 
 @register("lora", options=LoraOptions, validate=validate_lora)
-def lora(model, cfg: LoraOptions) -> Prepared:
+def lora(model, options: LoraOptions) -> Prepared:
     num_layers = model.config.num_hidden_layers
-    model = inject_lora(model, cfg, list(range(num_layers)))
+    model = inject_lora(model, options, list(range(num_layers)))
     freeze_all(model)
     unfreeze(model, lambda n: "lora_" in n or is_head(n))
-    return Prepared(model, info={"lora_type": cfg.lora_type, "r": cfg.r, "alpha": cfg.alpha})
+    return Prepared(model, info={"lora_type": options.lora_type, "r": options.r, "alpha": options.alpha})

@@ -132,32 +132,32 @@ class ActivationMeans:
         self.counts.clear()
 
 
-def validate_masked(cfg: MaskedOptions, num_layers: int) -> None:
-    if cfg.update not in UPDATES:
-        raise ConfigError(f"method.update={cfg.update}: must be one of {', '.join(UPDATES)}")
-    if cfg.mu not in MUS:
-        raise ConfigError(f"method.mu={cfg.mu}: must be one of {', '.join(MUS)}")
-    check_size_options(cfg.k, cfg.fraction, "method")
+def validate_masked(options: MaskedOptions, num_layers: int) -> None:
+    if options.update not in UPDATES:
+        raise ConfigError(f"method.update={options.update}: must be one of {', '.join(UPDATES)}")
+    if options.mu not in MUS:
+        raise ConfigError(f"method.mu={options.mu}: must be one of {', '.join(MUS)}")
+    check_size_options(options.k, options.fraction, "method")
 
 
 class MaskedStep:
     """The before_step hook: score the candidates, pick k elements, restrict the coming update to them."""
 
-    def __init__(self, model: nn.Module, cfg: MaskedOptions, select, scored: bool = True):
-        self.flat = FlatParams(candidate_params(model, cfg.candidates))
+    def __init__(self, model: nn.Module, options: MaskedOptions, select, scored: bool = True):
+        self.flat = FlatParams(candidate_params(model, options.candidates))
         candidates = {id(p) for p in self.flat.params}
         for name, p in model.named_parameters():  # a non-candidate outside the head (no_embeddings) stays frozen
             p.requires_grad_(id(p) in candidates or is_head(name))
-        self.k = subnetwork_size(cfg.k, cfg.fraction, self.flat.n, bitfit_size(model), "method")
-        self.update = cfg.update
+        self.k = subnetwork_size(options.k, options.fraction, self.flat.n, bitfit_size(model), "method")
+        self.update = options.update
         self.select = select  # (scores or None, hook) -> indices of the sub-network into scores, or None: dense step
         self.scored = scored
         self.optimizer = None
         self.steps = 0
         self.means = (ActivationMeans(model, {id(p) for p in self.flat.params})  # only a score reads mu
-                      if scored and cfg.mu == "activation" else None)
+                      if scored and options.mu == "activation" else None)
         device = self.flat.params[0].device
-        self.rng = DeviceGenerator(cfg.seed)  # made on the parameters' device at the first draw
+        self.rng = DeviceGenerator(options.seed)  # made on the parameters' device at the first draw
         self._scores: torch.Tensor | None = None
         self.space: list | None = None  # layout of the last compact scores (None: the flat layout)
         # The pre-trained candidates on the host (exact: `summarize` counts the elements that changed at all)
@@ -176,11 +176,11 @@ class MaskedStep:
     def generator(self) -> torch.Generator:
         return self.rng.on(self.flat.params[0].device)
 
-    def make_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
+    def make_optimizer(self, model: nn.Module, trainer) -> torch.optim.Optimizer:
         if self.update == "masked_step":
-            self.optimizer = masked_adamw(model, trainer_cfg)
+            self.optimizer = masked_adamw(model, trainer)
         else:
-            self.optimizer = selective_decay_adamw(model, trainer_cfg, self.flat.params)
+            self.optimizer = selective_decay_adamw(model, trainer, self.flat.params)
         return self.optimizer
 
     def summarize(self, state: dict[str, torch.Tensor]) -> dict:
@@ -271,30 +271,30 @@ def _row_scores(p: nn.Parameter, mu: torch.Tensor, rows: torch.Tensor) -> torch.
     return torch.mul(p.grad[rows].float(), p[rows].float()).mul_(mu[rows].float()).square_()  # as the float32 buffer
 
 
-def _prepared(model, cfg, select, name, scored: bool = True) -> Prepared:
-    hook = MaskedStep(model, cfg, select, scored)
+def _prepared(model, options, select, name, scored: bool = True) -> Prepared:
+    hook = MaskedStep(model, options, select, scored)
     candidates = {id(p) for p in hook.flat.params}
     head = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in candidates)
     # params.trainable counts what one step updates (k candidates + the dense head); the dense count apart
     info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
-            "mu": cfg.mu if scored else None, "selection": name, "trainable": hook.k + head,
+            "mu": options.mu if scored else None, "selection": name, "trainable": hook.k + head,
             "dense_trainable": hook.flat.n + head}
     return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook,
                     summarize=hook.summarize)
 
 
 @register("stoc_tuning", options=MaskedOptions, validate=validate_masked)
-def stoc_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda scores, h: sample_without_replacement(scores, h.k, h.generator),
+def stoc_tuning(model, options: MaskedOptions) -> Prepared:
+    return _prepared(model, options, lambda scores, h: sample_without_replacement(scores, h.k, h.generator),
                      "stochastic")
 
 
 @register("top_tuning", options=MaskedOptions, validate=validate_masked)
-def top_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda scores, h: topk_indices(scores, h.k), "top")
+def top_tuning(model, options: MaskedOptions) -> Prepared:
+    return _prepared(model, options, lambda scores, h: topk_indices(scores, h.k), "top")
 
 
 @register("random_tuning", options=MaskedOptions, validate=validate_masked)
-def random_tuning(model, cfg: MaskedOptions) -> Prepared:
-    return _prepared(model, cfg, lambda scores, h: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
+def random_tuning(model, options: MaskedOptions) -> Prepared:
+    return _prepared(model, options, lambda scores, h: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
                      "uniform", scored=False)

@@ -15,7 +15,7 @@ _ATTENTION_LN = re.compile(r"\.layer\.\d+\.attention\.output\.LayerNorm\.")
 
 
 @register("frozen")
-def frozen(model, cfg) -> Prepared:
+def frozen(model, options) -> Prepared:
     """The paper's Frozen trains RoBERTa's classification head (dense + tanh + projection). BERT-family models
     keep the dense + tanh part in the backbone as the pooler, so it trains here too: the same head on both."""
     freeze_all(model)
@@ -29,10 +29,10 @@ class MultiHeadOptions(MethodOptions):
 
 
 @register("multi_head", options=MultiHeadOptions)
-def multi_head(model, cfg: MultiHeadOptions) -> Prepared:
+def multi_head(model, options: MultiHeadOptions) -> Prepared:
     """`method.include_layernorm=true` also trains the attention block's LayerNorm (off by default: the
     multi-head attention module proper is the four projections)."""
     freeze_all(model)
-    with_ln = cfg.include_layernorm
+    with_ln = options.include_layernorm
     unfreeze(model, lambda n: is_head(n) or bool(_ATTENTION.search(n)) or (with_ln and bool(_ATTENTION_LN.search(n))))
     return Prepared(model)

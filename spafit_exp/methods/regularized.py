@@ -86,12 +86,12 @@ def distance_from(start: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
     return {"encoder_l1": l1, "encoder_l2": sq ** 0.5, "encoder_changed": changed}
 
 
-def steps_batch(trainer_cfg) -> int:
+def steps_batch(trainer) -> int:
     """Samples one optimizer step averages its loss over: the per-device batch, the accumulated micro-batches and
     the processes whose gradients DDP averages."""
     processes = torch.distributed.get_world_size() if torch.distributed.is_available() \
         and torch.distributed.is_initialized() else 1
-    return int(trainer_cfg.batch_size) * int(trainer_cfg.grad_accum) * processes
+    return int(trainer.batch_size) * int(trainer.grad_accum) * processes
 
 
 REDUCTIONS = ("batch_sum", "sum", "mean")
@@ -103,33 +103,33 @@ class PenaltyOptions(MethodOptions):
     reduction: str = MISSING  # batch_sum | sum | mean: what lambda weighs against (module docstring)
 
 
-def validate_penalty(cfg: PenaltyOptions, num_layers: int) -> None:
-    if not cfg.coefficient >= 0:
-        raise ConfigError(f"method.coefficient={cfg.coefficient}: must be >= 0")
-    if cfg.reduction not in REDUCTIONS:
-        raise ConfigError(f"method.reduction={cfg.reduction}: must be one of {', '.join(REDUCTIONS)}")
+def validate_penalty(options: PenaltyOptions, num_layers: int) -> None:
+    if not options.coefficient >= 0:
+        raise ConfigError(f"method.coefficient={options.coefficient}: must be >= 0")
+    if options.reduction not in REDUCTIONS:
+        raise ConfigError(f"method.reduction={options.reduction}: must be one of {', '.join(REDUCTIONS)}")
 
 
-def _penalised(model, cfg, kind: str) -> Prepared:
+def _penalised(model, options, kind: str) -> Prepared:
     for p in model.parameters():
         p.requires_grad_(True)
-    penalty = DistancePenalty(model, kind, float(cfg.coefficient), cfg.reduction)
-    info = {"penalty": kind, "coefficient": float(cfg.coefficient), "reduction": cfg.reduction}
+    penalty = DistancePenalty(model, kind, float(options.coefficient), options.reduction)
+    info = {"penalty": kind, "coefficient": float(options.coefficient), "reduction": options.reduction}
 
-    def optimizer(model, trainer_cfg):
-        samples = steps_batch(trainer_cfg)
+    def optimizer(model, trainer):
+        samples = steps_batch(trainer)
         penalty.per_step_batch(samples)
         info.update(step_batch=samples, per_element=penalty.coefficient)  # the pull against the mean loss
-        return make_optimizer(model, trainer_cfg)
+        return make_optimizer(model, trainer)
 
     return Prepared(model, before_step=penalty, info=info, make_optimizer=optimizer, summarize=penalty.summarize)
 
 
 @register("full_ft_l1", options=PenaltyOptions, validate=validate_penalty)
-def full_ft_l1(model, cfg) -> Prepared:
-    return _penalised(model, cfg, "l1")
+def full_ft_l1(model, options) -> Prepared:
+    return _penalised(model, options, "l1")
 
 
 @register("full_ft_l2", options=PenaltyOptions, validate=validate_penalty)
-def full_ft_l2(model, cfg) -> Prepared:
-    return _penalised(model, cfg, "l2")
+def full_ft_l2(model, options) -> Prepared:
+    return _penalised(model, options, "l2")

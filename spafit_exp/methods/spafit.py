@@ -31,21 +31,21 @@ def layer_groups(n1: int, n2: int, num_layers: int) -> tuple[list[int], list[int
     return list(range(0, n1 + 1)), list(range(n1 + 1, n2 + 1)), list(range(n2 + 1, num_layers))
 
 
-def validate_spafit(cfg: SpafitOptions, num_layers: int) -> None:
-    n1, n2 = cfg.n1, cfg.n2
+def validate_spafit(options: SpafitOptions, num_layers: int) -> None:
+    n1, n2 = options.n1, options.n2
     if not -1 <= n1 < n2 < num_layers:
         raise ConfigError(f"method.n1={n1} method.n2={n2}: need -1 <= n1 < n2 < {num_layers} "
                           f"(the model has {num_layers} layers, 0-based)")
-    validate_lora(cfg, num_layers)
+    validate_lora(options, num_layers)
 
 
 @register("spafit", options=SpafitOptions, validate=validate_spafit)
-def spafit(model, cfg: SpafitOptions) -> Prepared:
+def spafit(model, options: SpafitOptions) -> Prepared:
     num_layers = model.config.num_hidden_layers
-    validate_spafit(cfg, num_layers)
-    frozen, bitfit, lora_layers = layer_groups(cfg.n1, cfg.n2, num_layers)
+    validate_spafit(options, num_layers)
+    frozen, bitfit, lora_layers = layer_groups(options.n1, options.n2, num_layers)
     if lora_layers:
-        model = inject_lora(model, cfg, lora_layers)
+        model = inject_lora(model, options, lora_layers)
     freeze_all(model)
 
     def trains(name: str) -> bool:
@@ -58,4 +58,4 @@ def spafit(model, cfg: SpafitOptions) -> Prepared:
 
     unfreeze(model, trains)
     return Prepared(model, info={"groups": {"frozen": frozen, "bitfit": bitfit, "lora": lora_layers},
-                                 "lora_type": cfg.lora_type, "r": cfg.r, "alpha": cfg.alpha})
+                                 "lora_type": options.lora_type, "r": options.r, "alpha": options.alpha})

@@ -39,16 +39,16 @@ def sparse_state(model: torch.nn.Module, flat: FlatParams, local: list[torch.Ten
     return state
 
 
-def validate_subset(cfg: SubsetOptions, num_layers: int) -> None:
-    if cfg.candidates not in CANDIDATES:
-        raise ConfigError(f"method.candidates={cfg.candidates}: must be one of {', '.join(CANDIDATES)}")
-    if cfg.weight_grad not in WEIGHT_GRADS:
-        raise ConfigError(f"method.weight_grad={cfg.weight_grad}: must be one of {', '.join(WEIGHT_GRADS)}")
+def validate_subset(options: SubsetOptions, num_layers: int) -> None:
+    if options.candidates not in CANDIDATES:
+        raise ConfigError(f"method.candidates={options.candidates}: must be one of {', '.join(CANDIDATES)}")
+    if options.weight_grad not in WEIGHT_GRADS:
+        raise ConfigError(f"method.weight_grad={options.weight_grad}: must be one of {', '.join(WEIGHT_GRADS)}")
 
 
 @register("subset", options=SubsetOptions, validate=validate_subset, needs_selection=True)
-def subset(model, cfg: SubsetOptions, selection: Selection) -> Prepared:
-    flat = FlatParams(candidate_params(model, cfg.candidates))
+def subset(model, options: SubsetOptions, selection: Selection) -> Prepared:
+    flat = FlatParams(candidate_params(model, options.candidates))
     head_size = sum(p.numel() for n, p in model.named_parameters() if is_head(n))
     freeze_all(model)
     unfreeze(model, is_head)
@@ -70,7 +70,7 @@ def subset(model, cfg: SubsetOptions, selection: Selection) -> Prepared:
             fixed[p] = idx.to(p.device)
     masked = fixed
     if not selection.evaluate_only:  # gradients of the selected elements only (clipping sees what trains)
-        if cfg.weight_grad == "sampled":
+        if options.weight_grad == "sampled":
             installed = sparse_grad.install(model, fixed)
             masked = installed.masked
             info.update(sampled_linears=installed.linears, sampled_embeddings=installed.embeddings)

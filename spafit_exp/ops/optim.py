@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from spafit_exp.core.spec import TrainerSpec
 from spafit_exp.ops.params import no_decay
 
 
@@ -22,7 +23,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, t: TrainerSpec) -> torch.optim.Optimizer:
     """Dense AdamW over the trainable tensors (fused where the build has it)."""
     kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps)
     try:
@@ -71,7 +72,7 @@ class SelectiveDecayAdamW(torch.optim.AdamW):
         return super().step(closure)
 
 
-def selective_decay_adamw(model: nn.Module, t, masked: list[nn.Parameter]) -> SelectiveDecayAdamW:
+def selective_decay_adamw(model: nn.Module, t: TrainerSpec, masked: list[nn.Parameter]) -> SelectiveDecayAdamW:
     """SelectiveDecayAdamW over the trainable tensors (the dense optimizer's groups), fused where the build has it."""
     kwargs = dict(lr=t.lr, betas=tuple(t.adam_betas), eps=t.adam_eps)
     try:
@@ -80,7 +81,7 @@ def selective_decay_adamw(model: nn.Module, t, masked: list[nn.Parameter]) -> Se
         return SelectiveDecayAdamW(param_groups(model, t.weight_decay), masked, foreach=True, **kwargs)
 
 
-def make_scheduler(optimizer, t, total_steps: int):
+def make_scheduler(optimizer, t: TrainerSpec, total_steps: int):
     # transformers.optimization pulls in its trainer utilities (~5 s with peft): only a run that trains pays it
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
@@ -178,10 +179,10 @@ def _adamw_batch(batch, lr, beta1, beta2, eps, wd) -> None:
                 state[key].view(-1)[index] = value
 
 
-def masked_adamw(model: nn.Module, trainer_cfg, fixed: dict | None = None) -> MaskedAdamW:
+def masked_adamw(model: nn.Module, trainer: TrainerSpec, fixed: dict | None = None) -> MaskedAdamW:
     """MaskedAdamW over the trainable tensors, with the same no-decay groups as the dense optimizer."""
-    return MaskedAdamW(param_groups(model, trainer_cfg.weight_decay), lr=trainer_cfg.lr,
-                       betas=tuple(trainer_cfg.adam_betas), eps=trainer_cfg.adam_eps, fixed=fixed)
+    return MaskedAdamW(param_groups(model, trainer.weight_decay), lr=trainer.lr,
+                       betas=tuple(trainer.adam_betas), eps=trainer.adam_eps, fixed=fixed)
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
     return sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()

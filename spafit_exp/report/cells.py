@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from spafit_exp import CONF_DIR
 from spafit_exp.core import fingerprint
-from spafit_exp.core.results import RESULTS, CorruptRecord, read
+from spafit_exp.core.record import RESULTS, CorruptRecord, Record, read
 from spafit_exp.core.safe_paths import is_within
 
 KEYS = ["experiment", "task", "method_tag", "model"]
@@ -51,13 +51,13 @@ def _finite(value) -> float:
         math.isfinite(value) else np.nan
 
 
-def curve(record: dict) -> list[tuple[float, float, float]]:
+def curve(record: Record) -> list[tuple[float, float, float]]:
     """(epoch, dev main metric, mean training loss over the epoch's logged steps) per evaluated epoch, for the
     learning curves. `metrics.epochs` and `train.losses` are not part of the checked record shape (record_check):
     anything malformed reads as missing (NaN), never as an error."""
-    epochs = (record.get("metrics") or {}).get("epochs")
-    losses = (record.get("train") or {}).get("losses")
-    main = record.get("main_metric")
+    epochs = record.section("metrics").get("epochs")
+    losses = record.section("train").get("losses")
+    main = record.main_metric
     logged = [(_finite(p[0]), _finite(p[1])) for p in losses if isinstance(p, (list, tuple)) and len(p) == 2] \
         if isinstance(losses, list) else []
     points, previous = [], -np.inf
@@ -73,48 +73,46 @@ def curve(record: dict) -> list[tuple[float, float, float]]:
     return points
 
 
-def _row(path: Path, record: dict) -> dict:
-    best = (record.get("metrics") or {}).get("best") or {}
-    config = record.get("config") or {}
-    selector, info = config.get("selector") or {}, record.get("method_info") or {}
-    row = {key: record.get(key) for key in KEYS + ["method", "selector", "lr", "seed", "status", "main_metric"]}
-    row["task_label"] = (config.get("task") or {}).get("display") or task_label(str(record.get("task")))
-    row.update(path=str(path), trainable=(record.get("params") or {}).get("trainable"),
-               git_sha=(record.get("provenance") or {}).get("git_sha"), best_epoch=best.get("epoch"),
+def _row(path: Path, record: Record) -> dict:
+    best, config = record.best, record.section("config")
+    selector, info = config.get("selector") or {}, record.section("method_info")
+    row = {key: getattr(record, key) for key in KEYS + ["method", "selector", "lr", "seed", "status", "main_metric"]}
+    row["task_label"] = (config.get("task") or {}).get("display") or task_label(str(record.task))
+    row.update(path=str(path), trainable=record.section("params").get("trainable"),
+               git_sha=record.section("provenance").get("git_sha"), best_epoch=best.get("epoch"),
                rank=(config.get("method") or {}).get("r"),
                # subset size as configured (the ablation's column), and as realised (to place it on an axis)
                size=(num(selector["fraction"]) if selector.get("fraction") is not None
                      else f"k={selector['k']}" if selector.get("k") is not None else None),
                fraction=selector.get("fraction") if selector.get("fraction") is not None else info.get("fraction"))
-    printed = (record.get("fingerprint") or {}).get("settings")
+    printed = record.settings
     row["recipe_settings"] = fingerprint.recipe(printed) if printed else None  # None: written before fingerprints
     row["recipe"] = fingerprint.digest(row["recipe_settings"]) if printed else None
-    row["reported_split"] = (record.get("metrics") or {}).get("reported_split", "dev")
+    row["reported_split"] = record.reported_split
     row["curve"] = curve(record)
-    memory, timing = record.get("memory") or {}, record.get("timing") or {}
-    row.update(total=(record.get("params") or {}).get("total"),  # cost columns: what the run needed
+    memory, timing = record.section("memory"), record.section("timing")
+    row.update(total=record.section("params").get("total"),  # cost columns: what the run needed
                peak_bytes=memory.get("cuda_max_allocated_bytes") or memory.get("peak_bytes"),  # GPU peak on a GPU
                train_s=timing.get("train_s") or timing.get("wall_s"))
     for split in ["dev", "test", "train"]:  # dev selects; the reported split (dev or test) prints; train: the Gap
-        for name, value in (best.get(split) or {}).items():
+        for name, value in record.scores(split).items():
             row[f"{split}.{name}"] = value
     return row
 
 
-def _nonfinite(path: Path, record: dict) -> bool:
+def _nonfinite(path: Path, record: Record) -> bool:
     """A completed run with a non-finite score (NaN, ±Infinity) counts as failed: such a score would otherwise
     win (or poison) the learning-rate choice and print as `inf`."""
-    best = (record.get("metrics") or {}).get("best") or {}
     bad = [f"{split} {name}={score}" for split in ("dev", "test", "train") for name, score in
-           (best.get(split) or {}).items() if isinstance(score, float) and not math.isfinite(score)]
-    if not bad or record.get("status") != "completed":
+           record.scores(split).items() if isinstance(score, float) and not math.isfinite(score)]
+    if not bad or not record.completed:
         return False
     print(f"warning: {path}: non-finite score ({', '.join(bad)}): counted as a failed run", file=sys.stderr)
     return True
 
 
 def collect(root: Path) -> pd.DataFrame:
-    """One row per run. Unreadable or malformed records (results.read: no plain file, bad JSON, a field of the
+    """One row per run. Unreadable or malformed records (record.read: no plain file, bad JSON, a field of the
     wrong type or a path-like identity field) are reported and skipped, one warning each: one bad file must not
     hide the others (records are written atomically, but disks fill up and people edit files by hand)."""
     rows, skipped = [], []

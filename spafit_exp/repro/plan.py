@@ -11,8 +11,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from spafit_exp.core.results import layout_dir
-from spafit_exp.core.run_states import RELAUNCH, classify
+from spafit_exp.core.run_dir import RELAUNCH, RunDir
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Row, Scale, base_overrides, lr_text, repeat_seeds, screen_rates
 from spafit_exp.run.config import check_overrides_compose
 from spafit_exp.sweep import cli as sweep
@@ -36,11 +35,10 @@ def screen_plan(paper: Paper, scale: Scale, where: Layout, overrides: list[str])
 
 def seed_score(directory: Path) -> float:
     """The dev main metric of a completed run (what the screen chooses by); NaN otherwise."""
-    state = classify(directory)
+    state = RunDir(directory).state()
     if state.state != "completed":
         return math.nan
-    best = (state.record.get("metrics") or {}).get("best") or {}
-    value = (best.get("dev") or {}).get(state.record.get("main_metric"))
+    value = state.record.scores("dev").get(state.record.main_metric)
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
@@ -57,7 +55,7 @@ def repeat_jobs(plan: Plan, scale: Scale, where: Layout) -> tuple[list, int]:
         known += finished
         lr = max(scores, key=lambda r: scores[r]) if finished else screen[len(screen) // 2].lr
         for seed in range(SCREEN_SEED + 1, SCREEN_SEED + scale.seeds):
-            directory = layout_dir(where.run_root, where.experiment, task, tag, screen[0].model, lr_text(lr), seed)
+            directory = RunDir.of(where.run_root, where.experiment, task, tag, screen[0].model, lr_text(lr), seed).path
             jobs.append(dataclasses.replace(screen[0], lr=lr, seed=seed, run_dir=directory, swept=()))
     return jobs, known
 
@@ -66,7 +64,7 @@ def scaled_report(paper: Paper, scale: Scale, where: Layout, overrides: list[str
     plan, rates = screen_plan(paper, scale, where, overrides)
     repeats, known = repeat_jobs(plan, scale, where)
     everything = dataclasses.replace(plan, jobs=plan.jobs + repeats)
-    states = [classify(job.run_dir) for job in everything.jobs]
+    states = [RunDir(job.run_dir).state() for job in everything.jobs]
     seconds, basis = sweep_report.estimate(everything, states, sweep.records_under(where.runs, states), tflops)
     cells = len(scale.rows) * len(scale.tasks)
     lines = [f"reproduction: {paper.name}, scale {scale.name} — {len(scale.rows)} rows × {len(scale.tasks)} tasks "

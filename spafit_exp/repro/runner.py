@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError, RunInterrupted
-from spafit_exp.core.results import SkippedRecord, cpu_summary, write_json_atomic
+from spafit_exp.core.record import SkippedRecord
+from spafit_exp.core.results import cpu_summary, write_json_atomic
 from spafit_exp.repro.recipe import SCREEN_SEED, Layout, Paper, Row, Scale, base_overrides, lr_text, run_overrides, screen_rates
 from spafit_exp.run.config import compose
 from spafit_exp.sweep.lr_search import extend_grid

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from spafit_exp.core.commands import job_overrides
+from spafit_exp.core.commands import key_of
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.results import check_writable
+from spafit_exp.core.safe_paths import check_component, is_within
 from spafit_exp.run import packing
 from spafit_exp.run.schema import KEYED, unknown_key
 from spafit_exp.run.schema import register as register_schemas  # noqa: I001
@@ -125,6 +127,51 @@ def check_overrides_compose(argv: list[str]) -> DictConfig:
         raise ConfigError(" ".join(lines[:1] + ([cause] if cause and cause not in lines[0] else []))) from None
     check_keys(cfg)
     return cfg
+
+
+def run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.run.dir)
+
+
+PATH_KEYS = ("experiment_name", "task.name", "method.tag", "model.name")  # the folders of a run directory
+
+
+def check_run_dir(cfg: DictConfig, writable: bool) -> None:
+    """ConfigError (one line) unless each value naming a folder of run.dir is one safe folder name, run.dir
+    resolves inside run.root (no `..`, no planted symbolic link leads out) and, if `writable`, the folder it is
+    to be created in can be written (a read-only experiment folder is named before anything is created)."""
+    for key in PATH_KEYS:
+        check_component(key, OmegaConf.select(cfg, key))
+    directory, root = Path(cfg.run.dir), Path(cfg.run.root)
+    if not is_within(directory, root):
+        raise ConfigError(f"run.dir={directory}: resolves outside run.root={root} (a symbolic link?); a run "
+                          "writes only inside run.root")
+    problem = check_writable(directory) if writable else None
+    if problem:
+        absolute = directory.expanduser().absolute()
+        folder = next(p for p in [absolute, *absolute.parents] if p.exists())
+        raise ConfigError(f"{folder}: cannot write there ({problem}), so the run directory "
+                          f"{directory} cannot be written; make it writable or choose another run.root")
+
+
+def _text(value) -> str:
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def job_overrides(hydra_cfg: DictConfig, cfg: DictConfig) -> list[str]:
+    """The overrides that make this run: Hydra's own (a sweep job's values), plus every key the config's sweeper
+    would sweep (an experiment preset's tasks, selectors, seeds) pinned to this run's value, so that a `-m` command
+    built from them runs this job's cell, not the preset's whole grid (spafit_exp/core/commands.py prints them)."""
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    given = {key_of(o) for o in overrides}
+    choices = hydra_cfg.runtime.choices
+    for key in OmegaConf.select(hydra_cfg, "sweeper.params") or {}:
+        if key not in given:
+            value = choices.get(key) if key in choices else OmegaConf.select(cfg, key)
+            overrides.append(f"{key}={_text(value)}")
+    return overrides
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

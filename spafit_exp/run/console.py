@@ -15,6 +15,7 @@ import torch
 
 from spafit_exp.core import commands, results
 from spafit_exp.core.run_files import open_plain
+from spafit_exp.core.spec import RunSpec
 from spafit_exp.inputs.metrics import loss_falls
 
 RUN_LOG = "run.log"
@@ -93,21 +94,21 @@ def summary(record: dict, directory: Path) -> str:
     return "\n".join(lines)
 
 
-def header(cfg, trainable: int, total: int, info: dict, train_rows: int, eval_rows: dict, device, processes: int,
+def header(spec: RunSpec, trainable: int, total: int, info: dict, train_rows: int, eval_rows: dict, device, processes: int,
            directory: Path) -> str:
     """A few aligned lines before training: what trains, on what, with which recipe, where the record goes."""
-    t = cfg.trainer
+    t, model = spec.trainer, spec.model
     what = f"{trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)"
     if "k" in info and "n" in info:  # element-level methods: k elements of n candidates (+ head)
         what += f"; {info['k']:,} of {info['n']:,} candidate elements" + (" per step" if "update" in info else "")
     evals = ", ".join(f"{n:,} {split}" for split, n in eval_rows.items())
     schedule = f"{t.schedule}, warm-up {t.warmup_ratio:g}" if t.schedule == "linear" else t.schedule
-    source = "random init" if cfg.model.init == "random" else (cfg.model.path or cfg.model.hub_id)
-    if cfg.model.get("trust_remote_code"):  # the model's own code ran: a record reader should see it
+    source = "random init" if model.init == "random" else (model.path or model.hub_id)
+    if model.trust_remote_code:  # the model's own code ran: a record reader should see it
         source += "; trust_remote_code=true"
-    rows = [("model", f"{cfg.model.name} ({source})"),
-            ("task", f"{cfg.task.name}: {train_rows:,} train, {evals} rows"),
-            ("method", f"{cfg.method.tag}: {what}"),
+    rows = [("model", f"{model.name} ({source})"),
+            ("task", f"{spec.task.name}: {train_rows:,} train, {evals} rows"),
+            ("method", f"{spec.method.tag}: {what}"),
             ("recipe", f"lr {t.lr:g}, {t.epochs} epoch{'s' if t.epochs > 1 else ''}, batch {t.batch_size} x "
                        f"{t.grad_accum}, max_len {t.max_len}, AdamW wd {t.weight_decay:g}, {schedule}, "
                        f"clip {t.max_grad_norm}, seed {t.seed}"),

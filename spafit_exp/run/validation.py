@@ -12,14 +12,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.core.results import check_run_dir, require_writable_root
+from spafit_exp.core.results import require_writable_root
+from spafit_exp.core.spec import ModelSpec, RunSpec
 from spafit_exp.engine.tracking import check_tracking
 from spafit_exp.inputs.data import STAGE_SEEDS
 from spafit_exp.inputs.heads import HEADS, head_of
 from spafit_exp.inputs.readers import check_data_files
 from spafit_exp.methods import get_method, validate_method
-from spafit_exp.run.config import check_keys
+from spafit_exp.run.config import check_keys, check_run_dir
 from spafit_exp.run.schema import unknown_key
+from spafit_exp.run.spec import resolve
 from spafit_exp.selection.selectors import SELECTORS, SelectorOptions, validate_selector
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -39,26 +41,29 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
         raise ConfigError(f"{key}={value}: must be {allowed}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Cross-field checks on the composed config. Raises ConfigError on the first violation."""
+def validate(cfg: DictConfig) -> RunSpec:
+    """Cross-field checks on the composed config. Raises ConfigError on the first violation; returns the run's spec
+    (resolved here, once: the method's and the selector's options parsed into their typed options)."""
     check_keys(cfg)  # a `+key` no schema has (the CLI checked its first job already; sweep jobs and scripts here)
     check_run_dir(cfg, writable=False)  # dry runs and studies too: no folder name may lead out of run.root
-    _check_method(cfg)
+    spec = resolve(cfg)
+    _check_method(cfg, spec)
     _check_trainer(cfg)
     _check_task(cfg.task)
-    _check_model(cfg)
+    _check_model(cfg, spec.model)
     _require(cfg.data.source in ("local", "hub"), "data.source", cfg.data.source, "local or hub")
     _require(cfg.decoder.stage_seed in STAGE_SEEDS, "decoder.stage_seed", cfg.decoder.stage_seed,
              f"one of {', '.join(STAGE_SEEDS)}")
     _require(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
     _require(cfg.tracking.mode in TRACKING_MODES, "tracking.mode", cfg.tracking.mode, f"one of {', '.join(TRACKING_MODES)}")
     if not trainer_is_dry(cfg):
-        check_data_files(cfg)
+        check_data_files(spec.data, spec.task)
         require_writable_root(cfg.run.root)
         check_run_dir(cfg, writable=True)  # a read-only experiment folder, named before the run creates anything
         _check_hub(cfg)
         if cfg.study.name == "none":  # studies log no training
-            check_tracking(cfg)
+            check_tracking(spec.tracking)
+    return spec
 
 
 def check_swept_paths(argv: list[str]) -> None:
@@ -83,8 +88,8 @@ def check_swept_paths(argv: list[str]) -> None:
                 check_run_dir(check_overrides_compose([*args[:i], line, *args[i + 1:]]), writable=False)
 
 
-def _check_method(cfg: DictConfig) -> None:
-    validate_method(cfg.method, cfg.model.arch.num_hidden_layers)  # unknown name, typed options, ranges
+def _check_method(cfg: DictConfig, spec: RunSpec) -> None:
+    validate_method(spec.method, cfg.model.arch.num_hidden_layers)  # ranges of the typed options resolve parsed
     needs_selection = get_method(cfg.method.name).needs_selection
     if needs_selection and cfg.selector.name == "none":
         raise ConfigError(f"method={cfg.method.name} trains a selected subset: choose selector="
@@ -93,7 +98,7 @@ def _check_method(cfg: DictConfig) -> None:
         if not needs_selection:
             raise ConfigError(f"selector={cfg.selector.tag}: only method=subset uses a selector; method="
                               f"{cfg.method.name} would ignore it (drop selector= or use method=subset)")
-        validate_selector(cfg.selector)
+        validate_selector(spec.selector)
     else:  # not validated as a selector's options: its keys still must be the shared ones (a preset may set them)
         error = unknown_key(cfg.selector, SelectorOptions, "selector")
         if error is not None:
@@ -146,11 +151,11 @@ def _check_task(task: DictConfig) -> None:
              f"one of the metrics computed (task.metrics={metrics})")
 
 
-def _check_model(cfg: DictConfig) -> None:
+def _check_model(cfg: DictConfig, model: ModelSpec) -> None:
     m, arch = cfg.model, cfg.model.arch
     _require(m.family in ("bert", "roberta"), "model.family", m.family, "bert or roberta")
     _require(m.init in ("pretrained", "random"), "model.init", m.init, "pretrained or random")
-    _require(head_of(m) in HEADS, "model.head", m.get("head"), " or ".join(HEADS))
+    _require(head_of(model) in HEADS, "model.head", m.get("head"), " or ".join(HEADS))
     _require(isinstance(m.get("trust_remote_code", False), bool), "model.trust_remote_code", m.get("trust_remote_code"),
              "true or false")
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"):

@@ -8,63 +8,61 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from spafit_exp.core.results import replace_atomically, write_json_atomic
+from spafit_exp.core.spec import DecoderRecipe, RunSpec, plain
 from spafit_exp.core.stored import read_cache
 from spafit_exp.engine.loop import TrainResult, train
 from spafit_exp.inputs.data import TaskData, cache_root, load_task_data, run_key, stage_seed
 from spafit_exp.inputs.modeling import build_model, build_tokenizer
-from spafit_exp.methods import Prepared
+from spafit_exp.methods import MethodOptions, Prepared
 from spafit_exp.ops.params import freeze_all, is_head, restored, unfreeze
 
 
-def decoder_cfg(cfg: DictConfig, recipe) -> DictConfig:
-    """The run's config with the decoder recipe as its trainer (head only: no weight decay, no checkpoints)."""
-    tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    tuned.method = {"name": "frozen", "tag": "frozen", "lr": recipe.lr}
-    tuned.trainer.update(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                         max_grad_norm=recipe.max_grad_norm, warmup_ratio=recipe.warmup_ratio, weight_decay=0.0,
-                         schedule="linear", checkpoint_every=0, grad_accum=1,
-                         eval_every=None, early_stopping_patience=None)  # the stage keeps its last state: no cut
-    return tuned
+def decoder_spec(spec: RunSpec, recipe: DecoderRecipe, **trainer) -> RunSpec:
+    """The run's spec with the decoder recipe as its trainer (head only: no weight decay, no checkpoints);
+    `trainer`: further trainer fields the stage sets (its seed)."""
+    return replace(spec, method=MethodOptions(name="frozen", tag="frozen", lr=recipe.lr), trainer=replace(
+        spec.trainer, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
+        max_grad_norm=recipe.max_grad_norm, warmup_ratio=recipe.warmup_ratio, weight_decay=0.0, schedule="linear",
+        checkpoint_every=0, grad_accum=1,
+        eval_every=None, early_stopping_patience=None, **trainer))  # the stage keeps its last state: no cut
 
 
-def train_head(cfg: DictConfig, recipe, model: torch.nn.Module, data: TaskData | None = None) -> TrainResult:
+def train_head(spec: RunSpec, recipe: DecoderRecipe, model: torch.nn.Module, data: TaskData | None = None,
+               **trainer) -> TrainResult:
     """Train only the head of `model` (in place) with the decoder recipe; the encoder stays frozen."""
-    tuned = decoder_cfg(cfg, recipe)
-    data = data if data is not None else load_task_data(tuned, build_tokenizer(cfg.model))
+    tuned = decoder_spec(spec, recipe, **trainer)
+    data = data if data is not None else load_task_data(tuned, build_tokenizer(spec.model))
     freeze_all(model)
     unfreeze(model, is_head)
     return train(tuned, Prepared(model), data, Accelerator(gradient_accumulation_steps=1))
 
 
-def pretuned_head(cfg: DictConfig, model: torch.nn.Module, recipe) -> tuple[dict[str, torch.Tensor], str]:
+def pretuned_head(spec: RunSpec, model: torch.nn.Module, recipe: DecoderRecipe) -> tuple[dict[str, torch.Tensor], str]:
     """The pre-tuned head's tensors for this model/task and the stage's seed (trained once, then read from the
     cache; a damaged entry is dropped and trained again); the model is left as it was."""
-    key = run_key(cfg, "decoder", OmegaConf.to_container(OmegaConf.structured(recipe), resolve=True))
-    path = cache_root(cfg) / "decoders" / f"{cfg.task.name}-{key}.safetensors"
+    key = run_key(spec, "decoder", plain(recipe))
+    path = cache_root(spec.data) / "decoders" / f"{spec.task.name}-{key}.safetensors"
     own = {n: p.shape for n, p in model.named_parameters() if is_head(n)}
     head = read_cache(path, _load_decoder, lambda h: {n: t.shape for n, t in h.items()} == own, "decoder cache")
     if head is not None:
         return head, str(path)
-    seed = stage_seed(cfg)
-    tuned = decoder_cfg(cfg, recipe)
-    tuned.trainer.seed = seed  # its data order
+    seed = stage_seed(spec)
     # A label over the loop's own epoch bars: which phase of the run they belong to.
-    with _stage_model(cfg, model, seed) as start, tqdm(
-            total=1, desc=f"decoder pre-tuning ({cfg.task.name}, {recipe.epochs} epochs)", bar_format="{desc}",
+    with _stage_model(spec, model, seed) as start, tqdm(
+            total=1, desc=f"decoder pre-tuning ({spec.task.name}, {recipe.epochs} epochs)", bar_format="{desc}",
             leave=False):
-        tuned.trainer.eval_every_epoch = False
         set_seed(seed)  # its dropout: the same decoder whichever run computes it
-        result = train_head(tuned, recipe, start)
+        result = train_head(spec, recipe, start, seed=seed, eval_every_epoch=False)  # seed: its data order
         head = {n: p.detach().cpu().clone() for n, p in start.named_parameters() if is_head(n)}
     with replace_atomically(path) as tmp:
         save_file({k: v.contiguous() for k, v in head.items()}, str(tmp))
@@ -74,16 +72,16 @@ def pretuned_head(cfg: DictConfig, model: torch.nn.Module, recipe) -> tuple[dict
 
 
 @contextmanager
-def _stage_model(cfg: DictConfig, model: torch.nn.Module, seed: int):
+def _stage_model(spec: RunSpec, model: torch.nn.Module, seed: int):
     """The model the decoder is tuned on: the run's own (restored afterwards) when the stage's seed is the run's,
     else the one that seed builds (as `checkpoint.seeded_model` would): the shared head initialisation, on the same
     pretrained encoder."""
-    if seed == int(cfg.trainer.seed):
+    if seed == int(spec.trainer.seed):
         with restored(model):
             yield model
         return
     set_seed(seed)
-    yield build_model(cfg.model, cfg.task)
+    yield build_model(spec.model, spec.task)
 
 
 def _load_decoder(path: Path) -> dict[str, torch.Tensor]:

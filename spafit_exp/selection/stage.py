@@ -11,39 +11,37 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from spafit_exp.core.spec import RunSpec
 from spafit_exp.methods import Selection
 from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params, subnetwork_size
 from spafit_exp.selection.decoder import decoder_scores, load_head, pretuned_head
-from spafit_exp.selection.selectors import SELECTORS, Context, selector_options
-
-RECIPE = ("epochs", "lr", "batch_size", "max_grad_norm", "warmup_ratio")  # decoder.* keys that make the head
+from spafit_exp.selection.selectors import SELECTORS, Context
 
 
-def pretune_decoder(cfg: DictConfig, model: nn.Module, fixed_subset: bool) -> dict:
+def pretune_decoder(spec: RunSpec, model: nn.Module, fixed_subset: bool) -> dict:
     """Load the pre-tuned head into `model` when `decoder.pretune` asks for it (null: fixed-subset runs only, whose
     selection statistics need a tuned head; true: every method, as the subset paper tunes the decoder first for
     every variant it compares). Returns the facts for the record ({} when nothing was pre-tuned)."""
-    wanted = fixed_subset if cfg.decoder.pretune is None else bool(cfg.decoder.pretune)
+    wanted = fixed_subset if spec.decoder.pretune is None else bool(spec.decoder.pretune)
     if not wanted or next(model.parameters()).device.type == "meta":
         return {}
-    head, key = pretuned_head(cfg, model, OmegaConf.masked_copy(cfg.decoder, list(RECIPE)))
+    head, key = pretuned_head(spec, model, spec.decoder.recipe)  # decoder.* keys that make the head
     load_head(model, head)
     return {"decoder": key, "decoder_dev": decoder_scores(key)}
 
 
-def run_selection(cfg: DictConfig, model: nn.Module, decoder_key: str = "none") -> Selection:
-    """The selector's k elements; `model` already holds the pre-tuned head when there is one (`decoder_key`)."""
-    spec = SELECTORS.get(cfg.selector.name)
-    options = selector_options(cfg.selector)
-    flat = FlatParams(candidate_params(model, cfg.method.candidates))
+def run_selection(spec: RunSpec, model: nn.Module, decoder_key: str = "none") -> Selection:
+    """The selector's k elements; `model` already holds the pre-tuned head when there is one (`decoder_key`).
+    Which tensors are candidates is the subset method's option (`method.candidates`)."""
+    selector, options = SELECTORS.get(spec.selector.name), spec.selector
+    flat = FlatParams(candidate_params(model, spec.method.candidates))
     k = subnetwork_size(options.k, options.fraction, flat.n, bitfit_size(model), "selector")
-    info = {"selector": spec.name, "k": k, "n": flat.n}
+    info = {"selector": selector.name, "k": k, "n": flat.n}
     if next(model.parameters()).device.type == "meta":
         return Selection(index=None, k=k, n=flat.n, info=info)
-    picked = spec.select(Context(cfg, options, model, flat, k, decoder_key))
+    picked = selector.select(Context(spec, options, model, flat, k, decoder_key))
     info.update(picked.info)
     info["fraction"] = info["k"] / flat.n
     index = picked.index.long().cpu()

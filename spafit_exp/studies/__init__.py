@@ -1,8 +1,8 @@
 """Generality studies (subset paper, section 4): jobs composed like runs (`study=...`) that read finished runs
 and write the same results contract under `<run.root>/<study>/...`, so `make tables` tabulates them.
 
-Adding a study = a module in this package with `@register(name)` on a function (cfg) -> list of records, + a
-YAML in conf/study/ + a test."""
+Adding a study = a module in this package with `@register(name)` on a function (the run's spec) -> list of
+records, + a YAML in conf/study/ + a test. The study's own keys are `spec.study[key]`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig
 
 from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.core.registry import Registry, discover
+from spafit_exp.core.spec import RunSpec, StudySpec
 
-STUDIES: Registry[Callable[[DictConfig], list[dict]]] = Registry("study")
+STUDIES: Registry[Callable[[RunSpec], list[dict]]] = Registry("study")
 
 
 def register(name: str):
@@ -66,12 +66,12 @@ def best_lr(records: list[dict]) -> tuple[float, dict[float, float]]:
     return max(means, key=means.get), means
 
 
-def sources(cfg: DictConfig) -> list[tuple[Path | None, dict | None]]:
+def sources(study: StudySpec) -> list[tuple[Path | None, dict | None]]:
     """(run directory, record) of the runs to study; (None, None) = the pretrained model (study.run=null).
     study.run is a run directory or a glob; of a glob over a learning-rate grid only the runs at each cell's
     chosen rate are studied (cell = experiment, task, method tag, model; rate as `make tables` chooses it), all
     their seeds: the encoders the primary table reports. Failed and unfinished runs are never studied."""
-    spec = cfg.study.run
+    spec = study.get("run")
     if spec is None:
         return [(None, None)]
     cells: dict[tuple, list[tuple[Path, dict]]] = {}
@@ -93,9 +93,9 @@ def sources(cfg: DictConfig) -> list[tuple[Path | None, dict | None]]:
     return sorted(chosen, key=lambda pair: str(pair[0]))
 
 
-def source_runs(cfg: DictConfig) -> list[Path | None]:
+def source_runs(study: StudySpec) -> list[Path | None]:
     """The run directories `sources` studies; [None] = the pretrained model."""
-    return [path for path, _ in sources(cfg)]
+    return [path for path, _ in sources(study)]
 
 
 def merged_encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -109,8 +109,8 @@ def merged_encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k.replace(".base_layer", ""): v.detach().clone() for k, v in state.items() if "lora_" not in k}
 
 
-def run_study(cfg: DictConfig) -> list[dict]:
-    return STUDIES.get(cfg.study.name)(cfg)
+def run_study(spec: RunSpec) -> list[dict]:
+    return STUDIES.get(spec.study.name)(spec)
 
 
 discover(__name__, __path__)

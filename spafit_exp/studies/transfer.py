@@ -8,14 +8,16 @@ dev, the task's reported split (test for CoNLL-2003 and TREC-6) recorded beside 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp.core import results
+from spafit_exp.core import fingerprint, results
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.core.run_dir import RunDir
+from spafit_exp.core.spec import DecoderRecipe, ModelSpec, RunSpec, build, freeze, plain
 from spafit_exp.engine.artefacts import load_run
 from spafit_exp.engine.loop import train
 from spafit_exp.inputs.data import load_task_data
@@ -27,21 +29,21 @@ from spafit_exp.studies import best_lr, merged_encoder_state, read_runs, registe
 PRETRAINED = "none:pretrained"  # the method tag of the pretrained reference's records
 
 
-def secondary_lr(cfg: DictConfig, model: str) -> tuple[float, dict | None]:
+def secondary_lr(spec: RunSpec, model: str) -> tuple[float, dict | None]:
     """(learning rate, how it was chosen) for the full fine-tune on the secondary task. The paper selects it "based
     on a grid search conducted on the pretrained version of the model": study.lr_from names the finished full-FT
     runs of the secondary task on the pretrained `model` (a glob over an LR grid: `experiment=subset_table1
     method=full_ft` runs, or this study's own `study.run=null` records) and the rate with the best mean dev main
     metric over seeds is taken. Without it the pretrained reference runs at trainer.lr (that is the search: sweep
     trainer.lr); a primary run needs it, or `study.lr_from=trainer` to take trainer.lr deliberately."""
-    spec, task = cfg.study.lr_from, cfg.task.name
-    if spec is None and cfg.study.run is not None:
+    lr_from, task = spec.study.get("lr_from"), spec.task.name
+    if lr_from is None and spec.study.get("run") is not None:
         raise ConfigError("study.lr_from: required with study.run: the full-FT runs of the secondary task on the "
                           f"pretrained model whose best rate every transfer uses (e.g. study.lr_from='outputs/"
                           f"subset_table1/{task}/full_ft/{model}/*/*'), or study.lr_from=trainer for trainer.lr")
-    if spec is None or spec == "trainer":
-        return float(cfg.trainer.lr), (None if spec is None else {"from": "trainer"})
-    runs = read_runs("study.lr_from", spec)
+    if lr_from is None or lr_from == "trainer":
+        return float(spec.trainer.lr), (None if lr_from is None else {"from": "trainer"})
+    runs = read_runs("study.lr_from", lr_from)
     for path, record in runs:
         # a transfer of a primary run records that run's method (full_ft too): only its reference is pretrained
         study = record.get("experiment") == "transfer"
@@ -52,37 +54,47 @@ def secondary_lr(cfg: DictConfig, model: str) -> tuple[float, dict | None]:
     try:
         lr, means = best_lr([record for _, record in runs])
     except ValueError:
-        raise ConfigError(f"study.lr_from={spec}: no completed run with a dev {cfg.task.main_metric}") from None
+        raise ConfigError(f"study.lr_from={lr_from}: no completed run with a dev {spec.task.main_metric}") from None
     edge = len(means) > 1 and lr in (min(means), max(means))
     if edge:
         print(f"warning: study.lr_from: the best rate {lr:g} is at the edge of the {len(means)} rates searched; "
               "extend the search past it")
-    return lr, {"from": str(spec), "selection": f"dev.{cfg.task.main_metric}", "runs": len(runs), "lr": lr,
+    return lr, {"from": str(lr_from), "selection": f"dev.{spec.task.main_metric}", "runs": len(runs), "lr": lr,
                 "edge": edge, "mean_by_lr": {f"{rate:g}": mean for rate, mean in means.items()}}
 
 
-def transfer_one(cfg: DictConfig, source: Path | None, lr: float, search: dict | None) -> dict:
+def transfer_spec(spec: RunSpec, model: ModelSpec, model_config: dict, lr: float, seed: int) -> RunSpec:
+    """The study's spec with the primary run's model (`model_config`: as its record keeps it) at the secondary
+    task's rate and the primary run's seed. The transfer writes a record of its own: its config and fingerprint
+    are those of the changed config."""
+    config = plain(spec.config)
+    config["model"] = plain(model_config)
+    config["trainer"].update(lr=lr, seed=seed, checkpoint_every=0)
+    return replace(spec, model=model, trainer=replace(spec.trainer, lr=lr, seed=seed, checkpoint_every=0),
+                   run=replace(spec.run, fingerprint=freeze(fingerprint.of(config))), config=freeze(config))
+
+
+def transfer_one(spec: RunSpec, source: Path | None, lr: float, search: dict | None) -> dict:
     """One primary run (None: the pretrained model) -> one record. A primary run's repetition is paired with its
     own seed (record `seed`), so the seeds of a primary cell become the seeds of its transfer cell."""
     started = time.time()
-    src, encoder_state, model_cfg, seed = None, None, cfg.model, cfg.trainer.seed
+    src, encoder_state, model_spec, model_config, seed = None, None, spec.model, spec.config["model"], spec.trainer.seed
     if source is not None:
         prepared, src = load_run(source)
         encoder_state = merged_encoder_state(prepared.model)
-        model_cfg, seed = OmegaConf.create(src["config"]).model, int(src["seed"])
-    run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    run_cfg.model = model_cfg
-    run_cfg.trainer.update(lr=lr, seed=seed, checkpoint_every=0)
+        model_config, seed = src["config"]["model"], int(src["seed"])
+        model_spec = build(ModelSpec, model_config, "model", stored=True)
+    run_spec = transfer_spec(spec, model_spec, model_config, lr, seed)
     set_seed(seed)
-    model = build_model(model_cfg, cfg.task)  # fresh head for the secondary task, seeded
+    model = build_model(model_spec, spec.task)  # fresh head for the secondary task, seeded
     if encoder_state is not None:
         model.base_model.load_state_dict(encoder_state, strict=False)
-    data = load_task_data(run_cfg, build_tokenizer(model_cfg))
+    data = load_task_data(run_spec, build_tokenizer(model_spec))
 
-    decoder = train_head(run_cfg, cfg.study.decoder, model, data)
+    decoder = train_head(run_spec, build(DecoderRecipe, spec.study["decoder"], "study.decoder"), model, data)
     for p in model.parameters():
         p.requires_grad_(True)
-    full = train(run_cfg, Prepared(model), data, Accelerator())
+    full = train(run_spec, Prepared(model), data, Accelerator())
 
     # The decoder-only scores ride along as `decoder_<metric>` in every split of `best`, so tables read both.
     best = {"epoch": full.best["epoch"]}
@@ -91,27 +103,27 @@ def transfer_one(cfg: DictConfig, source: Path | None, lr: float, search: dict |
         if scores:
             best[split] = scores
     src = src or {"task": "none", "method_tag": "pretrained"}  # tagged PRETRAINED below
-    record = results.base_record(run_cfg)
+    record = results.base_record(run_spec)
     record.update(status="completed", experiment="transfer", method_tag=f"{src['task']}:{src['method_tag']}",
-                  method=src.get("method", "pretrained"), model=model_cfg.name, source_run=str(source) if source else None,
+                  method=src.get("method", "pretrained"), model=model_spec.name, source_run=str(source) if source else None,
                   source={k: src.get(k) for k in ("experiment", "task", "method_tag", "lr", "seed")},
                   lr_search=search,
                   metrics={"best": best, "epochs": full.epochs, "decoder": decoder.best, "selection_split": "dev",
-                           "reported_split": cfg.task.report},
+                           "reported_split": spec.task.report},
                   timing={"wall_s": time.time() - started})
-    directory = results.layout_dir(cfg.run.root, "transfer", cfg.task.name, record["method_tag"], model_cfg.name,
-                                   lr, seed)
-    results.write(directory, record)
-    main, split = cfg.task.main_metric, cfg.task.report
-    print(f"transfer {record['method_tag']} -> {cfg.task.name} (lr {lr:g}, seed {seed}), {split} {main}: "
+    # the one writer: the directory's lock, its fingerprint check (another recipe's record: run.force=true)
+    RunDir.of(spec.run.root, "transfer", spec.task.name, record.method_tag, model_spec.name, lr, seed).write(
+        record, force=bool(spec.run.force))
+    main, split = spec.task.main_metric, spec.task.report
+    print(f"transfer {record.method_tag} -> {spec.task.name} (lr {lr:g}, seed {seed}), {split} {main}: "
           f"decoder-only {decoder.best[split][main]:.4f}, full {full.best[split][main]:.4f}")
-    return record
+    return record.to_json()
 
 
 @register("transfer")
-def transfer_runs(cfg: DictConfig) -> list[dict]:
-    plan = sources(cfg)
-    models = {record["model"] if record else cfg.model.name for _, record in plan}
-    rates = {model: secondary_lr(cfg, model) for model in sorted(models)}  # every input checked before training
-    return [transfer_one(cfg, source, *rates[record["model"] if record else cfg.model.name])
+def transfer_runs(spec: RunSpec) -> list[dict]:
+    plan = sources(spec.study)
+    models = {record["model"] if record else spec.model.name for _, record in plan}
+    rates = {model: secondary_lr(spec, model) for model in sorted(models)}  # every input checked before training
+    return [transfer_one(spec, source, *rates[record["model"] if record else spec.model.name])
             for source, record in plan]

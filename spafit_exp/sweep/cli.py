@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from spafit_exp import CONF_DIR
-from spafit_exp.core import results
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.core.run_states import RELAUNCH, STATES, RunState, classify, run_dirs
+from spafit_exp.core.record import CorruptRecord, Record
+from spafit_exp.core.run_dir import RELAUNCH, STATES, RunDir, RunState, run_dirs
 from spafit_exp.sweep import estimates
 from spafit_exp.sweep import overview as sweep_report
 from spafit_exp.sweep.plan import MULTIRUN_FLAGS, Plan, expand
@@ -33,27 +33,21 @@ from spafit_exp.sweep.plan import MULTIRUN_FLAGS, Plan, expand
 
 def plan_states(plan: Plan) -> list[RunState]:
     """Each job's state; a job with run.force=true replaces whatever its directory holds, so it is still to do."""
-    states = []
-    for job in plan.jobs:
-        state = classify(job.run_dir, job.recipe)
-        if job.force and state.state in ("completed", "refused"):
-            state = RunState(job.run_dir, "todo", state.record, "run.force=true replaces it")
-        states.append(state)
-    return states
+    return [RunDir(job.run_dir).state(job.recipe, force=job.force) for job in plan.jobs]
 
 
-def records_under(root: Path, known: list[RunState] = ()) -> list[dict]:
+def records_under(root: Path, known: list[RunState] = ()) -> list[Record]:
     """Readable records under `root` (throughput evidence for estimates), reusing the ones already read."""
-    seen = {s.directory.resolve(): s.record for s in known if s.record}
+    seen = {s.directory.resolve(): s.record for s in known if s.record is not None}
     found = []
-    for directory in run_dirs(root) if root.is_dir() else []:
-        record = seen.get(directory.resolve())
+    for run_dir in run_dirs(root) if root.is_dir() else []:
+        record = seen.get(run_dir.path.resolve())
         if record is None:
             try:
-                record = results.read(directory)
-            except results.CorruptRecord:
+                record = run_dir.record()
+            except CorruptRecord:
                 record = None
-        if record:
+        if record is not None:
             found.append(record)
     return found
 
@@ -82,9 +76,9 @@ def status_report(plan: Plan | None, folder: Path, tflops: float) -> tuple[str, 
     if plan is not None:
         states = plan_states(plan)
         planned = {s.directory.resolve() for s in states}
-        outside = [d for d in (run_dirs(folder) if folder.is_dir() else []) if d.resolve() not in planned]
+        outside = [d for d in (run_dirs(folder) if folder.is_dir() else []) if d.path.resolve() not in planned]
     else:
-        states, outside = [classify(d) for d in (run_dirs(folder) if folder.is_dir() else [])], []
+        states, outside = [d.state() for d in (run_dirs(folder) if folder.is_dir() else [])], []
     records = records_under(folder, states)
     lines = [f"status: {folder}/ — from records and locks only", f"runs={len(states)}",
              sweep_report.counts(states, todo_known=plan is not None)]
@@ -110,7 +104,7 @@ def _overview(root: Path) -> str:
     """One line per experiment folder under run.root (no sweep given: todo unknown)."""
     lines = [f"status: {root}/ — from records and locks only ({', '.join(STATES[:-1])})"]
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []:
-        states = [classify(d) for d in run_dirs(folder)]
+        states = [d.state() for d in run_dirs(folder)]
         if states:
             lines.append(f"{folder.name:>20}  runs={len(states)} {sweep_report.counts(states, todo_known=False)}")
     return "\n".join(lines) if len(lines) > 1 else f"no run directories under {root}/"

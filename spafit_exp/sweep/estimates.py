@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spafit_exp.core.record import Record
+
 # Training rows (the datasets' published train splits; TREC-6 trains on 90% of its file) and approximate mean
 # tokens per row (BERT/RoBERTa subwords with special tokens, pairs together, at max length 128): the fallback when
 # no finished run of the task says better.
@@ -42,23 +44,23 @@ def _median(values) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def measure(records: list[dict]) -> tuple[dict[tuple[str, str], Measured], dict[tuple[str, int | None], tuple]]:
+def measure(records: list[Record]) -> tuple[dict[tuple[str, str], Measured], dict[tuple[str, int | None], tuple]]:
     """(model, method tag) -> Measured; (task, max_train_samples) -> (train rows, tokens per row) — from
     completed records."""
-    by_pair: dict[tuple[str, str], list[dict]] = {}
+    by_pair: dict[tuple[str, str], list[Record]] = {}
     tasks: dict[tuple[str, int | None], list[tuple[float, float | None]]] = {}
     for record in records:
-        if record.get("status") != "completed":
+        if not record.completed:
             continue
-        by_pair.setdefault((record.get("model"), record.get("method_tag")), []).append(record)
-        train, data = record.get("train") or {}, record.get("data") or {}
-        limit = ((record.get("config") or {}).get("trainer") or {}).get("max_train_samples")
+        by_pair.setdefault((record.model, record.method_tag), []).append(record)
+        train, data = record.section("train"), record.section("data")
+        limit = (record.section("config").get("trainer") or {}).get("max_train_samples")
         per_row = train["tokens"] / train["samples"] if train.get("tokens") and train.get("samples") else None
         if data.get("train_rows"):
-            tasks.setdefault((record.get("task"), limit), []).append((data["train_rows"], per_row))
+            tasks.setdefault((record.task, limit), []).append((data["train_rows"], per_row))
     pairs = {}
     for pair, done in by_pair.items():
-        timing = [r.get("timing") or {} for r in done]
+        timing = [r.section("timing") for r in done]
         overhead = _median([t.get("wall_s", 0) - t.get("train_s", 0) for t in timing if "train_s" in t]) or 0.0
         pairs[pair] = Measured(len(done), _median(t.get("train_tokens_per_s") for t in timing),
                                _median(t.get("train_samples_per_s") for t in timing), overhead)

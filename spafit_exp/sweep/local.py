@@ -10,7 +10,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from spafit_exp.core.run_states import RunState, classify
+from spafit_exp.core.record import Record
+from spafit_exp.core.run_dir import RunDir, RunState
 from spafit_exp.run import packing
 from spafit_exp.sweep.cli import plan_states
 from spafit_exp.sweep.plan import Plan, expand
@@ -53,16 +54,18 @@ def describe(sweep: LocalSweep) -> str:
             f"thread{'s' if sweep.threads > 1 else ''} each ({packing.cores()} CPUs)")
 
 
-def _score(record: dict) -> str:
-    main = record.get("main_metric")
-    score = ((record.get("metrics") or {}).get("best") or {}).get("dev", {}).get(main)
-    return f"{main}={score:.4f}" if isinstance(score, float) else ""
+def _score(record: Record | None) -> str:
+    if record is None:
+        return ""
+    score = record.scores("dev").get(record.main_metric)
+    return f"{record.main_metric}={score:.4f}" if isinstance(score, float) else ""
 
 
-def _seconds(record: dict) -> float:
+def _seconds(record: Record | None) -> float:
     """This session's wall time (a resumed run's record adds up its earlier sessions)."""
-    timing = record.get("timing") or {}
-    return float(timing.get("wall_s", 0.0)) - float(timing.get("earlier_sessions_s", 0.0))
+    if record is None:
+        return 0.0
+    return (record.seconds("wall_s") or 0.0) - (record.seconds("earlier_sessions_s") or 0.0)
 
 
 def outcome(before: RunState, recipe: str | None) -> tuple:
@@ -75,9 +78,9 @@ def outcome(before: RunState, recipe: str | None) -> tuple:
         return directory, "skipped", 0.0, "run by another process"
     if before.state == "refused":
         return directory, "refused", 0.0, "different recipe"
-    after = classify(Path(directory), recipe)
+    after = RunDir(Path(directory)).state(recipe)
     if after.state == "completed":
-        return directory, "completed", _seconds(after.record), _score(after.record), after.record.get("timing")
+        return directory, "completed", _seconds(after.record), _score(after.record), after.record.timing
     if after.state == "running":
         return directory, "skipped", 0.0, "run by another process"
     if after.state == "refused":

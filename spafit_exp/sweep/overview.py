@@ -1,6 +1,6 @@
 """The text `sweep plan` and `sweep status` print: counts by state (overall and per task × method), failed runs
 grouped by error, running runs and their lock's owner, the slowest runs, compute estimates, launch commands and
-what the runs read (weights, data files). Everything comes from run states (run_states.py), records and configs;
+what the runs read (weights, data files). Everything comes from run states (core/run_dir.py), records and configs;
 nothing is run or loaded."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from spafit_exp.core.run_states import RELAUNCH, STATES, RunState
+from spafit_exp.core.record import Record
+from spafit_exp.core.run_dir import RELAUNCH, STATES, RunState
+from spafit_exp.core.spec import DataSpec, TaskSpec, build
 from spafit_exp.inputs.readers import task_file
 from spafit_exp.run.config import compose
 from spafit_exp.sweep import estimates
@@ -40,7 +42,7 @@ def per_task_method(plan: Plan, states: list[RunState]) -> str:
     return table[table.runs > 0].to_string()
 
 
-def estimate(plan: Plan, states: list[RunState], records: list[dict], tflops: float,
+def estimate(plan: Plan, states: list[RunState], records: list[Record], tflops: float,
              running: bool = False) -> tuple[float, str]:
     """Compute time of the runs a relaunch would run (with `running`: and of the running ones, in full), with the
     basis of the estimate."""
@@ -106,7 +108,7 @@ def failed_by_error(states: list[RunState]) -> list[str]:
         groups.setdefault(error_kind(s.detail), []).append(s)
     lines = [f"failed runs by error ({len(failed)}):"]
     for kind, runs in sorted(groups.items(), key=lambda item: -len(item[1])):
-        steps = sorted({r.record.get("failed_step") for r in runs if r.record.get("failed_step") is not None})
+        steps = sorted({r.record.failed_step for r in runs if r.record and r.record.failed_step is not None})
         where = f" (steps {', '.join(map(str, steps[:SHOWN]))})" if steps else ""
         lines.append(f"  {len(runs):5d}  {kind}{where}")
         lines += [f"         {r.directory}" for r in runs[:2]]
@@ -114,16 +116,17 @@ def failed_by_error(states: list[RunState]) -> list[str]:
 
 
 def slowest(states: list[RunState]) -> list[str]:
-    done = [s for s in states if s.state == "completed" and (s.record.get("timing") or {}).get("wall_s")]
+    done = [s for s in states if s.state == "completed" and s.record.seconds("wall_s")]
     if not done:
         return []
-    done.sort(key=lambda s: -s.record["timing"]["wall_s"])
+    done.sort(key=lambda s: -s.record.seconds("wall_s"))
     lines = ["slowest completed runs:"]
     for s in done[:SHOWN]:
-        timing, memory = s.record["timing"], s.record.get("memory") or {}
-        speed = f"{timing['train_samples_per_s']:.1f} samples/s" if timing.get("train_samples_per_s") else ""
+        record, memory = s.record, s.record.section("memory")
+        per_s = record.seconds("train_samples_per_s")
+        speed = f"{per_s:.1f} samples/s" if per_s else ""
         peak = f"peak {memory['peak_bytes'] / 2**30:.2f} GiB" if memory.get("peak_bytes") else ""
-        lines.append(f"  {timing['wall_s']:9.1f}s  {speed:>18}  {peak:>15}  {s.directory}")
+        lines.append(f"  {record.seconds('wall_s'):9.1f}s  {speed:>18}  {peak:>15}  {s.directory}")
     return lines
 
 
@@ -131,7 +134,7 @@ def progress(states: list[RunState], remaining_s: float, basis: str, now: float 
     """Finished compute so far, the estimate for the rest, and the recent completion rate of a running sweep."""
     now = time.time() if now is None else now
     done = [s for s in states if s.state == "completed"]
-    spent = sum(float((s.record.get("timing") or {}).get("wall_s") or 0) for s in done)
+    spent = sum(s.record.seconds("wall_s") or 0.0 for s in done)
     left = sum(s.state in RELAUNCH or s.state == "running" for s in states)
     lines = [f"finished: {plural(len(done), 'run')}, {estimates.hours(spent)} of compute; "
              f"remaining: {plural(left, 'run')}, about {estimates.hours(remaining_s)} of compute ({basis or 'nothing left'})"]
@@ -159,7 +162,8 @@ def needs(plan: Plan) -> list[str]:
         if cfg.data.source == "hub":
             data.append(f"  {task}: hub:{cfg.task.hub.path}/{cfg.task.hub.name}")
             continue
-        paths = [task_file(cfg, split) for split in cfg.task.files
+        data_spec, task_spec = build(DataSpec, cfg.data, "data"), build(TaskSpec, cfg.task, "task")
+        paths = [task_file(data_spec, task_spec, split) for split in cfg.task.files
                  if not split.startswith("test") or cfg.task.report == "test"]
         missing = [str(p) for p in paths if not p.is_file()]
         data.append(f"  {task}: " + ("local files present" if not missing else

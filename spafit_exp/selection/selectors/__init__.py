@@ -8,15 +8,17 @@ Adding a selector = a module in this package with `@register(name, options=...)`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.core.registry import Registry, discover, typed_options
+from spafit_exp.core.spec import RunSpec
 from spafit_exp.inputs.data import stage_seed as shared_stage_seed
 from spafit_exp.ops.masking import FlatParams, check_size_options
 
@@ -45,10 +47,11 @@ class Picked:
 
 @dataclass
 class Context:
-    """What a selector may use: the run config, its typed options, the model (pre-tuned head loaded), the
-    candidates, the target size and the pre-tuned decoder's cache key (statistics depend on the head)."""
+    """What a selector may use: the run's spec (the data and model its statistics read, the seeds and cache keys),
+    its own typed options, the model (pre-tuned head loaded), the candidates, the target size and the pre-tuned
+    decoder's cache key (statistics depend on the head)."""
 
-    cfg: DictConfig
+    spec: RunSpec
     options: Any
     model: nn.Module
     flat: FlatParams
@@ -60,7 +63,7 @@ class Context:
         """The seed a selector's own computations draw from and are cached under (data.py `stage_seed`): shared by
         the repetitions when the head is the shared pre-tuned decoder; the run's own when no decoder was pre-tuned,
         since the head is then the run seed's initialisation."""
-        return shared_stage_seed(self.cfg) if self.decoder_key != "none" else int(self.cfg.trainer.seed)
+        return shared_stage_seed(self.spec) if self.decoder_key != "none" else int(self.spec.trainer.seed)
 
     @property
     def decoder_id(self) -> str:
@@ -88,14 +91,15 @@ def register(name: str, options: type = SelectorOptions, validate: Callable[[Any
     return decorate
 
 
-def selector_options(selector_cfg) -> Any:
-    return typed_options(SELECTORS.get(selector_cfg.name).options, selector_cfg, "selector")
+def selector_options(node: Mapping[str, Any]) -> Any:
+    """The selector's config node (`selector.*`) as its typed options (ConfigError naming the key on a bad one):
+    parsed once, when the run's spec is resolved (run/spec.py)."""
+    return typed_options(SELECTORS.get(node["name"]).options, node, "selector")
 
 
-def validate_selector(selector_cfg) -> None:
-    """Typed options, sizes, then the selector's own checks; before any weights load."""
-    spec = SELECTORS.get(selector_cfg.name)
-    options = typed_options(spec.options, selector_cfg, "selector")
+def validate_selector(options: SelectorOptions) -> None:
+    """Sizes, then the selector's own checks on its typed options; before any weights load."""
+    spec = SELECTORS.get(options.name)
     check_size_options(options.k, options.fraction, "selector")
     if spec.validate is not None:
         spec.validate(options)

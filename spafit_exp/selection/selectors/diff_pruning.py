@@ -23,11 +23,12 @@ from dataclasses import dataclass, replace
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 from tqdm.auto import tqdm
 
 from spafit_exp.core.errors import ConfigError
 from spafit_exp.core.results import replace_atomically
+from spafit_exp.core.spec import plain
 from spafit_exp.core.stored import read_cache
 from spafit_exp.engine.loop import train
 from spafit_exp.inputs.data import cache_root, load_task_data, run_key
@@ -102,22 +103,21 @@ def _check(s: DiffPruningOptions) -> None:
 
 def pruning_finetune(ctx: Context) -> dict:
     """{'delta': flat theta - theta0 of the candidates, 'head': tuned head tensors}, cached."""
-    cfg, s = ctx.cfg, ctx.options
+    spec, s = ctx.spec, ctx.options
     seed = ctx.stage_seed  # not the run's under shared stages: one fine-tune for every repetition
     # the fine-tune keeps its last state, so the run's evaluation schedule and early stopping do not apply to it
-    recipe = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
+    recipe = {k: v for k, v in plain(spec.trainer).items()
               if k not in ("eval_every", "early_stopping_patience")} | {"lr": float(s.prune_lr), "seed": seed}
     schedule = [s.prune_schedule] + ([float(s.prune_end), ctx.k] if s.prune_schedule == "gradual" else [])
-    key = run_key(cfg, "diff_pruning", float(s.l1), recipe, ctx.flat.names, schedule, ctx.decoder_id, seed=seed)
-    path = cache_root(cfg) / "stats" / f"{cfg.task.name}-diffprune-{key}.pt"
+    key = run_key(spec, "diff_pruning", float(s.l1), recipe, ctx.flat.names, schedule, ctx.decoder_id, seed=seed)
+    path = cache_root(spec.data) / "stats" / f"{spec.task.name}-diffprune-{key}.pt"
     cached = read_cache(path, valid=lambda v: isinstance(v, dict) and isinstance(v.get("head"), dict)
                         and torch.is_tensor(v.get("delta")) and v["delta"].numel() == ctx.flat.n, what="statistics")
     if cached is not None:
         return cached
-    tuned = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    tuned.trainer.update(checkpoint_every=0, lr=float(s.prune_lr), seed=seed, eval_every=None,
-                         early_stopping_patience=None)
-    phase = tqdm(total=1, desc=f"diff-pruning fine-tune ({cfg.task.name}, l1={float(s.l1):g})",
+    tuned = replace(spec, trainer=replace(spec.trainer, checkpoint_every=0, lr=float(s.prune_lr), seed=seed,
+                                          eval_every=None, early_stopping_patience=None))
+    phase = tqdm(total=1, desc=f"diff-pruning fine-tune ({spec.task.name}, l1={float(s.l1):g})",
                  bar_format="{desc}", leave=False)  # a label over the loop's own epoch bars
     with phase, restored(ctx.model) as model:  # back to theta0 afterwards: the subset method decides what to keep
         theta0 = [p.detach().clone() for p in ctx.flat.params]
@@ -126,7 +126,7 @@ def pruning_finetune(ctx: Context) -> dict:
         prepared = full_ft_l1(model, options)
         if s.prune_schedule == "gradual":
             prepared = _pruned_while_training(prepared, ctx, theta0)
-        data = load_task_data(tuned, build_tokenizer(cfg.model))
+        data = load_task_data(tuned, build_tokenizer(spec.model))
         set_seed(seed)  # its dropout: the same fine-tune whichever run computes it
         outcome = train(tuned, prepared, data, Accelerator())
         saved = {"delta": torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(ctx.flat.params, theta0)]),

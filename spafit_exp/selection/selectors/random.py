@@ -8,5 +8,5 @@ from spafit_exp.selection.selectors import Context, Picked, register
 
 @register("random")
 def random_subset(ctx: Context) -> Picked:
-    generator = torch.Generator().manual_seed(int(ctx.cfg.trainer.seed))
+    generator = torch.Generator().manual_seed(int(ctx.spec.trainer.seed))
     return Picked(uniform_indices(ctx.flat.n, ctx.k, generator))

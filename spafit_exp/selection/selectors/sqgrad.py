@@ -55,9 +55,9 @@ class CombinedOptions(DownstreamOptions):
 
 
 def _cached(ctx: Context, kind: str, extra, compute) -> torch.Tensor:
-    cfg = ctx.cfg
-    key = run_key(cfg, kind, STATS_VERSION, extra, seed=ctx.stage_seed)
-    path = cache_root(cfg) / "stats" / f"{cfg.task.name}-{kind}-{key}.pt"
+    spec = ctx.spec
+    key = run_key(spec, kind, STATS_VERSION, extra, seed=ctx.stage_seed)
+    path = cache_root(spec.data) / "stats" / f"{spec.task.name}-{kind}-{key}.pt"
     cached = read_cache(path, valid=lambda v: torch.is_tensor(v) and v.numel() == ctx.flat.n, what="statistics")
     if cached is not None:
         return cached
@@ -74,13 +74,13 @@ def mean_sq_grad(model, flat, rows: list[dict], collate, chunk: int, desc: str) 
 
 
 def downstream_stats(ctx: Context) -> torch.Tensor:
-    s, cfg = ctx.options, ctx.cfg
+    s, spec = ctx.options, ctx.spec
 
     def compute():
-        data = load_task_data(cfg, build_tokenizer(cfg.model))
+        data = load_task_data(spec, build_tokenizer(spec.model))
         rows = data.train[: s.stat_samples] if s.stat_samples else data.train
         return mean_sq_grad(ctx.model, ctx.flat, rows, data.collate, s.stat_batch_size,
-                            f"downstream sq-grad ({cfg.task.name})")
+                            f"downstream sq-grad ({spec.task.name})")
 
     return _cached(ctx, "downstream", [ctx.decoder_id, s.stat_samples, ctx.flat.names], compute)
 
@@ -88,13 +88,13 @@ def downstream_stats(ctx: Context) -> torch.Tensor:
 def pretrain_stats(ctx: Context) -> torch.Tensor:
     """F_pretr over those of the first `pretrain_samples` paragraphs that have a masked token: a paragraph without
     one has no MLM loss (its single-example loss is 0/0), so it is not a sample of eq. 2."""
-    s, cfg = ctx.options, ctx.cfg
+    s, spec = ctx.options, ctx.spec
 
     def compute():
-        mlm = mlm_model_like(cfg.model, ctx.model, ctx.stage_seed)
-        tokenizer = build_tokenizer(cfg.model)
+        mlm = mlm_model_like(spec.model, ctx.model, ctx.stage_seed)
+        tokenizer = build_tokenizer(spec.model)
         texts = wikitext_paragraphs(s.wikitext)[: s.pretrain_samples]
-        rows = [r for r in mlm_examples(texts, tokenizer, cfg.trainer.max_len, ctx.stage_seed)
+        rows = [r for r in mlm_examples(texts, tokenizer, spec.trainer.max_len, ctx.stage_seed)
                 if any(label != -100 for label in r["labels"])]
         return mean_sq_grad(mlm, ctx.flat, rows, PadCollator(tokenizer.pad_token_id or 0), s.stat_batch_size,
                             f"pretrain sq-grad (WikiText, {len(rows)} paragraphs)")
