@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,6 +33,7 @@ from spafit_exp.core.record import RESULTS, CorruptRecord, Record, read
 from spafit_exp.core.results import write_json_atomic
 from spafit_exp.core.run_files import LOCK, WriteFailed, acquire_lock, lock_is_held, lock_owner, release_lock
 from spafit_exp.core.safe_paths import check_component, is_within
+from spafit_exp.core.stored import set_aside
 
 RESUME_FILE = "resume.pt"  # the loop's resume checkpoint (engine/resume.py); named here for readers without torch
 # <run.root>/<experiment>/<task>/<method tag>/<model>/lr=<lr>/seed=<seed>: conf/config.yaml's run.dir and Hydra's
@@ -132,12 +132,7 @@ class RunDir:
         path = self.path / RESULTS
         if not os.path.lexists(path):  # a FIFO or a link planted as the record is moved aside too (never followed)
             return None
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target, n = path.with_name(f"results.{why}-{stamp}.json"), 1
-        while target.exists():
-            target, n = path.with_name(f"results.{why}-{stamp}-{n}.json"), n + 1
-        os.replace(path, target)
-        return target
+        return set_aside(path, why)
 
     def earlier_sessions_s(self) -> float:
         """Wall time already spent on a run being resumed (its interrupted or failed record's total)."""
