@@ -31,9 +31,8 @@ from spafit_exp.core import fingerprint
 from spafit_exp.core.errors import ConfigError, RecipeMismatch
 from spafit_exp.core.record import RESULTS, CorruptRecord, Record, read
 from spafit_exp.core.results import write_json_atomic
-from spafit_exp.core.run_files import LOCK, WriteFailed, acquire_lock, lock_is_held, lock_owner, release_lock
+from spafit_exp.core.run_files import LOCK, WriteFailed, acquire_lock, lock_is_held, lock_owner, release_lock, set_aside
 from spafit_exp.core.safe_paths import check_component, is_within
-from spafit_exp.core.stored import set_aside
 
 RESUME_FILE = "resume.pt"  # the loop's resume checkpoint (engine/resume.py); named here for readers without torch
 # <run.root>/<experiment>/<task>/<method tag>/<model>/lr=<lr>/seed=<seed>: conf/config.yaml's run.dir and Hydra's

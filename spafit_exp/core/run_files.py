@@ -170,3 +170,14 @@ def release_lock(handle) -> None:
     if handle is not None:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def set_aside(path: Path, why: str = "corrupt") -> Path:
+    """Move `path` to <stem>.<why>-<UTC time><suffix> beside it (kept, never deleted); returns the new path."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, n = path.with_name(f"{path.stem}.{why}-{stamp}{path.suffix}"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.stem}.{why}-{stamp}-{n}{path.suffix}"), n + 1
+    os.replace(path, target)
+    return target

@@ -52,17 +52,6 @@ def read_cache(path: Path, load: Callable = load_tensors, valid: Callable[[objec
         return None
 
 
-def set_aside(path: Path, why: str = "corrupt") -> Path:
-    """Move `path` to <stem>.<why>-<UTC time><suffix> beside it (kept, never deleted); returns the new path."""
-    path = Path(path)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target, n = path.with_name(f"{path.stem}.{why}-{stamp}{path.suffix}"), 1
-    while target.exists():
-        target, n = path.with_name(f"{path.stem}.{why}-{stamp}-{n}{path.suffix}"), n + 1
-    os.replace(path, target)
-    return target
-
-
 def drop_temps(folder: Path, name: str | None = None, exclusive: bool = False) -> list[Path]:
     """Remove the temp files killed writers left in `folder` (of file `name` only, if given). `exclusive`: the
     caller owns the folder (a run directory, its lock held), so no other process writes there and every temp but

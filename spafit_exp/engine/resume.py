@@ -18,7 +18,8 @@ from accelerate.utils import gather_object
 from spafit_exp.core.errors import RecipeMismatch
 from spafit_exp.core.results import replace_atomically
 from spafit_exp.core.run_dir import RESUME_FILE  # noqa: F401 - the loop's name for it (app reads it here)
-from spafit_exp.core.stored import drop_temps, load_tensors, reason, set_aside
+from spafit_exp.core.run_files import set_aside
+from spafit_exp.core.stored import drop_temps, load_tensors, reason
 
 _KEYS = ("trainable", "optimizer", "scheduler", "result", "position", "running", "rng")
 
