@@ -76,17 +76,17 @@ def random_batch(vocab: int, batch: int, seq: int, device: torch.device) -> dict
 
 def bench_method(name: str, overrides: list[str], args, device: torch.device, peak_of) -> list[dict]:
     """The method's rows: fp32 and bf16, each padded and unpadded, on one model and optimizer."""
-    cfg, prepared, optimizer = prepare(overrides, device)
+    cfg, method, optimizer = prepare(overrides, device)
     batch = random_batch(cfg.model.arch.vocab_size, args.batch, args.seq, device)
-    flops = train_flops(prepared.model, batch)
-    trainable, _ = count_params(prepared.model)
+    flops = train_flops(method.model, batch)
+    trainable, _ = count_params(method.model)
     rows = []
     for precision in ("fp32", "bf16"):
         for padded in (True, False):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            with unpad.applied(prepared.model, not padded):
-                times = step_times(prepared, optimizer, batch, argparse.Namespace(**vars(args), precision=precision),
+            with unpad.applied(method.model, not padded):
+                times = step_times(method, optimizer, batch, argparse.Namespace(**vars(args), precision=precision),
                                    device)
             step = statistics.median(times)
             peak = peak_of(precision)
@@ -97,7 +97,7 @@ def bench_method(name: str, overrides: list[str], args, device: torch.device, pe
                          "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20
                          if device.type == "cuda" else None})
             print(f"{name:12s} {precision} {rows[-1]['padding']:8s} step {step * 1000:9.2f} ms", flush=True)
-    del prepared, optimizer
+    del method, optimizer
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

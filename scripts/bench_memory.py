@@ -41,20 +41,19 @@ def measure(spec: dict) -> dict:
                    f"trainer.unpad={str(spec['unpad']).lower()}", "trainer.checkpoint_every=0"])
     run_spec = resolve(cfg)
     data = load_task_data(run_spec, build_tokenizer(run_spec.model))
-    prepared = prepare(run_spec)
+    method = prepare(run_spec)
     process, samples, steps = psutil.Process(), [], [0]
-    inner = prepared.before_step
+    inner = method.before_step
 
     def sample_rss():  # the method's own hook still runs; RSS read every `every` steps
-        if inner is not None:
-            inner()
+        inner()
         steps[0] += 1
         if steps[0] % spec["every"] == 0:
             samples.append((steps[0], process.memory_info().rss))
 
-    prepared.before_step = sample_rss
+    method.before_step = sample_rss
     started = time.perf_counter()
-    outcome = train(run_spec, prepared, data, Accelerator())
+    outcome = train(run_spec, method, data, Accelerator())
     return {**spec, "steps": outcome.steps, "train_s": outcome.train_seconds, "wall_s": time.perf_counter() - started,
             "samples_per_s": outcome.train_samples / outcome.train_seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

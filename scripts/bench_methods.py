@@ -20,7 +20,6 @@ from scripts.machine import describe, peaks  # noqa: E402
 from spafit_exp.core.results import write_bench  # noqa: E402
 from spafit_exp.inputs.modeling import build_model  # noqa: E402
 from spafit_exp.methods import apply_method  # noqa: E402
-from spafit_exp.ops.optim import make_optimizer  # noqa: E402
 from spafit_exp.ops.params import count_params  # noqa: E402
 from spafit_exp.run.config import compose  # noqa: E402
 from spafit_exp.run.spec import resolve  # noqa: E402
@@ -40,16 +39,16 @@ def prepare(overrides: list[str], device: torch.device):
     torch.manual_seed(0)
     with device:
         spec = resolve(cfg)
-        prepared = apply_method(build_model(spec.model, spec.task), spec.method)
-    prepared.model.to(device).train()
-    return cfg, prepared, (prepared.make_optimizer or make_optimizer)(prepared.model, TRAINER)
+        method = apply_method(build_model(spec.model, spec.task), spec.method)
+    method.model.to(device).train()
+    return cfg, method, method.make_optimizer(TRAINER)
 
 
-def step_times(prepared, optimizer, batch: dict, args, device: torch.device) -> list[float]:
+def step_times(method, optimizer, batch: dict, args, device: torch.device) -> list[float]:
     """Seconds of each of `args.steps` training steps (forward, backward, clipping, the method's hook, AdamW) after
     `args.warmup` untimed ones, under bf16 autocast when `args.precision` is bf16; the device is synchronised
     around each step."""
-    model = prepared.model
+    model = method.model
     trainable = [p for p in model.parameters() if p.requires_grad]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     times = []
@@ -61,8 +60,7 @@ def step_times(prepared, optimizer, batch: dict, args, device: torch.device) -> 
             loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        if prepared.before_step is not None:
-            prepared.before_step()
+        method.before_step()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -73,13 +71,13 @@ def step_times(prepared, optimizer, batch: dict, args, device: torch.device) -> 
 
 
 def time_method(model_name: str, method: str, args, device: torch.device) -> dict:
-    cfg, prepared, optimizer = prepare([f"model={model_name}", f"method={method}"], device)
+    cfg, applied, optimizer = prepare([f"model={model_name}", f"method={method}"], device)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, cfg.model.arch.vocab_size, (args.batch, args.seq), generator=g).to(device)
     labels = torch.randint(0, 2, (args.batch,), generator=g).to(device)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    times = step_times(prepared, optimizer, batch, args, device)
-    trainable_n, total_n = count_params(prepared.model)
+    times = step_times(applied, optimizer, batch, args, device)
+    trainable_n, total_n = count_params(applied.model)
     return {"model": model_name, "method": method, "tag": cfg.method.tag, "trainable": trainable_n, "total": total_n,
             "step_s_median": statistics.median(times), "step_s_all": times}
 

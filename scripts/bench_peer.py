@@ -70,26 +70,25 @@ def ours(spec: dict) -> dict:
     run_spec = resolve(cfg)
     set_seed(cfg.trainer.seed)
     data = load_task_data(run_spec, build_tokenizer(run_spec.model))
-    prepared = build_prepared(run_spec)
+    method = build_prepared(run_spec)
     accelerator = Accelerator(mixed_precision={"fp32": "no", "bf16": "bf16"}[spec["precision"]])
     start = time.perf_counter()
-    result = train(run_spec, prepared, data, accelerator)
+    result = train(run_spec, method, data, accelerator)
     wall = time.perf_counter() - start
     tokens = sum(len(row["input_ids"]) for row in data.train)  # real tokens of the one epoch
-    flops = {"flops_per_token": _flops_per_token(cfg, prepared, data)} if spec.get("count_flops") else {}
+    flops = {"flops_per_token": _flops_per_token(cfg, method, data)} if spec.get("count_flops") else {}
     return {"examples_per_s": result.train_samples / result.train_seconds, **_percentiles(result.step_seconds),
             "tokens_per_s": tokens / result.train_seconds, **flops,
             "final_loss": result.losses[-1][1], "dev": result.best["dev"], "train_s": result.train_seconds,
             "wall_s": wall, "steps": result.steps, "optimizer_state_bytes": result.optimizer_state_bytes,
-            "trainable": prepared.info.get("trainable", sum(p.numel() for p in prepared.model.parameters()
-                                                            if p.requires_grad))}
+            "trainable": method.counts().trainable}
 
 
-def _flops_per_token(cfg, prepared, data) -> float:
+def _flops_per_token(cfg, method, data) -> float:
     """Model FLOPs of one training forward + backward per real token (torch's FlopCounterMode on a batch of the
     run's rows, the run's unpadded path with exact sizes: bucket filler rows are not model work)."""
     batch = data.collate(data.train[: cfg.trainer.batch_size])
-    return train_flops(prepared.model, batch, cfg.trainer.unpad) / int(batch["attention_mask"].sum())
+    return train_flops(method.model, batch, cfg.trainer.unpad) / int(batch["attention_mask"].sum())
 
 
 def train_flops(model, batch: dict, unpadded: bool = True) -> int:

@@ -216,7 +216,7 @@ def export(run_dir: Path, out: Path) -> dict:
     from spafit_exp.inputs.heads import head_of
     from spafit_exp.inputs.modeling import build_tokenizer
 
-    prepared = load_model(run_dir, cfg)
+    method = load_model(run_dir, cfg)
     tokenizer = build_tokenizer(model_spec(cfg))
     tokenizer.model_max_length = int(cfg.trainer.max_len)  # truncation=True cuts where the run's inputs were cut
     tmp = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -225,8 +225,8 @@ def export(run_dir: Path, out: Path) -> dict:
     try:
         adapter = cfg.method.name == "lora"
         if adapter:
-            save_adapter(prepared.model, cfg, tmp / ADAPTER_DIR)
-        standard_model(prepared.model, cfg).save_pretrained(str(tmp))
+            save_adapter(method.model, cfg, tmp / ADAPTER_DIR)
+        standard_model(method.model, cfg).save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         best = record["metrics"]["best"]
         facts = {"run_dir": str(Path(run_dir).resolve()), "fingerprint": (record.get("fingerprint") or {}).get("hash"),

@@ -31,8 +31,7 @@ def train_steps(prepared, steps: int = 3, lr: float = 1e-2, seed: int = 0) -> No
         labels = torch.randint(0, 2, (4,), generator=g)
         loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
         loss.backward()
-        if prepared.before_step is not None:
-            prepared.before_step()
+        prepared.before_step()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -239,3 +239,32 @@ def test_config_parameter_check_fails_on_a_violation(tmp_path):
                                           "spafit_exp.engine.loop:1 train(cfg)"]
     finally:
         PACKAGE = saved
+
+
+def kernels_raising_config_errors(package: Path = PACKAGE) -> list[str]:
+    """ops/ modules that import the config error. A kernel reports a bad argument as ValueError; the caller that
+    read it from the config names the key (e.g. methods/subnetwork.py, engine/loop.py's `unpadded`)."""
+    return sorted(m for m, targets in import_graph(package).items()
+                  if m.startswith("spafit_exp.ops.") and "spafit_exp.core.errors" in targets)
+
+
+def test_ops_kernels_raise_value_errors_not_config_errors():
+    assert kernels_raising_config_errors() == []
+
+
+def test_kernel_check_fails_on_a_violation(tmp_path):
+    pkg = tmp_path / "spafit_exp"
+    for layer in ("core", "ops", "methods"):
+        (pkg / layer).mkdir(parents=True)
+        (pkg / layer / "__init__.py").write_text("")
+    (pkg / "core" / "errors.py").write_text("class ConfigError(ValueError):\n    pass\n")
+    (pkg / "ops" / "masking.py").write_text("from spafit_exp.core.errors import ConfigError\n")
+    (pkg / "ops" / "unpad.py").write_text("from spafit_exp.core import errors\n")
+    (pkg / "ops" / "optim.py").write_text("import torch\n")
+    (pkg / "methods" / "masked.py").write_text("from spafit_exp.core.errors import ConfigError\n")
+    global PACKAGE
+    saved, PACKAGE = PACKAGE, pkg
+    try:
+        assert kernels_raising_config_errors(pkg) == ["spafit_exp.ops.masking", "spafit_exp.ops.unpad"]
+    finally:
+        PACKAGE = saved

@@ -76,6 +76,10 @@ BAD = [
     (["method=spafit_8_12_ii"], "method.n1=8 method.n2=12"),
     (["method=lora", "method.lora_type=III"], "method.lora_type=III"),
     (["method=lora", "method.r=0"], "method.r=0"),
+    (["method=stoc_tuning", "method.candidates=decoder"], "method.candidates=decoder"),
+    (["method=subset", "method.candidates=decoder"], "method.candidates=decoder"),
+    (["method=stoc_tuning", "method.k=0"], "method.k=0"),
+    (["method=subset", "selector=random", "selector.fraction=1.5"], "selector.fraction=1.5"),
     (["method.name=nope"], "method.name=nope"),
     (["model.path=/nonexistent/ckpt"], "model.path=/nonexistent/ckpt"),
 ]

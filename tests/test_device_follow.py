@@ -30,7 +30,7 @@ def test_fresh_device_generator_draws_the_seeded_sequence():
 @pytest.mark.parametrize("method", ["stoc_tuning", "random_tuning"])
 def test_per_step_sampler_makes_its_generator_where_the_weights_are_at_its_first_draw(method):
     prepared = apply_method(tiny_model("bert"), masked_cfg(method))
-    hook = prepared.before_step
+    hook = prepared
     assert hook.rng.get_state() is None  # not made while the model is still on the host
     one_step(prepared)
     assert hook.generator.device == next(prepared.model.parameters()).device
@@ -40,7 +40,7 @@ def test_per_step_sampler_makes_its_generator_where_the_weights_are_at_its_first
 def test_dps_layer_state_follows_its_moved_weight():
     prepared = dps()
     run(prepared, 2)
-    hook = prepared.before_step
+    hook = prepared
     layer = hook.layers[0]
     kept_target = layer.target is layer.pretrained
     # Module.to(cuda) moves each parameter's data in place, so the layer's weight is on the GPU afterwards; a CPU

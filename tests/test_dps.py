@@ -46,7 +46,7 @@ def run(prepared, steps, total=8, watch=None):
 
 
 def test_stages_alternate_every_update_ratio_of_the_run():
-    schedule = dps(update_ratio=0.25).before_step
+    schedule = dps(update_ratio=0.25)
     schedule.on_schedule(8)  # U = 2
     assert [schedule.stage(s) for s in range(1, 7)] == [
         (True, True), (True, False), (False, True), (False, False), (True, True), (True, False)]
@@ -54,7 +54,7 @@ def test_stages_alternate_every_update_ratio_of_the_run():
 
 def test_exploration_masks_columns_mixes_toward_pretrained_and_masks_gradients():
     prepared = dps()
-    schedule, model = prepared.before_step, prepared.model
+    schedule, model = prepared, prepared.model
     layer, module = schedule.layers[0], schedule.modules[0]
     seen = {}
 
@@ -81,7 +81,7 @@ def test_exploitation_keeps_top_mean_squared_gradient_per_layer():
     """The exploitation mask is the top (1 - p) of sum(g^2) / times kept over the exploration stage, per layer,
     computed here from W.grad (= M ⊙ dL/dW') and the masks alone. A random mask of the same size fails this."""
     prepared = dps()
-    schedule = prepared.before_step
+    schedule = prepared
     sums = [torch.zeros_like(layer.pretrained) for layer in schedule.layers]
     kept = [torch.zeros(layer.pretrained.shape[1]) for layer in schedule.layers]
     checked = []
@@ -124,7 +124,7 @@ def test_pooler_and_head_are_masked_as_in_the_reference():
     heads = {"bert": {"bert.pooler.dense", "classifier"}, "roberta": {"classifier.dense", "classifier.out_proj"}}
     for family, head in heads.items():
         prepared = dps(family=family)
-        schedule = prepared.before_step
+        schedule = prepared
         wrapped = {id(m) for m in schedule.modules}
         names = {n.split("encoder.", 1)[-1] for n, m in prepared.model.named_modules() if id(m) in wrapped}
         assert names == encoder | head, family

@@ -130,7 +130,7 @@ def test_dps_mix_masks_the_linear_head_on_the_first_token():
     method = OmegaConf.create({"name": "dps_mix", "tag": "dps", "lr": 1e-4, "drop": 0.3, "update_ratio": 0.5,
                                "decay_from": 50, "seed": 0})
     prepared = apply_method(model, method_options(method))
-    schedule = prepared.before_step
+    schedule = prepared
     layer = next(lay for m, lay in zip(schedule.modules, schedule.layers) if m is model.classifier)
     prepared.on_schedule(4)
     model.train()

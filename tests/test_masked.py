@@ -26,7 +26,7 @@ def masked_cfg(name, **kw):
 def one_step(prepared, seed=0, optimizer=None):
     """One forward/backward, the hook, one optimizer step; returns snapshots before/after and the optimizer."""
     model = prepared.model
-    optimizer = optimizer or prepared.make_optimizer(model, TRAINER)
+    optimizer = optimizer or prepared.make_optimizer(TRAINER)
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, 100, (4, 12), generator=g)
     mask = torch.ones_like(ids)
@@ -55,10 +55,10 @@ def test_masked_step_changes_exactly_k_elements(family, method):
 def test_masked_step_leaves_unselected_moments_untouched():
     prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=30))
     _, _, opt = one_step(prepared)
-    first = {p: (opt.state[p]["exp_avg"].clone(), opt.state[p]["step"].clone()) for p in prepared.before_step.flat.params}
+    first = {p: (opt.state[p]["exp_avg"].clone(), opt.state[p]["step"].clone()) for p in prepared.flat.params}
     before, after, opt = one_step(prepared, seed=1, optimizer=opt)
     selected = opt.selected
-    for p in prepared.before_step.flat.params:
+    for p in prepared.flat.params:
         m0, t0 = first[p]
         untouched = torch.ones(p.numel(), dtype=torch.bool)
         untouched[selected[p]] = False
@@ -73,20 +73,20 @@ def test_masked_grad_zeroes_unselected_gradients():
     ids = torch.randint(3, 100, (4, 12))
     model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss.backward()
     prepared.before_step()
-    nonzero = sum(int((p.grad != 0).sum()) for p in prepared.before_step.flat.params if p.grad is not None)
+    nonzero = sum(int((p.grad != 0).sum()) for p in prepared.flat.params if p.grad is not None)
     assert nonzero <= 40
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "classifier" in n)
 
 
 def test_top_tuning_picks_largest_importance():
     prepared = apply_method(tiny_model(), masked_cfg("top_tuning", k=25))
-    hook = prepared.before_step
+    hook = prepared
     model = prepared.model
-    optimizer = prepared.make_optimizer(model, TRAINER)
+    optimizer = prepared.make_optimizer(TRAINER)
     ids = torch.randint(3, 100, (4, 12))
     model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1, 0, 1])).loss.backward()
     scores = hook.importance_sq().clone()
-    hook()
+    hook.before_step()
     chosen = torch.cat([idx + start for idx, start in zip(optimizer.selected.values(), hook.flat.offsets)])
     assert set(chosen.tolist()) == set(torch.topk(scores, 25).indices.tolist())
 
@@ -95,7 +95,7 @@ def test_importance_uses_activation_means():
     """I^2 for a Linear weight equals (mean input over non-padding tokens * W * grad)^2."""
     model = tiny_model()
     prepared = apply_method(model, masked_cfg("top_tuning", k=10))
-    hook = prepared.before_step
+    hook = prepared
     ids = torch.randint(3, 100, (2, 6))
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
     captured = {}
@@ -126,18 +126,18 @@ def test_activation_means_same_unpadded_and_when_hidden_equals_length():
     scores = []
     for enabled in (False, True):
         prepared.model.zero_grad(set_to_none=True)
-        prepared.before_step.means.reset()
+        prepared.means.reset()
         with unpad.applied(prepared.model, enabled):
             prepared.model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
-        scores.append(prepared.before_step.importance_sq().clone())
+        scores.append(prepared.importance_sq().clone())
     assert scores[0].max() > 0
     torch.testing.assert_close(scores[1], scores[0], rtol=1e-4, atol=1e-14)
     pooler = prepared.model.bert.pooler.dense
-    index = prepared.before_step.flat.names.index("bert.pooler.dense.weight")
+    index = prepared.flat.names.index("bert.pooler.dense.weight")
     with torch.no_grad():  # the pooler's input: the [CLS] states of both rows
         mu = prepared.model.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0].mean(0)
     expected = (mu * pooler.weight * pooler.weight.grad) ** 2
-    torch.testing.assert_close(prepared.before_step.flat.views(scores[1])[index], expected, rtol=1e-4, atol=1e-14)
+    torch.testing.assert_close(prepared.flat.views(scores[1])[index], expected, rtol=1e-4, atol=1e-14)
 
 
 def test_default_k_is_bitfit_size():
@@ -197,11 +197,11 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
     prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=40, update="masked_grad"))
     prepared.model.eval()  # no dropout: both copies see the same forward
     reference = copy.deepcopy(prepared.model)
-    hook = prepared.before_step
+    hook = prepared
     drawn = []
     select = hook.select
     hook.select = lambda scores, h: drawn.append(select(scores, h)) or drawn[-1]
-    ours = prepared.make_optimizer(prepared.model, TRAINER)
+    ours = prepared.make_optimizer(TRAINER)
     groups = [{"params": [dict(reference.named_parameters())[n] for n, p in prepared.model.named_parameters()
                           if any(p is q for q in g["params"])], "weight_decay": g["weight_decay"],
                "drawn_decay": g.get("selective_decay", 0.0)} for g in ours.param_groups]
@@ -217,7 +217,7 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
         labels = torch.randint(0, 2, (4,), generator=g)
         for model in (prepared.model, reference):
             model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
-        hook()
+        hook.before_step()
         ref_params = dict(reference.named_parameters())
         for p, idx in zip(hook.flat.params, hook.split(drawn[-1])):
             keep = torch.zeros(p.numel(), dtype=torch.bool)
@@ -239,7 +239,7 @@ def test_masked_grad_is_dense_adamw_on_zero_masked_gradients():
 
 def test_activation_means_ignore_evaluation_forwards():
     prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=50))
-    means, model = prepared.before_step.means, prepared.model
+    means, model = prepared.means, prepared.model
     ids = torch.randint(3, 100, (2, 8))
     model.eval()
     with torch.no_grad():
@@ -265,7 +265,7 @@ def test_embedding_importance_is_the_dense_formula():
     ids = torch.randint(3, 100, (2, 6), generator=torch.Generator().manual_seed(1))
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
     prepared.model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1])).loss.backward()
-    hook = prepared.before_step
+    hook = prepared
     scores = hook.importance_sq()
     words = prepared.model.bert.embeddings.word_embeddings.weight
     got = hook.flat.views(scores)[hook.flat.names.index("bert.embeddings.word_embeddings.weight")]
@@ -288,7 +288,7 @@ def test_compact_scores_are_the_full_scores_without_the_absent_embedding_rows():
     every positive score of the full layout, nothing else, and maps back to the same elements."""
     prepared = apply_method(tiny_model(), masked_cfg("stoc_tuning", k=10))
     backward_on_a_batch(prepared)
-    hook = prepared.before_step
+    hook = prepared
     full = hook.importance_sq().clone()
     compact = hook.importance_sq(compact=True).clone()
     assert compact.numel() < full.numel()
@@ -308,9 +308,9 @@ def test_compact_scores_are_the_full_scores_without_the_absent_embedding_rows():
 def scored_step(method: str):
     """A masked_step run after one backward: (hook, full-layout scores, positive scores, compact layout size)."""
     prepared = apply_method(tiny_model(), masked_cfg(method, k=25, update="masked_step"))
-    prepared.make_optimizer(prepared.model, TRAINER)
+    prepared.make_optimizer(TRAINER)
     backward_on_a_batch(prepared)
-    hook = prepared.before_step
+    hook = prepared
     full = hook.importance_sq().clone()
     return hook, full, int((full > 0).sum()), hook.importance_sq(compact=True).numel()
 
@@ -328,7 +328,7 @@ def test_top_tuning_selects_what_the_full_layout_selects(size):
     hook, full, positive, compact = scored_step("top_tuning")
     assert positive + 10 < compact < full.numel() - 10
     hook.k = {"small": 25, "beyond_positive": positive + 10, "beyond_compact": compact + 10}[size]
-    hook()
+    hook.before_step()
     assert (hook.space is not None) == (size == "small")  # the compact layout ran, or the full one took over
     chosen = selected_flat(hook)
     assert torch.equal(torch.sort(chosen).values, topk_indices(full, hook.k))
@@ -340,7 +340,7 @@ def test_stochastic_tuning_with_fewer_positive_scores_than_k_draws_zeros_from_ev
     compact layout does not list them)."""
     hook, full, positive, compact = scored_step("stoc_tuning")
     hook.k = (positive + compact) // 2  # fits the compact layout: only the zero-score fallback reaches the full one
-    hook()
+    hook.before_step()
     chosen = selected_flat(hook)
     assert chosen.unique().numel() == hook.k and bool(torch.isin(torch.nonzero(full > 0)[:, 0], chosen).all())
     word = hook.flat.names.index("bert.embeddings.word_embeddings.weight")

@@ -42,7 +42,7 @@ def test_batch_sum_gradient_is_flairs_summed_objective_over_the_steps_batch(kind
     data = batches(accum, size)
     ours = apply_method(tiny_model(), method_options(OmegaConf.create({"name": f"full_ft_{kind}", "tag": "r", "lr": 1e-3,
                                                                        "coefficient": lam, "reduction": "batch_sum"})))
-    assert ours.make_optimizer(ours.model, trainer(size, accum)) is not None  # the loop tells the batch here
+    assert ours.make_optimizer(trainer(size, accum)) is not None  # the loop tells the batch here
     assert ours.info["step_batch"] == size * accum
     ours.model.eval()  # no dropout: both sides see the same forward
     flair = moved(tiny_model())

@@ -25,7 +25,7 @@ def test_picks_the_largest_magnitudes(tmp_path):
     prepared = prepare(cfg)
     theta0 = torch.cat([p.detach().abs().reshape(-1) for _, p in candidate_params(prepare(cfg).model)])
     flat = FlatParams(candidate_params(prepared.model))
-    optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
+    optimizer = prepared.make_optimizer(cfg.trainer)
     offset = {id(p): start for p, start in zip(flat.params, flat.offsets)}
     chosen = {int(i) + offset[id(p)] for p, idx in optimizer.fixed.items() for i in idx}
     assert chosen == set(torch.topk(theta0, 40).indices.tolist())

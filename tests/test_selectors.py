@@ -52,7 +52,8 @@ def test_default_combined_scores_eq3_literally(monkeypatch):
     cfg = compose(["method=subset", "selector=combined"])
     options = selector_options(cfg.selector)
     torch.testing.assert_close(combine(down, pre, options.normalise), down / (1 + pre), rtol=0, atol=0)
-    picked = sqgrad.combined(Context(resolve(cfg), options, None, None, 100, "none"))
+    flat = FlatParams([("scores", torch.nn.Parameter(torch.zeros(1000)))])  # the index space the statistics cover
+    picked = sqgrad.combined(Context(resolve(cfg), options, None, flat, 100, "none"))
     expected = set(torch.topk(down / (1 + pre), 100).indices.tolist())
     assert set(picked.index.tolist()) == expected
     assert set(torch.topk(combine(down, pre, "mean"), 100).indices.tolist()) != expected
@@ -111,7 +112,7 @@ def test_selector_returns_exactly_k(tmp_path, selector):
     info = prepared.info
     expected_k = 123 if selector != "bitfit" else info["k"]
     assert info["k"] == expected_k
-    optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
+    optimizer = prepared.make_optimizer(cfg.trainer)
     trained = optimizer.fixed | sparse_grad.selections(prepared.model)  # masked tensors + re-parametrised weights
     assert sum(idx.numel() for idx in trained.values()) == expected_k
     if selector == "bitfit":
@@ -128,7 +129,7 @@ def test_downstream_selection_is_topk_of_statistic(tmp_path):
     flat = FlatParams(candidate_params(prepared.model, cfg.method.candidates))
     context = Context(resolve(cfg), selector_options(cfg.selector), prepared.model, flat, 50, prepared.info["decoder"])
     stats = downstream_stats(context)  # from the cache
-    optimizer = prepared.make_optimizer(prepared.model, cfg.trainer)
+    optimizer = prepared.make_optimizer(cfg.trainer)
     offset = {id(p): start for p, start in zip(flat.params, flat.offsets)}
     trained = optimizer.fixed | sparse_grad.selections(prepared.model)
     chosen = {int(i) + offset[id(p)] for p, idx in trained.items() for i in idx}

@@ -79,7 +79,7 @@ def _trained(weight_grad: str, steps: int = 4) -> tuple[dict, int]:
     options = SubsetOptions(name="subset", tag="subset", lr=1e-2, candidates="encoder", weight_grad=weight_grad)
     prepared = subset(model, options, Selection(index, index.numel(), flat.n))
     trainer = OmegaConf.create({"lr": 1e-2, "weight_decay": 0.0, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8})
-    optimizer = prepared.make_optimizer(prepared.model, trainer)
+    optimizer = prepared.make_optimizer(trainer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
     batches = torch.Generator().manual_seed(0)

@@ -43,7 +43,7 @@ def test_full_ft_l1_leaves_head_unpenalised():
     prepared = apply_method(tiny_model(), method_options(OmegaConf.create({"name": "full_ft_l1", "tag": "l1", "lr": 1e-5,
                                                                           "coefficient": 0.1, "reduction": "mean"})))
     assert not any("classifier" in n for n, _ in [(n, p) for n, p in prepared.model.named_parameters()
-                                                    if any(p is q for q, _ in prepared.before_step.pairs)])
+                                                    if any(p is q for q, _ in prepared.penalty.pairs)])
 
 
 def test_mlm_probe_freezes_encoder(tmp_path):

@@ -115,3 +115,20 @@ def test_cli_sweep_prints_where_the_time_went(tmp_path):
     assert line.endswith(" over 2 runs"), proc.stdout
     for path in (tmp_path / "out").rglob("results.json"):
         assert_adds_up(json.loads(path.read_text())["timing"])
+
+
+def test_failed_run_record_keeps_its_phases(tmp_path, monkeypatch):
+    """A run that fails after training (here: its first evaluation) still says where its time went."""
+    import spafit_exp.engine.loop as loop
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(loop, "evaluate", boom)
+    cfg = tiny(tmp_path, "trainer.checkpoint_every=2")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(cfg)
+    record = results.read(run_dir(cfg))
+    assert record["status"] == "failed"
+    assert_adds_up(record["timing"])
+    assert record["timing"]["train_samples_per_s"] > 0 and "train_tokens_per_s" not in record["timing"]

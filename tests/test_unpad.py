@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from spafit_exp.core.errors import ConfigError
+from spafit_exp.engine.loop import unpadded
 from spafit_exp.ops import unpad
 
 LENGTHS = [12, 5, 8, 3]  # 28 real tokens: a bucket size, so no filler
@@ -113,8 +114,21 @@ def test_disabled_and_unpadded_batches_are_untouched():
         torch.testing.assert_close(model(**batch).logits, reference)
 
 
-def test_non_encoder_model_is_a_config_error():
-    with pytest.raises(ConfigError, match="trainer.unpad"):
+def test_non_encoder_model_is_a_value_error_of_the_kernel():
+    """The kernel names no config key (ops raise ValueError); `check` says so before anything is changed."""
+    with pytest.raises(ValueError, match="Linear holds no transformers model") as raised:
         with unpad.applied(torch.nn.Linear(2, 2)):
             pass
+    assert not isinstance(raised.value, ConfigError)
+    with pytest.raises(ValueError, match="holds no transformers model"):
+        unpad.check(torch.nn.Linear(2, 2))
+
+
+def test_non_encoder_model_is_a_config_error_naming_the_key():
+    """The loop asked for unpadding because of trainer.unpad: the one-line error names that key."""
+    with pytest.raises(ConfigError, match=r"^trainer.unpad: Linear holds no transformers model; set trainer.unpad=false"):
+        with unpadded(torch.nn.Linear(2, 2), True):
+            pass
+    with unpadded(torch.nn.Linear(2, 2), False):  # off: nothing to check
+        pass
 

@@ -22,7 +22,7 @@ def per_step(name, update, candidates="encoder"):
 
 def train(prepared, steps=STEPS):
     model = prepared.model
-    optimizer = prepared.make_optimizer(model, TRAINER)
+    optimizer = prepared.make_optimizer(TRAINER)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
         ids = torch.randint(3, 100, (4, 12), generator=g)

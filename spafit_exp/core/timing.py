@@ -39,9 +39,10 @@ def adding(result, field: str):
         setattr(result, field, getattr(result, field) + time.perf_counter() - begun)
 
 
-def record_timing(outcome, started: float, earlier: float, tokens: int) -> dict:
-    """A completed record's `timing` from the loop's TrainResult: wall time (since `started`, plus the earlier
-    sessions of a resumed run), the phases, training throughput."""
+def record_timing(outcome, started: float, earlier: float, tokens: int | None) -> dict:
+    """A record's `timing` from the loop's TrainResult: wall time (since `started`, plus the earlier sessions of a
+    resumed run), the phases, training throughput. A failed or interrupted run passes the loop's partial result
+    and `tokens=None` (the rows it trained on are not counted in tokens): no tokens/s then."""
     wall = earlier + time.time() - started
     phases = {"setup_s": outcome.setup_seconds, "train_s": outcome.train_seconds, "eval_s": outcome.eval_seconds,
               "save_s": outcome.save_seconds}
@@ -49,7 +50,8 @@ def record_timing(outcome, started: float, earlier: float, tokens: int) -> dict:
     # A session killed outright (SIGKILL, out of memory) wrote no wall time, but its checkpoint kept its phases
     wall = max(wall, sum(phases.values()))
     return {"wall_s": wall, "earlier_sessions_s": earlier, **phases, "other_s": wall - sum(phases.values()),
-            "train_samples_per_s": outcome.train_samples / seconds, "train_tokens_per_s": tokens / seconds,
+            "train_samples_per_s": outcome.train_samples / seconds,
+            **({} if tokens is None else {"train_tokens_per_s": tokens / seconds}),
             "train_steps_per_s": outcome.steps / seconds}
 
 

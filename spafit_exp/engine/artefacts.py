@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from spafit_exp.core import results
 from spafit_exp.core.spec import ModelSpec, TaskSpec, stored_specs
 from spafit_exp.inputs.modeling import build_model
-from spafit_exp.methods import Prepared, Selection, apply_method, get_method, method_options
+from spafit_exp.methods import Method, Selection, apply_method, get_method, method_options
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -35,9 +35,9 @@ def save_trainable(state: dict, directory: Path) -> str:
     return TRAINABLE_FILE
 
 
-def load_trainable(prepared: Prepared, state: dict, source: Path) -> None:
+def load_trainable(method: Method, state: dict, source: Path) -> None:
     """Load saved tensors onto a model prepared with the same method; every saved tensor must find its slot."""
-    own = dict(prepared.model.named_parameters())
+    own = dict(method.model.named_parameters())
     missing = sorted({n.removesuffix(".__idx").removesuffix(".__val") for n in state} - set(own))
     if missing:
         raise KeyError(f"{source}: tensors not in the model: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -49,8 +49,8 @@ def load_trainable(prepared: Prepared, state: dict, source: Path) -> None:
             own[name].data.copy_(tensor)
 
 
-def load_run(run_dir: Path) -> tuple[Prepared, dict]:
-    """(the method's Prepared, whose `.model` is the best-epoch model with the method's own modules, e.g. unmerged
+def load_run(run_dir: Path) -> tuple[Method, dict]:
+    """(the applied Method, whose `.model` is the best-epoch model with the method's own modules, e.g. unmerged
     LoRA layers; the record). No tokenizer: `modeling.build_tokenizer` of the record's config gives the run's. The
     record's status is not checked; `spafit_exp.export` and `spafit_exp.predict` take completed runs only."""
     record = results.read(run_dir)
@@ -65,6 +65,6 @@ def load_run(run_dir: Path) -> tuple[Prepared, dict]:
     selection = None
     if get_method(options.name).needs_selection:
         selection = Selection.from_sparse_state(model, options.candidates, state)
-    prepared = apply_method(model, options, selection)
-    load_trainable(prepared, state, path)
-    return prepared, record
+    method = apply_method(model, options, selection)
+    load_trainable(method, state, path)
+    return method, record

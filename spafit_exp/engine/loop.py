@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,14 +19,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from spafit_exp.core.errors import ConfigError
 from spafit_exp.core.spec import RunSpec, TaskSpec
 from spafit_exp.core.timing import adding
-from spafit_exp.engine.resume import Checkpointer, Position, trainable_state
+from spafit_exp.engine.resume import Checkpointer, Position
 from spafit_exp.inputs import metrics
 from spafit_exp.inputs.data import TaskData
-from spafit_exp.methods import Prepared
+from spafit_exp.methods import Method
 from spafit_exp.ops import unpad
-from spafit_exp.ops.optim import make_optimizer, make_scheduler, optimizer_state_bytes
+from spafit_exp.ops.optim import make_scheduler, optimizer_state_bytes
 
 
 class NonFiniteLoss(RuntimeError):
@@ -88,19 +90,34 @@ class StopRequested(RuntimeError):
         self.step = step
 
 
-def train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accelerator,
-          checkpoint_dir=None, stop=lambda: False, started: float | None = None) -> TrainResult:
+@contextmanager
+def unpadded(model, enabled: bool):
+    """`unpad.applied`, its refusal named after the setting that asked for it (a one-line config error)."""
+    if enabled:
+        try:
+            unpad.check(model)
+        except ValueError as err:
+            raise ConfigError(f"trainer.unpad: {err}; set trainer.unpad=false") from None
+    with unpad.applied(model, enabled):
+        yield model
+
+
+def train(spec: RunSpec, method: Method, data: TaskData, accelerator: Accelerator,
+          checkpoint_dir=None, stop=lambda: False, started: float | None = None,
+          result: TrainResult | None = None) -> TrainResult:
     """Train and evaluate. With `checkpoint_dir`, a resume checkpoint is written every `trainer.checkpoint_every`
     optimizer steps, after each epoch and when `stop()` turns true; an existing one is continued from (`run.resume`)
     when it was written under the same recipe (`run.fingerprint`, the spec's: computed once, when it was resolved).
     With `trainer.unpad` the encoder skips padding tokens (same maths, see spafit_exp/ops/unpad.py).
-    `started` (time.time()): when the run's clock started; the time up to the first batch is its set-up."""
-    with unpad.applied(prepared.model, spec.trainer.unpad):
-        return _train(spec, prepared, data, accelerator, checkpoint_dir, stop, started)
+    `started` (time.time()): when the run's clock started; the time up to the first batch is its set-up.
+    `result`: filled in place as the run goes, so a caller whose run failed still has its phases so far."""
+    with unpadded(method.model, spec.trainer.unpad):
+        return _train(spec, method, data, accelerator, checkpoint_dir, stop, started,
+                      TrainResult() if result is None else result)
 
 
-def _train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accelerator,
-           checkpoint_dir, stop, started) -> TrainResult:
+def _train(spec: RunSpec, method: Method, data: TaskData, accelerator: Accelerator,
+           checkpoint_dir, stop, started, result: TrainResult) -> TrainResult:
     t, task = spec.trainer, spec.task
     generator = torch.Generator().manual_seed(t.seed)
     loader_kwargs = {"collate_fn": data.collate, "num_workers": spec.data.num_workers,
@@ -121,33 +138,32 @@ def _train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accel
     # Schedule length from the unsharded loader, as in accelerate's nlp_example (the prepared scheduler
     # steps once per process).
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum)
-    optimizer = (prepared.make_optimizer or make_optimizer)(prepared.model, t)
+    optimizer = method.make_optimizer(t)
     if t.compile:  # in place: parameter names, hooks and saved state stay those of the eager model
-        prepared.model.compile(dynamic=True)
+        method.model.compile(dynamic=True)
     scheduler = make_scheduler(optimizer, t, steps_per_epoch * t.epochs)
-    if prepared.on_schedule is not None:
-        prepared.on_schedule(steps_per_epoch * t.epochs)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(prepared.model, optimizer, train_loader, scheduler)
+    method.on_schedule(steps_per_epoch * t.epochs)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(method.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare(loader) for split, loader in eval_loaders.items()}
     test_loaders = {split: accelerator.prepare(loader) for split, loader in test_loaders.items()}
     train_eval = {"dev": accelerator.prepare(train_eval)} if train_eval is not None else {}
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    result = TrainResult()
     position = Position(1, 0, generator.get_state())
     running, running_n = torch.zeros((), device=accelerator.device), 0
     recipe = spec.run.fingerprint["hash"] if checkpoint_dir is not None else None  # sub-runs keep no checkpoint
     checkpointer = Checkpointer(checkpoint_dir, accelerator, resume=spec.run.resume, recipe=recipe)
-    restored = checkpointer.restore(model, optimizer, scheduler, prepared.method_state)
+    restored = checkpointer.restore(model, optimizer, scheduler, method)
     if restored is not None:
         fields, position, (loss_sum, running_n) = restored
-        result = TrainResult(**fields)  # saved as a dict: a checkpoint holds no pickled classes
+        # saved as a dict (a checkpoint holds no pickled classes); in place: the caller holds `result`
+        vars(result).update(vars(TrainResult(**fields)))
         running += loss_sum
         accelerator.print(f"resumed at epoch {position.epoch}, batch {position.batch}, step {result.steps}")
 
     def checkpoint(epoch: int, batch: int, epoch_generator: torch.Tensor) -> None:
         with adding(result, "save_seconds"):
-            checkpointer.save(model, optimizer, scheduler, prepared.method_state, result,
+            checkpointer.save(model, optimizer, scheduler, method, result,
                               Position(epoch, batch, epoch_generator), (running.item(), running_n))
 
     def scores() -> tuple[dict, dict, dict]:
@@ -160,7 +176,7 @@ def _train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accel
         """The best epoch so far, with a host copy of its trainable tensors (counted as saving)."""
         result.best = best
         with adding(result, "save_seconds"):
-            result.best_state = (prepared.export_state or trainable_state)(accelerator.unwrap_model(model))
+            result.best_state = method.export_state(accelerator.unwrap_model(model))
 
     main, every, patience = task.main_metric, t.eval_every, t.early_stopping_patience
 
@@ -185,7 +201,7 @@ def _train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accel
 
     if started is not None:  # this session's set-up (a resumed run's earlier ones came back with `result`)
         result.setup_seconds += max(0.0, time.time() - started)
-    if prepared.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
+    if method.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
         dev, test, train_scores = scores()
         result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores,
                               "train_loss": None})
@@ -214,11 +230,10 @@ def _train(spec: RunSpec, prepared: Prepared, data: TaskData, accelerator: Accel
                 if accelerator.sync_gradients:
                     if t.max_grad_norm:
                         accelerator.clip_grad_norm_(trainable, t.max_grad_norm)
-                    if prepared.before_step is not None:
-                        prepared.before_step()
+                    method.before_step()
                 optimizer.step()
-                if accelerator.sync_gradients and prepared.after_step is not None:
-                    prepared.after_step()
+                if accelerator.sync_gradients:
+                    method.after_step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             running += loss.detach()  # stays on device: no host sync per step

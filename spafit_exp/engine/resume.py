@@ -20,6 +20,8 @@ from spafit_exp.core.results import replace_atomically
 from spafit_exp.core.run_dir import RESUME_FILE  # noqa: F401 - the loop's name for it (app reads it here)
 from spafit_exp.core.run_files import set_aside
 from spafit_exp.core.stored import drop_temps, load_tensors, reason
+from spafit_exp.methods import Method
+from spafit_exp.ops.params import trainable_state
 
 _KEYS = ("trainable", "optimizer", "scheduler", "result", "position", "running", "rng")
 
@@ -31,10 +33,6 @@ class Position:
     epoch: int
     batch: int
     epoch_generator: torch.Tensor
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _plain(value):
@@ -57,8 +55,9 @@ class Checkpointer:
         self.resume = resume
         self.on_gpu = accelerator.device.type == "cuda"
 
-    def save(self, model, optimizer, scheduler, method_state, result, position: Position, running) -> None:
-        """Called by every rank (the RNG states are gathered: each rank resumes with its own); rank 0 writes."""
+    def save(self, model, optimizer, scheduler, method: Method | None, result, position: Position, running) -> None:
+        """Called by every rank (the RNG states are gathered: each rank resumes with its own); rank 0 writes.
+        `method`: whose `state_dict()` rides along (None, or a None state: nothing)."""
         if self.path is None:
             return
         rng = [torch.get_rng_state()]
@@ -70,14 +69,14 @@ class Checkpointer:
             "trainable": trainable_state(self.accelerator.unwrap_model(model)), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "result": _plain(result), "position": _plain(position),
             "running": running,
-            "method": method_state.state_dict() if method_state is not None else None,
+            "method": method.state_dict() if method is not None else None,
             "rng": {"torch": rng, "cuda": torch.cuda.get_rng_state_all() if self.on_gpu else None},
             "fingerprint": self.recipe,
         }
         with replace_atomically(self.path) as tmp:
             torch.save(state, tmp)
 
-    def restore(self, model, optimizer, scheduler, method_state):
+    def restore(self, model, optimizer, scheduler, method: Method | None):
         """(the result's fields, position, running) of the saved loop, with tensors, optimizer, scheduler, method
         state and RNG put back; None when there is nothing to resume (or the checkpoint was unreadable)."""
         if self.path is None:
@@ -97,8 +96,8 @@ class Checkpointer:
             own[name].data.copy_(tensor)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        if method_state is not None and saved.get("method") is not None:
-            method_state.load_state_dict(saved["method"])
+        if method is not None and saved.get("method") is not None:
+            method.load_state_dict(saved["method"])
         states = saved["rng"]["torch"]  # one per rank (a single tensor in checkpoints of older versions)
         self.rng_state = states[self.accelerator.process_index] if isinstance(states, list) else states
         if self.on_gpu and saved["rng"].get("cuda") is not None:

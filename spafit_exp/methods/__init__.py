@@ -1,6 +1,7 @@
-"""Method registry. A method decides which parameters train and may add a hook run between `backward()` and
-`optimizer.step()`. Adding one = a module in this package (`@register(name, options=...)`) + a YAML in
-conf/method/ + a test; its typed options are checked before any weights load.
+"""Method registry. A method decides which parameters train and returns a `Method` (methods/protocol.py: optimizer,
+hooks around the optimizer step, resume state, what to save, typed trainable counts). Adding one = a module in this
+package (`@register(name, options=...)`) + a YAML in conf/method/ + a test; its typed options are checked before
+any weights load.
 
 A fixed-subset method does not choose its subset: the selection stage (spafit_exp/selection/stage.py) runs first and
 hands it a `Selection` (indices, head tensors); the method only consumes it."""
@@ -16,6 +17,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.core.registry import Registry, discover, typed_options
+from spafit_exp.methods.protocol import Method, ParamCounts  # noqa: F401 - the protocol's names for every caller
 from spafit_exp.ops.masking import FlatParams, candidate_params
 
 
@@ -30,8 +32,9 @@ class MethodOptions:
 
 @dataclass
 class Selection:
-    """What the selection stage hands a fixed-subset method: which candidate elements train, and the tensors
-    the model starts from. `index` is None on the meta device (dry runs: sizes only)."""
+    """What a selector answers (`Context.picked`) and the selection stage hands a fixed-subset method, with the
+    stage's facts added to `info`: which candidate elements train, and the tensors the model starts from. `index`
+    is None on the meta device (dry runs: sizes only)."""
 
     index: torch.Tensor | None  # flat indices over masking.candidate_params(model, candidates)
     k: int
@@ -53,34 +56,10 @@ class Selection:
         return cls(index=index, k=int(index.numel()), n=flat.n, evaluate_only=True, info={"reloaded": True})
 
 
-@dataclass
-class Prepared:
-    """What the loop needs from a method."""
-
-    model: nn.Module
-    before_step: Callable[[], None] | None = None  # called on every optimizer step, after clipping
-    after_step: Callable[[], None] | None = None  # called after every optimizer step (e.g. a projection)
-    info: dict = field(default_factory=dict)  # extra facts for results.json (e.g. k, n, fraction)
-    # Builds the optimizer from (model, trainer spec) when plain AdamW over the trainable tensors is not the
-    # method's maths (e.g. masked updates that must leave unselected elements and their moments untouched).
-    make_optimizer: Callable[[nn.Module, Any], "torch.optim.Optimizer"] | None = None
-    evaluate_only: bool = False  # the method's result is the model as prepared (e.g. diff pruning without retraining)
-    # What to save of a trained model (default: every trainable tensor); sparse for fixed subsets.
-    export_state: Callable[[nn.Module], dict] | None = None
-    # Method-owned state that a resume checkpoint must carry (e.g. a sampler's generator): an object with
-    # state_dict() / load_state_dict(state), saved next to the optimizer's.
-    method_state: object | None = None
-    # Told the run's total optimizer steps before training (methods whose schedule is a fraction of the run).
-    on_schedule: Callable[[int], None] | None = None
-    # Facts about the trained model for results.json's method_info, from the best epoch's trainable tensors
-    # (name -> CPU tensor), e.g. how far the encoder moved from its pre-trained weights.
-    summarize: Callable[[dict[str, torch.Tensor]], dict] | None = None
-
-
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    apply: Callable[..., Prepared]
+    apply: Callable[..., Method]
     options: type = MethodOptions
     validate: Callable[[Any, int], None] | None = None  # (typed options, number of layers), before weights load
     needs_selection: bool = False  # apply(model, options, selection): fixed-subset methods
@@ -91,7 +70,7 @@ METHODS: Registry[MethodSpec] = Registry("method")
 
 def register(name: str, options: type = MethodOptions, validate: Callable[[Any, int], None] | None = None,
              needs_selection: bool = False):
-    def decorate(fn: Callable[..., Prepared]):
+    def decorate(fn: Callable[..., Method]):
         METHODS.add(name, MethodSpec(name, fn, options, validate, needs_selection))
         return fn
 
@@ -118,7 +97,7 @@ def validate_method(options: MethodOptions, num_layers: int) -> None:
         spec.validate(options, num_layers)
 
 
-def apply_method(model: nn.Module, options: MethodOptions, selection: Selection | None = None) -> Prepared:
+def apply_method(model: nn.Module, options: MethodOptions, selection: Selection | None = None) -> Method:
     """`options`: the method's typed options (`method_options`), as the run's spec holds them."""
     spec = get_method(options.name)
     if not isinstance(options, spec.options):

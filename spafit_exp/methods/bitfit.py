@@ -8,7 +8,7 @@ classification model has no pooler (its dense + tanh live in the classifier, whi
 The SPAFIT paper prints 31.52M parameters for Full BitFit on BERT-large, which no bias-only reading reproduces
 (all biases of BERT-large are ~0.27M); we implement BitFit as its authors' code does and document the gap."""
 
-from spafit_exp.methods import Prepared, register
+from spafit_exp.methods import Method, register
 from spafit_exp.ops.params import freeze_all, is_bitfit_param, is_head, unfreeze
 
 
@@ -17,7 +17,7 @@ def trains_in_bitfit(name: str) -> bool:
 
 
 @register("full_bitfit")
-def full_bitfit(model, options) -> Prepared:
+def full_bitfit(model, options) -> Method:
     freeze_all(model)
     unfreeze(model, trains_in_bitfit)
-    return Prepared(model)
+    return Method(model)

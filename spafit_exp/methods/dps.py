@@ -27,8 +27,8 @@ from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.ops.params import is_head
+from spafit_exp.methods import Method, MethodOptions, ParamCounts, register
+from spafit_exp.ops.params import count_params, is_head
 from spafit_exp.ops.sampling import DeviceGenerator
 
 
@@ -108,11 +108,12 @@ def dps_linears(model: nn.Module) -> list[nn.Linear]:
             and (".encoder.layer." in f".{n}." or ".pooler." in f".{n}." or is_head(n))]
 
 
-class DpsMix:
-    """The stage schedule: a forward pre-hook enters each new optimizer step (sets masks and targets), the
-    before_step hook marks that a step was taken."""
+class DpsMix(Method):
+    """DPS_Mix's stage schedule: a forward pre-hook enters each new optimizer step (sets masks and targets),
+    `before_step` marks that a step was taken; the stage state rides in the resume checkpoint."""
 
     def __init__(self, model: nn.Module, options: DpsOptions):
+        super().__init__(model)
         self.p, self.update_ratio, self.decay_from = float(options.drop), float(options.update_ratio), int(options.decay_from)
         self.modules = dps_linears(model)
         device = self.modules[0].weight.device
@@ -124,11 +125,20 @@ class DpsMix:
         self.steps = 0
         self.pending = True  # an optimizer step was taken since the masks were last set
         model.register_forward_pre_hook(self._before_forward)
+        masked = sum(m.weight.numel() for m in self.modules)
+        # a step updates the dense tensors and the (1 - p) of each masked weight it keeps; every element may train
+        self.dense = sum(p.numel() for p in model.parameters())
+        self.per_step = self.dense - masked + math.ceil(masked * (1 - self.p))
+        self.info = {"trainable": self.per_step, "dense_trainable": self.dense, "masked_elements": masked,
+                     "drop": self.p, "update_ratio": self.update_ratio, "selection": "dps_mix"}
+
+    def counts(self) -> ParamCounts:
+        return ParamCounts(self.per_step, count_params(self.model)[1], dense_trainable=self.dense)
 
     def on_schedule(self, total_steps: int) -> None:
         self.stage_steps = max(1, int(total_steps * self.update_ratio))
 
-    def __call__(self) -> None:  # before_step: the next training forward starts a new step
+    def before_step(self) -> None:  # the next training forward starts a new step
         self.pending = True
 
     def _before_forward(self, module, args):
@@ -185,16 +195,10 @@ class DpsMix:
 
 
 @register("dps_mix", options=DpsOptions, validate=validate_dps)
-def dps_mix(model: nn.Module, options: DpsOptions) -> Prepared:
+def dps_mix(model: nn.Module, options: DpsOptions) -> DpsMix:
     for p in model.parameters():
         p.requires_grad_(True)
     for module in model.modules():  # the reference turns dropout off for DPS runs
         if isinstance(module, nn.Dropout):
             module.p = 0.0
-    schedule = DpsMix(model, options)
-    masked = sum(m.weight.numel() for m in schedule.modules)
-    dense = sum(p.numel() for p in model.parameters())
-    per_step = dense - masked + math.ceil(masked * (1 - schedule.p))
-    info = {"trainable": per_step, "dense_trainable": dense, "masked_elements": masked, "drop": schedule.p,
-            "update_ratio": schedule.update_ratio, "selection": "dps_mix"}
-    return Prepared(model, before_step=schedule, info=info, method_state=schedule, on_schedule=schedule.on_schedule)
+    return DpsMix(model, options)

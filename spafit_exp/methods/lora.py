@@ -13,7 +13,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import MethodOptions, Prepared, register
+from spafit_exp.methods import Method, MethodOptions, register
 from spafit_exp.ops.params import freeze_all, is_head, unfreeze
 
 LORA_MODULES = {
@@ -67,9 +67,9 @@ def validate_lora(options: LoraOptions, num_layers: int) -> None:
 
 
 @register("lora", options=LoraOptions, validate=validate_lora)
-def lora(model, options: LoraOptions) -> Prepared:
+def lora(model, options: LoraOptions) -> Method:
     num_layers = model.config.num_hidden_layers
     model = inject_lora(model, options, list(range(num_layers)))
     freeze_all(model)
     unfreeze(model, lambda n: "lora_" in n or is_head(n))
-    return Prepared(model, info={"lora_type": options.lora_type, "r": options.r, "alpha": options.alpha})
+    return Method(model, info={"lora_type": options.lora_type, "r": options.r, "alpha": options.alpha})

@@ -26,19 +26,12 @@ from omegaconf import MISSING
 from torch import nn
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import MethodOptions, Prepared, register
+from spafit_exp.methods import Method, MethodOptions, ParamCounts, register
 from spafit_exp.methods.regularized import distance_from
-from spafit_exp.ops.masking import (
-    FlatParams,
-    bitfit_size,
-    candidate_params,
-    check_size_options,
-    keep_only,
-    split_at,
-    subnetwork_size,
-)
+from spafit_exp.methods.subnetwork import check_candidates, check_size_options, subset_size
+from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params, keep_only, split_at
 from spafit_exp.ops.optim import masked_adamw, selective_decay_adamw
-from spafit_exp.ops.params import is_head
+from spafit_exp.ops.params import count_params, is_head
 from spafit_exp.ops.sampling import DeviceGenerator, topk_indices, uniform_indices
 from spafit_exp.ops.successive import sample_without_replacement
 
@@ -137,20 +130,23 @@ def validate_masked(options: MaskedOptions, num_layers: int) -> None:
         raise ConfigError(f"method.update={options.update}: must be one of {', '.join(UPDATES)}")
     if options.mu not in MUS:
         raise ConfigError(f"method.mu={options.mu}: must be one of {', '.join(MUS)}")
+    check_candidates(options.candidates)
     check_size_options(options.k, options.fraction, "method")
 
 
-class MaskedStep:
-    """The before_step hook: score the candidates, pick k elements, restrict the coming update to them."""
+class MaskedStep(Method):
+    """A per-step masked method: before each optimizer step, score the candidates, pick k elements, restrict the
+    coming update to them. `rule`: the selection rule's name, as method_info records it."""
 
-    def __init__(self, model: nn.Module, options: MaskedOptions, select, scored: bool = True):
+    def __init__(self, model: nn.Module, options: MaskedOptions, select, rule: str, scored: bool = True):
+        super().__init__(model)
         self.flat = FlatParams(candidate_params(model, options.candidates))
         candidates = {id(p) for p in self.flat.params}
         for name, p in model.named_parameters():  # a non-candidate outside the head (no_embeddings) stays frozen
             p.requires_grad_(id(p) in candidates or is_head(name))
-        self.k = subnetwork_size(options.k, options.fraction, self.flat.n, bitfit_size(model), "method")
+        self.k = subset_size(options.k, options.fraction, self.flat.n, bitfit_size(model), "method")
         self.update = options.update
-        self.select = select  # (scores or None, hook) -> indices of the sub-network into scores, or None: dense step
+        self.select = select  # (scores or None, self) -> indices of the sub-network into scores, or None: dense step
         self.scored = scored
         self.optimizer = None
         self.steps = 0
@@ -163,6 +159,15 @@ class MaskedStep:
         # The pre-trained candidates on the host (exact: `summarize` counts the elements that changed at all)
         self.start = None if device.type == "meta" else {
             n: p.detach().to("cpu", copy=True) for n, p in zip(self.flat.names, self.flat.params)}
+        head = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in candidates)
+        # params.trainable counts what one step updates (k candidates + the dense head); the dense count apart
+        self.per_step, self.dense = self.k + head, self.flat.n + head
+        self.info = {"k": self.k, "n": self.flat.n, "fraction": self.k / self.flat.n, "update": self.update,
+                     "mu": options.mu if scored else None, "selection": rule, "trainable": self.per_step,
+                     "dense_trainable": self.dense}
+
+    def counts(self) -> ParamCounts:
+        return ParamCounts(self.per_step, count_params(self.model)[1], self.dense, self.k, self.flat.n)
 
     def state_dict(self) -> dict:
         """What an exact resume needs: the sampler's generator, the step count and the selection state."""
@@ -176,11 +181,11 @@ class MaskedStep:
     def generator(self) -> torch.Generator:
         return self.rng.on(self.flat.params[0].device)
 
-    def make_optimizer(self, model: nn.Module, trainer) -> torch.optim.Optimizer:
+    def make_optimizer(self, trainer) -> torch.optim.Optimizer:
         if self.update == "masked_step":
-            self.optimizer = masked_adamw(model, trainer)
+            self.optimizer = masked_adamw(self.model, trainer)
         else:
-            self.optimizer = selective_decay_adamw(model, trainer, self.flat.params)
+            self.optimizer = selective_decay_adamw(self.model, trainer, self.flat.params)
         return self.optimizer
 
     def summarize(self, state: dict[str, torch.Tensor]) -> dict:
@@ -243,7 +248,7 @@ class MaskedStep:
         return local
 
     @torch.no_grad()
-    def __call__(self) -> None:
+    def before_step(self) -> None:
         scores = self.importance_sq(compact=True) if self.scored else None
         index = self.select(scores, self)
         if index is not None and self.space is not None and bool((scores[index] == 0).any()):
@@ -271,30 +276,18 @@ def _row_scores(p: nn.Parameter, mu: torch.Tensor, rows: torch.Tensor) -> torch.
     return torch.mul(p.grad[rows].float(), p[rows].float()).mul_(mu[rows].float()).square_()  # as the float32 buffer
 
 
-def _prepared(model, options, select, name, scored: bool = True) -> Prepared:
-    hook = MaskedStep(model, options, select, scored)
-    candidates = {id(p) for p in hook.flat.params}
-    head = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in candidates)
-    # params.trainable counts what one step updates (k candidates + the dense head); the dense count apart
-    info = {"k": hook.k, "n": hook.flat.n, "fraction": hook.k / hook.flat.n, "update": hook.update,
-            "mu": options.mu if scored else None, "selection": name, "trainable": hook.k + head,
-            "dense_trainable": hook.flat.n + head}
-    return Prepared(model, before_step=hook, info=info, make_optimizer=hook.make_optimizer, method_state=hook,
-                    summarize=hook.summarize)
-
-
 @register("stoc_tuning", options=MaskedOptions, validate=validate_masked)
-def stoc_tuning(model, options: MaskedOptions) -> Prepared:
-    return _prepared(model, options, lambda scores, h: sample_without_replacement(scores, h.k, h.generator),
-                     "stochastic")
+def stoc_tuning(model, options: MaskedOptions) -> MaskedStep:
+    return MaskedStep(model, options, lambda scores, h: sample_without_replacement(scores, h.k, h.generator),
+                      "stochastic")
 
 
 @register("top_tuning", options=MaskedOptions, validate=validate_masked)
-def top_tuning(model, options: MaskedOptions) -> Prepared:
-    return _prepared(model, options, lambda scores, h: topk_indices(scores, h.k), "top")
+def top_tuning(model, options: MaskedOptions) -> MaskedStep:
+    return MaskedStep(model, options, lambda scores, h: topk_indices(scores, h.k), "top")
 
 
 @register("random_tuning", options=MaskedOptions, validate=validate_masked)
-def random_tuning(model, options: MaskedOptions) -> Prepared:
-    return _prepared(model, options, lambda scores, h: uniform_indices(h.flat.n, h.k, h.generator, h.flat.params[0].device),
-                     "uniform", scored=False)
+def random_tuning(model, options: MaskedOptions) -> MaskedStep:
+    return MaskedStep(model, options, lambda scores, h: uniform_indices(h.flat.n, h.k, h.generator,
+                                                                        h.flat.params[0].device), "uniform", scored=False)

@@ -29,8 +29,7 @@ import torch
 from omegaconf import MISSING
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import MethodOptions, Prepared, register
-from spafit_exp.ops.optim import make_optimizer
+from spafit_exp.methods import Method, MethodOptions, register
 from spafit_exp.ops.params import is_head
 
 
@@ -110,26 +109,34 @@ def validate_penalty(options: PenaltyOptions, num_layers: int) -> None:
         raise ConfigError(f"method.reduction={options.reduction}: must be one of {', '.join(REDUCTIONS)}")
 
 
-def _penalised(model, options, kind: str) -> Prepared:
-    for p in model.parameters():
-        p.requires_grad_(True)
-    penalty = DistancePenalty(model, kind, float(options.coefficient), options.reduction)
-    info = {"penalty": kind, "coefficient": float(options.coefficient), "reduction": options.reduction}
+class Penalised(Method):
+    """Full fine-tuning whose gradient gets the penalty's before every optimizer step (after clipping)."""
 
-    def optimizer(model, trainer):
-        samples = steps_batch(trainer)
-        penalty.per_step_batch(samples)
-        info.update(step_batch=samples, per_element=penalty.coefficient)  # the pull against the mean loss
-        return make_optimizer(model, trainer)
+    def __init__(self, model: torch.nn.Module, options: PenaltyOptions, kind: str):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        self.penalty = DistancePenalty(model, kind, float(options.coefficient), options.reduction)
+        super().__init__(model, info={"penalty": kind, "coefficient": float(options.coefficient),
+                                      "reduction": options.reduction})
 
-    return Prepared(model, before_step=penalty, info=info, make_optimizer=optimizer, summarize=penalty.summarize)
+    def make_optimizer(self, trainer) -> torch.optim.Optimizer:
+        samples = steps_batch(trainer)  # known here first: `batch_sum` weighs lambda against it
+        self.penalty.per_step_batch(samples)
+        self.info.update(step_batch=samples, per_element=self.penalty.coefficient)  # the pull against the mean loss
+        return super().make_optimizer(trainer)
+
+    def before_step(self) -> None:
+        self.penalty()
+
+    def summarize(self, best_state: dict[str, torch.Tensor]) -> dict:
+        return self.penalty.summarize(best_state)
 
 
 @register("full_ft_l1", options=PenaltyOptions, validate=validate_penalty)
-def full_ft_l1(model, options) -> Prepared:
-    return _penalised(model, options, "l1")
+def full_ft_l1(model, options) -> Penalised:
+    return Penalised(model, options, "l1")
 
 
 @register("full_ft_l2", options=PenaltyOptions, validate=validate_penalty)
-def full_ft_l2(model, options) -> Prepared:
-    return _penalised(model, options, "l2")
+def full_ft_l2(model, options) -> Penalised:
+    return Penalised(model, options, "l2")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import Prepared, register
+from spafit_exp.methods import Method, register
 from spafit_exp.methods.lora import LoraOptions, inject_lora, validate_lora
 from spafit_exp.ops.params import freeze_all, is_bias, is_head, layer_of, unfreeze
 
@@ -40,7 +40,7 @@ def validate_spafit(options: SpafitOptions, num_layers: int) -> None:
 
 
 @register("spafit", options=SpafitOptions, validate=validate_spafit)
-def spafit(model, options: SpafitOptions) -> Prepared:
+def spafit(model, options: SpafitOptions) -> Method:
     num_layers = model.config.num_hidden_layers
     validate_spafit(options, num_layers)
     frozen, bitfit, lora_layers = layer_groups(options.n1, options.n2, num_layers)
@@ -57,5 +57,5 @@ def spafit(model, options: SpafitOptions) -> Prepared:
         return layer is None and is_head(name)
 
     unfreeze(model, trains)
-    return Prepared(model, info={"groups": {"frozen": frozen, "bitfit": bitfit, "lora": lora_layers},
+    return Method(model, info={"groups": {"frozen": frozen, "bitfit": bitfit, "lora": lora_layers},
                                  "lora_type": options.lora_type, "r": options.r, "alpha": options.alpha})

@@ -13,11 +13,12 @@ import torch
 from omegaconf import MISSING
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.methods import MethodOptions, Prepared, Selection, register
+from spafit_exp.methods import Method, MethodOptions, ParamCounts, Selection, register
+from spafit_exp.methods.subnetwork import check_candidates
 from spafit_exp.ops import sparse_grad
-from spafit_exp.ops.masking import CANDIDATES, FlatParams, candidate_params
+from spafit_exp.ops.masking import FlatParams, candidate_params
 from spafit_exp.ops.optim import masked_adamw
-from spafit_exp.ops.params import freeze_all, is_head, unfreeze
+from spafit_exp.ops.params import count_params, freeze_all, is_head, unfreeze
 
 
 @dataclass
@@ -40,21 +41,42 @@ def sparse_state(model: torch.nn.Module, flat: FlatParams, local: list[torch.Ten
 
 
 def validate_subset(options: SubsetOptions, num_layers: int) -> None:
-    if options.candidates not in CANDIDATES:
-        raise ConfigError(f"method.candidates={options.candidates}: must be one of {', '.join(CANDIDATES)}")
+    check_candidates(options.candidates)
     if options.weight_grad not in WEIGHT_GRADS:
         raise ConfigError(f"method.weight_grad={options.weight_grad}: must be one of {', '.join(WEIGHT_GRADS)}")
 
 
+class FixedSubset(Method):
+    """The k selected elements and the head train, through masked AdamW (state for the k only); what is saved is
+    sparse. `local`: the selection as per-candidate flat indices; `fixed`: what the optimizer updates, by tensor
+    (both None on the meta device: sizes only)."""
+
+    def __init__(self, model, info: dict, flat: FlatParams, k: int, head_size: int, local=None, fixed=None,
+                 evaluate_only: bool = False):
+        super().__init__(model, info)
+        self.flat, self.k, self.head_size, self.local, self.fixed = flat, k, head_size, local, fixed
+        self.evaluate_only = evaluate_only
+
+    def counts(self) -> ParamCounts:
+        return ParamCounts(self.k + self.head_size, count_params(self.model)[1], selected=self.k,
+                           candidates=self.flat.n)
+
+    def make_optimizer(self, trainer) -> torch.optim.Optimizer:
+        return sparse_grad.keep_in_sync(masked_adamw(self.model, trainer, fixed=self.fixed), self.model)
+
+    def export_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return sparse_state(model, self.flat, self.local)
+
+
 @register("subset", options=SubsetOptions, validate=validate_subset, needs_selection=True)
-def subset(model, options: SubsetOptions, selection: Selection) -> Prepared:
+def subset(model, options: SubsetOptions, selection: Selection) -> FixedSubset:
     flat = FlatParams(candidate_params(model, options.candidates))
     head_size = sum(p.numel() for n, p in model.named_parameters() if is_head(n))
     freeze_all(model)
     unfreeze(model, is_head)
     info = {**selection.info, "k": selection.k, "n": flat.n, "trainable": selection.k + head_size}
     if selection.index is None:  # dry run on the meta device: sizes only
-        return Prepared(model, info=info)
+        return FixedSubset(model, info, flat, selection.k, head_size)
     own = dict(model.named_parameters())
     local = flat.split(selection.index)
     with torch.no_grad():
@@ -78,6 +100,4 @@ def subset(model, options: SubsetOptions, selection: Selection) -> Prepared:
             for p, idx in fixed.items():
                 sparse_grad.mask_gradient(p, idx)
 
-    return Prepared(model, info=info, evaluate_only=selection.evaluate_only,
-                    make_optimizer=lambda m, t: sparse_grad.keep_in_sync(masked_adamw(m, t, fixed=masked), m),
-                    export_state=lambda m: sparse_state(m, flat, local))
+    return FixedSubset(model, info, flat, selection.k, head_size, local, masked, selection.evaluate_only)

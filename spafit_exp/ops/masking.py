@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spafit_exp.core.errors import ConfigError
 from spafit_exp.ops.params import is_bitfit_param, is_head, is_selected_values
 
 
@@ -64,14 +63,14 @@ CANDIDATES = ("encoder", "no_embeddings")
 def candidate_params(model: nn.Module, which: str = "encoder") -> list[tuple[str, nn.Parameter]]:
     """`encoder` (default): every non-head parameter; `no_embeddings` drops the embeddings."""
     if which not in CANDIDATES:
-        raise ConfigError(f"method.candidates={which}: must be one of {', '.join(CANDIDATES)}")
+        raise ValueError(f"candidates={which}: must be one of {', '.join(CANDIDATES)}")
     return [(n, p) for n, p in model.named_parameters() if not is_head(n) and not is_selected_values(n)
             and not (which == "no_embeddings" and ".embeddings." in n)]
 
 
-def subnetwork_size(k: int | None, fraction: float | None, n: int, default: int, key: str) -> int:
-    """`k`, else `fraction` of the n candidates, else `default` (the model's BitFit size); `key` names the config
-    group (method or selector) in the error."""
+def subnetwork_size(k: int | None, fraction: float | None, n: int, default: int) -> int:
+    """`k`, else `fraction` of the n candidates, else `default` (the model's BitFit size). ValueError `k=...` when
+    the size is not in [1, n]: callers prefix the config group that set it (`method.` / `selector.`)."""
     if k is not None:
         size = int(k)
     elif fraction is not None:
@@ -79,16 +78,8 @@ def subnetwork_size(k: int | None, fraction: float | None, n: int, default: int,
     else:
         size = int(default)
     if not 1 <= size <= n:
-        raise ConfigError(f"{key}.k={size}: must be in [1, {n}] (the number of candidate elements)")
+        raise ValueError(f"k={size}: must be in [1, {n}] (the number of candidate elements)")
     return size
-
-
-def check_size_options(k, fraction, key: str) -> None:
-    """Range checks of k / fraction, before any weights load."""
-    if k is not None and not (isinstance(k, int) and k >= 1):
-        raise ConfigError(f"{key}.k={k}: must be an integer >= 1")
-    if fraction is not None and not 0 < fraction <= 1:
-        raise ConfigError(f"{key}.fraction={fraction}: must be in (0, 1]")
 
 
 def bitfit_size(model: nn.Module) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -80,6 +81,32 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+@dataclass(frozen=True)
+class ParamCounts:
+    """A method's parameter counts (`Method.counts`), typed: what results.json's `params`, the run's header and the
+    dry run's summary line report. Element-level methods count elements, not the tensors that hold them."""
+
+    trainable: int  # elements one optimizer step may update
+    total: int  # the base model counted once (`count_params`)
+    dense_trainable: int | None = None  # per-step selection: elements that may train over the run
+    selected: int | None = None  # element-level subsets: k elements ...
+    candidates: int | None = None  # ... of n candidates
+
+    @property
+    def fraction(self) -> float:
+        return self.trainable / self.total
+
+    def record(self) -> dict:
+        """results.json's `params` (`dense_trainable` only where a method has one, as records always had it)."""
+        dense = {} if self.dense_trainable is None else {"dense_trainable": self.dense_trainable}
+        return {"trainable": self.trainable, "total": self.total, "fraction": self.fraction, **dense}
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable tensor, as a host copy: what a run keeps of its best epoch unless its method says otherwise."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
 def trainable_names(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
@@ -95,8 +122,10 @@ def unfreeze(model: nn.Module, predicate) -> None:
             p.requires_grad_(True)
 
 
-def report(model: nn.Module) -> str:
-    """A table of trainable / total parameters per layer group and kind, ending with the one-line summary."""
+def report(model: nn.Module, counts: ParamCounts | None = None) -> str:
+    """A table of trainable / total parameters per layer group and kind, ending with the one-line summary: of
+    `counts` (the method's, `Method.counts`) when given, else of the tensors that require grad. The table shows
+    tensors; an element-level method's summary counts elements, with its k of n and dense count noted above it."""
     rows: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for name, p in model.named_parameters():
         cell = rows[group_of(name)][kind_of(name)]
@@ -111,9 +140,13 @@ def report(model: nn.Module) -> str:
                      + [f"{sum(c[0] for c in cells.values()):,}", f"{sum(c[1] for c in cells.values()):,}"])
     widths = [max(len(str(r[i])) for r in lines) for i in range(len(header))]
     text = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in lines]
-    trainable, total = count_params(model)
+    counts = ParamCounts(*count_params(model)) if counts is None else counts
     text.append("(cells: trainable parameters per kind)")
-    text.append(f"trainable_params={trainable} total_params={total}")
+    if counts.selected is not None:
+        text.append(f"selected elements: {counts.selected} of {counts.candidates} candidates")
+    if counts.dense_trainable is not None:  # per-step selection: any element may train, one step updates `trainable`
+        text.append(f"dense_trainable={counts.dense_trainable} (trainable_params: elements one step updates)")
+    text.append(f"trainable_params={counts.trainable} total_params={counts.total}")
     return "\n".join(text)
 
 

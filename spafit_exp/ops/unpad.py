@@ -32,8 +32,6 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface
 
-from spafit_exp.core.errors import ConfigError
-
 NAME = "spafit_unpadded"
 BUCKETS_PER_OCTAVE = 8
 
@@ -117,21 +115,27 @@ def _hf_model(model: torch.nn.Module) -> PreTrainedModel:
     for module in model.modules():
         if isinstance(module, PreTrainedModel):
             return module
-    raise ConfigError(f"trainer.unpad: {type(model).__name__} holds no transformers model")
+    raise ValueError(f"{type(model).__name__} holds no transformers model")
 
 
 def _encoder(hf: PreTrainedModel) -> torch.nn.Module:
     backbone = hf.base_model
     encoder = getattr(backbone, "encoder", None)
     if encoder is None or not hasattr(backbone, "embeddings") or hf.config.is_decoder or not hf._can_set_attn_implementation():
-        raise ConfigError(f"trainer.unpad: {type(hf).__name__} is not a BERT-style encoder "
-                         "(embeddings + encoder, AttentionInterface); set trainer.unpad=false")
+        raise ValueError(f"{type(hf).__name__} is not a BERT-style encoder (embeddings + encoder, AttentionInterface)")
     return encoder
+
+
+def check(model: torch.nn.Module) -> None:
+    """ValueError when `applied` cannot unpad `model` (no transformers model inside, or not a BERT-style encoder):
+    callers check first and name the setting that asked for it."""
+    _encoder(_hf_model(model))
 
 
 @contextmanager
 def applied(model: torch.nn.Module, enabled: bool = True):
-    """Run `model` unpadded inside the block; hooks and the attention implementation are restored on exit."""
+    """Run `model` unpadded inside the block; hooks and the attention implementation are restored on exit.
+    ValueError (on entry) for a model it cannot unpad (`check`)."""
     if not enabled:
         yield model
         return

@@ -21,13 +21,13 @@ from spafit_exp.core.run_dir import Claim, RunDir
 from spafit_exp.core.spec import RunSpec, plain
 from spafit_exp.engine import tracking
 from spafit_exp.engine.artefacts import save_trainable, seeded_model
-from spafit_exp.engine.loop import StopRequested, train
+from spafit_exp.engine.loop import StopRequested, TrainResult, train
 from spafit_exp.engine.resume import drop_resume
 from spafit_exp.engine.stops import graceful_stop
 from spafit_exp.inputs.data import load_task_data
 from spafit_exp.inputs.modeling import build_tokenizer, check_model_files
-from spafit_exp.methods import apply_method, get_method
-from spafit_exp.ops.params import count_params, report
+from spafit_exp.methods import Method, apply_method, get_method
+from spafit_exp.ops.params import report
 from spafit_exp.run.config import run_dir as directory_of
 from spafit_exp.run.console import RUN_LOG, header, logged_to, peak_memory, reset_peak_memory, step_percentiles, summary
 from spafit_exp.run.validation import validate
@@ -108,32 +108,23 @@ def _config_error(err: ConfigError, cfg: DictConfig, directory: Path) -> None:
     raise err
 
 
-def prepare(spec: RunSpec, device: str = "cpu"):
+def prepare(spec: RunSpec, device: str = "cpu") -> Method:
     """Seeded model -> decoder pre-tuning (`decoder.pretune`) -> selection stage (fixed-subset methods) -> method."""
     model = seeded_model(spec.model, spec.task, spec.trainer.seed, device=device)
     fixed_subset = get_method(spec.method.name).needs_selection
     with preserved_rng():  # a stage trains only when its cache misses: the run must not depend on which
         decoder = pretune_decoder(spec, model, fixed_subset)
         selection = run_selection(spec, model, decoder.get("decoder", "none")) if fixed_subset else None
-    prepared = apply_method(model, spec.method, selection)
-    prepared.info.update(decoder)
-    return prepared
+    method = apply_method(model, spec.method, selection)
+    method.info.update(decoder)
+    return method
 
 
 def dry_run(spec: RunSpec) -> None:
     """Architecture on the meta device (no weights, works offline), method applied, parameter report."""
-    prepared = prepare(spec, device="meta")
+    method = prepare(spec, device="meta")
     print(f"model={spec.model.name} task={spec.task.name} method={spec.method.tag}")
-    text = report(prepared.model)
-    if "trainable" in prepared.info:  # element-level subsets: the table shows tensors, the total counts elements
-        summary = text.rsplit("\n", 1)[-1]
-        total = summary.split("total_params=")[1]
-        info = prepared.info
-        notes = [f"selected elements: {info['k']} of {info['n']} candidates"] if "k" in info else []
-        if "dense_trainable" in info:  # per-step selection: any element may train, one step updates `trainable`
-            notes.append(f"dense_trainable={info['dense_trainable']} (trainable_params: elements one step updates)")
-        text = "\n".join([text.rsplit("\n", 1)[0], *notes, f"trainable_params={info['trainable']} total_params={total}"])
-    print(text)
+    print(report(method.model, method.counts()))
 
 
 def _accelerator(spec: RunSpec):
@@ -148,37 +139,37 @@ def train_and_record(spec: RunSpec, directory: Path, started: float | None = Non
     set_seed(spec.trainer.seed)
     tokenizer = build_tokenizer(spec.model)
     data = load_task_data(spec, tokenizer)  # bad data raises ConfigError here, before anything is written
-    prepared = prepare(spec)  # seeded again: the head's init must not depend on what data loading consumed
+    method = prepare(spec)  # seeded again: the head's init must not depend on what data loading consumed
     accelerator = _accelerator(spec)  # after the selection stage, which runs its own short trainings
-    trainable, total = count_params(prepared.model)
-    trainable = prepared.info.get("trainable", trainable)  # element-level methods count elements, not tensors
+    counts = method.counts()  # element-level methods count elements, not tensors
     if spec.run.force or not spec.run.resume:
         drop_resume(directory)
     run_dir = RunDir(directory)
     earlier = run_dir.earlier_sessions_s() if run_dir.resumable else 0.0
 
     record = results.base_record(spec)
-    dense = {"dense_trainable": prepared.info["dense_trainable"]} if "dense_trainable" in prepared.info else {}
-    record.update(params={"trainable": trainable, "total": total, "fraction": trainable / total, **dense},
-                  method_info=prepared.info, data={"train_rows": len(data.train),
-                                                   "eval_rows": {k: len(v) for k, v in {**data.evals, **data.tests}.items()}},
+    record.update(params=counts.record(), method_info=method.info,
+                  data={"train_rows": len(data.train),
+                        "eval_rows": {k: len(v) for k, v in {**data.evals, **data.tests}.items()}},
                   timing={"earlier_sessions_s": earlier}, memory=peak_memory(accelerator.device, run_scope))
     main_process = accelerator.is_main_process
     if main_process:
-        print(header(spec, trainable, total, prepared.info, len(data.train), record.data["eval_rows"],
+        print(header(spec, counts, len(data.train), record.data["eval_rows"],
                      accelerator.device, accelerator.num_processes, directory), flush=True)
         run_dir.write(record, claim)
     tracking.start_tracking(accelerator, spec, directory)  # validation checked, before anything loaded, that it can start
     tracking.summarize(accelerator, spec.tracking, record.to_json())  # parameters, while it runs
     stop = None
+    partial = TrainResult()  # the loop fills it as it goes: a failed run's record still has its phases
     try:
         with graceful_stop() as stop:
-            outcome = train(spec, prepared, data, accelerator, checkpoint_dir=directory, stop=stop, started=started)
+            outcome = train(spec, method, data, accelerator, checkpoint_dir=directory, stop=stop, started=started,
+                            result=partial)
     except (Exception, KeyboardInterrupt) as err:  # every failure becomes a record, then propagates
         interrupted = isinstance(err, (StopRequested, KeyboardInterrupt))
         record.update(status="interrupted" if interrupted else "failed", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc(limit=20), failed_step=getattr(err, "step", None),
-                      timing={"wall_s": earlier + time.time() - started, "earlier_sessions_s": earlier},
+                      timing=timing.record_timing(partial, started, earlier, None),
                       memory=peak_memory(accelerator.device, run_scope))
         if main_process:
             run_dir.write_if_possible(record, claim)
@@ -191,8 +182,8 @@ def train_and_record(spec: RunSpec, directory: Path, started: float | None = Non
                                  int(signum)) from None
         raise
 
-    if prepared.summarize is not None and outcome.best_state:
-        record.method_info.update(prepared.summarize(outcome.best_state))
+    if outcome.best_state:
+        record.method_info.update(method.summarize(outcome.best_state))
     tokens = spec.trainer.epochs * sum(len(row["input_ids"]) for row in data.train)  # real tokens, padding excluded
     if outcome.early_stopped:  # the rows it trained on, at the mean row length
         tokens = round(tokens * outcome.train_samples / (spec.trainer.epochs * max(len(data.train), 1)))

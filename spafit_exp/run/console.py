@@ -17,6 +17,7 @@ from spafit_exp.core import commands, results
 from spafit_exp.core.run_files import open_plain
 from spafit_exp.core.spec import RunSpec
 from spafit_exp.inputs.metrics import loss_falls
+from spafit_exp.ops.params import ParamCounts
 
 RUN_LOG = "run.log"
 
@@ -94,13 +95,14 @@ def summary(record: dict, directory: Path) -> str:
     return "\n".join(lines)
 
 
-def header(spec: RunSpec, trainable: int, total: int, info: dict, train_rows: int, eval_rows: dict, device, processes: int,
+def header(spec: RunSpec, counts: ParamCounts, train_rows: int, eval_rows: dict, device, processes: int,
            directory: Path) -> str:
     """A few aligned lines before training: what trains, on what, with which recipe, where the record goes."""
     t, model = spec.trainer, spec.model
-    what = f"{trainable:,} of {total:,} parameters ({100 * trainable / total:.3f}%)"
-    if "k" in info and "n" in info:  # element-level methods: k elements of n candidates (+ head)
-        what += f"; {info['k']:,} of {info['n']:,} candidate elements" + (" per step" if "update" in info else "")
+    what = f"{counts.trainable:,} of {counts.total:,} parameters ({100 * counts.trainable / counts.total:.3f}%)"
+    if counts.selected is not None:  # element-level methods: k elements of n candidates (+ head)
+        per_step = counts.dense_trainable is not None  # drawn anew each step: any candidate may train over the run
+        what += f"; {counts.selected:,} of {counts.candidates:,} candidate elements" + (" per step" if per_step else "")
     evals = ", ".join(f"{n:,} {split}" for split, n in eval_rows.items())
     schedule = f"{t.schedule}, warm-up {t.warmup_ratio:g}" if t.schedule == "linear" else t.schedule
     source = "random init" if model.init == "random" else (model.path or model.hub_id)

@@ -23,7 +23,7 @@ from spafit_exp.core.stored import read_cache
 from spafit_exp.engine.loop import TrainResult, train
 from spafit_exp.inputs.data import TaskData, cache_root, load_task_data, run_key, stage_seed
 from spafit_exp.inputs.modeling import build_model, build_tokenizer
-from spafit_exp.methods import MethodOptions, Prepared
+from spafit_exp.methods import Method, MethodOptions
 from spafit_exp.ops.params import freeze_all, is_head, restored, unfreeze
 
 
@@ -44,7 +44,7 @@ def train_head(spec: RunSpec, recipe: DecoderRecipe, model: torch.nn.Module, dat
     data = data if data is not None else load_task_data(tuned, build_tokenizer(spec.model))
     freeze_all(model)
     unfreeze(model, is_head)
-    return train(tuned, Prepared(model), data, Accelerator(gradient_accumulation_steps=1))
+    return train(tuned, Method(model), data, Accelerator(gradient_accumulation_steps=1))
 
 
 def pretuned_head(spec: RunSpec, model: torch.nn.Module, recipe: DecoderRecipe) -> tuple[dict[str, torch.Tensor], str]:

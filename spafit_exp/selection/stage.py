@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -15,7 +16,8 @@ from torch import nn
 
 from spafit_exp.core.spec import RunSpec
 from spafit_exp.methods import Selection
-from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params, subnetwork_size
+from spafit_exp.methods.subnetwork import subset_size
+from spafit_exp.ops.masking import FlatParams, bitfit_size, candidate_params
 from spafit_exp.selection.decoder import decoder_scores, load_head, pretuned_head
 from spafit_exp.selection.selectors import SELECTORS, Context
 
@@ -37,16 +39,14 @@ def run_selection(spec: RunSpec, model: nn.Module, decoder_key: str = "none") ->
     Which tensors are candidates is the subset method's option (`method.candidates`)."""
     selector, options = SELECTORS.get(spec.selector.name), spec.selector
     flat = FlatParams(candidate_params(model, spec.method.candidates))
-    k = subnetwork_size(options.k, options.fraction, flat.n, bitfit_size(model), "selector")
+    k = subset_size(options.k, options.fraction, flat.n, bitfit_size(model), "selector")
     info = {"selector": selector.name, "k": k, "n": flat.n}
     if next(model.parameters()).device.type == "meta":
         return Selection(index=None, k=k, n=flat.n, info=info)
     picked = selector.select(Context(spec, options, model, flat, k, decoder_key))
     info.update(picked.info)
-    info["fraction"] = info["k"] / flat.n
-    index = picked.index.long().cpu()
-    return Selection(index=index, k=int(info["k"]), n=flat.n, head=picked.head, delta=picked.delta,
-                     evaluate_only=picked.evaluate_only, info=info)
+    info["fraction"] = picked.k / flat.n
+    return replace(picked, index=picked.index.long().cpu(), info=info)
 
 
 @contextmanager

@@ -15,9 +15,9 @@ from spafit_exp.core import results
 from spafit_exp.core.run_dir import RunDir
 from spafit_exp.core.spec import ModelSpec, RunSpec, plain, stored_specs
 from spafit_exp.engine.artefacts import load_run
+from spafit_exp.engine.loop import unpadded
 from spafit_exp.inputs.data import mlm_batches, wikitext_paragraphs
 from spafit_exp.inputs.modeling import build_model, build_tokenizer
-from spafit_exp.ops import unpad
 from spafit_exp.studies import merged_encoder_state, register, source_runs
 
 
@@ -36,10 +36,10 @@ def encoder_from(spec: RunSpec, source: Path | None) -> tuple[nn.Module, ModelSp
     if source is None:
         set_seed(spec.trainer.seed)
         return build_model(spec.model, spec.task).base_model, spec.model, None
-    prepared, record = load_run(source)
+    method, record = load_run(source)
     model, task = stored_specs(record["config"])
     fresh = build_model(model, task)
-    missing, unexpected = fresh.base_model.load_state_dict(merged_encoder_state(prepared.model), strict=False)
+    missing, unexpected = fresh.base_model.load_state_dict(merged_encoder_state(method.model), strict=False)
     if unexpected or [k for k in missing if "pooler" not in k]:
         raise RuntimeError(f"{source}: encoder weights do not fit the plain model: {unexpected[:3]} {missing[:3]}")
     return fresh.base_model, model, record
@@ -89,7 +89,7 @@ def probe_runs(spec: RunSpec) -> list[dict]:
     for source in source_runs(spec.study):
         started = time.time()
         encoder, model, src = encoder_from(spec, source)
-        with unpad.applied(encoder, spec.trainer.unpad):  # frozen encoder passes skip the padding
+        with unpadded(encoder, spec.trainer.unpad):  # frozen encoder passes skip the padding
             outcome = probe(spec, encoder, build_tokenizer(model))
         model_config = src["config"]["model"] if src else spec.config["model"]  # as the record keeps it
         src = src or {"task": "none", "method_tag": "pretrained", "lr": 0.0, "seed": spec.trainer.seed}

@@ -22,7 +22,7 @@ from spafit_exp.engine.artefacts import load_run
 from spafit_exp.engine.loop import train
 from spafit_exp.inputs.data import load_task_data
 from spafit_exp.inputs.modeling import build_model, build_tokenizer
-from spafit_exp.methods import Prepared
+from spafit_exp.methods import Method
 from spafit_exp.selection.decoder import train_head
 from spafit_exp.studies import best_lr, merged_encoder_state, read_runs, register, sources
 
@@ -80,8 +80,8 @@ def transfer_one(spec: RunSpec, source: Path | None, lr: float, search: dict | N
     started = time.time()
     src, encoder_state, model_spec, model_config, seed = None, None, spec.model, spec.config["model"], spec.trainer.seed
     if source is not None:
-        prepared, src = load_run(source)
-        encoder_state = merged_encoder_state(prepared.model)
+        method, src = load_run(source)
+        encoder_state = merged_encoder_state(method.model)
         model_config, seed = src["config"]["model"], int(src["seed"])
         model_spec = build(ModelSpec, model_config, "model", stored=True)
     run_spec = transfer_spec(spec, model_spec, model_config, lr, seed)
@@ -94,7 +94,7 @@ def transfer_one(spec: RunSpec, source: Path | None, lr: float, search: dict | N
     decoder = train_head(run_spec, build(DecoderRecipe, spec.study["decoder"], "study.decoder"), model, data)
     for p in model.parameters():
         p.requires_grad_(True)
-    full = train(run_spec, Prepared(model), data, Accelerator())
+    full = train(run_spec, Method(model), data, Accelerator())
 
     # The decoder-only scores ride along as `decoder_<metric>` in every split of `best`, so tables read both.
     best = {"epoch": full.best["epoch"]}

@@ -9,7 +9,7 @@ Adding a selector = a module in this package with `@register(name, options=...)`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -20,7 +20,9 @@ from torch import nn
 from spafit_exp.core.registry import Registry, discover, typed_options
 from spafit_exp.core.spec import RunSpec
 from spafit_exp.inputs.data import stage_seed as shared_stage_seed
-from spafit_exp.ops.masking import FlatParams, check_size_options
+from spafit_exp.methods import Selection
+from spafit_exp.methods.subnetwork import check_size_options
+from spafit_exp.ops.masking import FlatParams
 
 
 @dataclass
@@ -32,17 +34,6 @@ class SelectorOptions:
     lr: Optional[float] = MISSING  # recommended rate of method=subset with this selector
     k: Optional[int] = MISSING  # subset size; null = fraction, or the model's BitFit size
     fraction: Optional[float] = MISSING
-
-
-@dataclass
-class Picked:
-    """A selector's answer: the indices, facts for the record, and (diff pruning) the model it implies."""
-
-    index: torch.Tensor
-    info: dict = field(default_factory=dict)
-    head: dict[str, torch.Tensor] = field(default_factory=dict)
-    delta: torch.Tensor | None = None  # values at `index` added to theta0 (the pruned model)
-    evaluate_only: bool = False
 
 
 @dataclass
@@ -65,6 +56,13 @@ class Context:
         since the head is then the run seed's initialisation."""
         return shared_stage_seed(self.spec) if self.decoder_key != "none" else int(self.spec.trainer.seed)
 
+    def picked(self, index: torch.Tensor, info: dict | None = None, **implied) -> Selection:
+        """A selector's answer as the `Selection` the subset method consumes: its indices over `flat`, facts for
+        the record (`info`; an `info["k"]` overrides the target size when the selector picks another), and
+        (`implied`: head, delta, evaluate_only) the model it implies (diff pruning without retraining)."""
+        return Selection(index=index, k=int((info or {}).get("k", self.k)), n=self.flat.n, info=dict(info or {}),
+                         **implied)
+
     @property
     def decoder_id(self) -> str:
         """The pre-tuned decoder's file name, its own cache key: what a statistic's key holds, so that it does not
@@ -75,7 +73,7 @@ class Context:
 @dataclass(frozen=True)
 class SelectorSpec:
     name: str
-    select: Callable[[Context], Picked]
+    select: Callable[[Context], Selection]
     options: type = SelectorOptions
     validate: Callable[[Any], None] | None = None
 
@@ -84,7 +82,7 @@ SELECTORS: Registry[SelectorSpec] = Registry("selector")
 
 
 def register(name: str, options: type = SelectorOptions, validate: Callable[[Any], None] | None = None):
-    def decorate(fn: Callable[[Context], Picked]):
+    def decorate(fn: Callable[[Context], Selection]):
         SELECTORS.add(name, SelectorSpec(name, fn, options, validate))
         return fn
 

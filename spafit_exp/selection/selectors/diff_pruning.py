@@ -33,12 +33,12 @@ from spafit_exp.core.stored import read_cache
 from spafit_exp.engine.loop import train
 from spafit_exp.inputs.data import cache_root, load_task_data, run_key
 from spafit_exp.inputs.modeling import build_tokenizer
-from spafit_exp.methods import Prepared
-from spafit_exp.methods.regularized import PenaltyOptions, full_ft_l1
+from spafit_exp.methods import Selection
+from spafit_exp.methods.regularized import Penalised, PenaltyOptions, full_ft_l1
 from spafit_exp.ops.masking import FlatParams
 from spafit_exp.ops.params import is_head, restored
 from spafit_exp.ops.sampling import topk_indices
-from spafit_exp.selection.selectors import Context, Picked, SelectorOptions, register
+from spafit_exp.selection.selectors import Context, SelectorOptions, register
 
 
 @dataclass
@@ -123,12 +123,11 @@ def pruning_finetune(ctx: Context) -> dict:
         theta0 = [p.detach().clone() for p in ctx.flat.params]
         options = PenaltyOptions(name="full_ft_l1", tag="full_ft_l1", lr=float(s.prune_lr), coefficient=float(s.l1),
                                  reduction="sum")
-        prepared = full_ft_l1(model, options)
-        if s.prune_schedule == "gradual":
-            prepared = _pruned_while_training(prepared, ctx, theta0)
+        method = (PrunedWhileTraining(model, options, ctx, theta0) if s.prune_schedule == "gradual"
+                  else full_ft_l1(model, options))
         data = load_task_data(tuned, build_tokenizer(spec.model))
         set_seed(seed)  # its dropout: the same fine-tune whichever run computes it
-        outcome = train(tuned, prepared, data, Accelerator())
+        outcome = train(tuned, method, data, Accelerator())
         saved = {"delta": torch.cat([(p.detach() - p0).reshape(-1).cpu() for p, p0 in zip(ctx.flat.params, theta0)]),
                  "head": {n: p.detach().cpu().clone() for n, p in model.named_parameters() if is_head(n)},
                  "losses": outcome.losses}  # the fine-tune's loss curve: what a check of "did it learn" reads
@@ -137,17 +136,32 @@ def pruning_finetune(ctx: Context) -> dict:
     return saved
 
 
-def _pruned_while_training(prepared: Prepared, ctx: Context, theta0: list[torch.Tensor]) -> Prepared:
-    """Only candidates and the head train (anything else could not be kept in the pruned model)."""
-    candidates = {id(p) for p in ctx.flat.params}
-    for name, p in prepared.model.named_parameters():
-        p.requires_grad_(id(p) in candidates or is_head(name))
-    pruning = GradualPruning(ctx.flat, theta0, ctx.k, float(ctx.options.prune_end))
-    return replace(prepared, after_step=pruning, on_schedule=pruning.on_schedule, method_state=pruning)
+class PrunedWhileTraining(Penalised):
+    """The L1 fine-tune pruned after every optimizer step (`GradualPruning`: its schedule and its state are the
+    method's). Only candidates and the head train (anything else could not be kept in the pruned model)."""
+
+    def __init__(self, model, options: PenaltyOptions, ctx: Context, theta0: list[torch.Tensor]):
+        super().__init__(model, options, "l1")
+        candidates = {id(p) for p in ctx.flat.params}
+        for name, p in model.named_parameters():
+            p.requires_grad_(id(p) in candidates or is_head(name))
+        self.pruning = GradualPruning(ctx.flat, theta0, ctx.k, float(ctx.options.prune_end))
+
+    def on_schedule(self, total_steps: int) -> None:
+        self.pruning.on_schedule(total_steps)
+
+    def after_step(self) -> None:
+        self.pruning()
+
+    def state_dict(self) -> dict:
+        return self.pruning.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pruning.load_state_dict(state)
 
 
 @register("diff_pruning", options=DiffPruningOptions, validate=_check)
-def diff_pruning(ctx: Context) -> Picked:
+def diff_pruning(ctx: Context) -> Selection:
     s = ctx.options
     saved = pruning_finetune(ctx)
     index = topk_indices(saved["delta"].abs(), ctx.k)
@@ -155,5 +169,5 @@ def diff_pruning(ctx: Context) -> Picked:
             "prune_schedule": s.prune_schedule, "prune_end": float(s.prune_end),
             "prune_losses": saved.get("losses")}
     if s.retrain:
-        return Picked(index, info=info)
-    return Picked(index, info=info, head=saved["head"], delta=saved["delta"][index], evaluate_only=True)
+        return ctx.picked(index, info=info)
+    return ctx.picked(index, info=info, head=saved["head"], delta=saved["delta"][index], evaluate_only=True)

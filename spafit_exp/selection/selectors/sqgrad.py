@@ -23,9 +23,10 @@ from spafit_exp.core.results import replace_atomically
 from spafit_exp.core.stored import read_cache
 from spafit_exp.inputs.data import PadCollator, cache_root, load_task_data, mlm_examples, run_key, wikitext_paragraphs
 from spafit_exp.inputs.modeling import build_tokenizer, mlm_model_like
+from spafit_exp.methods import Selection
 from spafit_exp.ops.persample import length_chunks, sq_grad_sum
 from spafit_exp.ops.sampling import topk_indices
-from spafit_exp.selection.selectors import Context, Picked, SelectorOptions, register
+from spafit_exp.selection.selectors import Context, SelectorOptions, register
 
 # Part of every statistic's cache key. 2: means over examples, computed batched with exact per-example gradients
 # (1 was sums, and with stat_batch_size > 1 squared batch gradients).
@@ -126,16 +127,16 @@ def _check_combined(s: CombinedOptions) -> None:
 
 
 @register("downstream_sqgrad", options=DownstreamOptions, validate=_check_batch)
-def downstream_sqgrad(ctx: Context) -> Picked:
-    return Picked(topk_indices(downstream_stats(ctx), ctx.k))
+def downstream_sqgrad(ctx: Context) -> Selection:
+    return ctx.picked(topk_indices(downstream_stats(ctx), ctx.k))
 
 
 @register("pretrain_sqgrad", options=PretrainOptions, validate=_check_batch)
-def pretrain_sqgrad(ctx: Context) -> Picked:
-    return Picked(topk_indices(pretrain_stats(ctx), ctx.k))
+def pretrain_sqgrad(ctx: Context) -> Selection:
+    return ctx.picked(topk_indices(pretrain_stats(ctx), ctx.k))
 
 
 @register("combined", options=CombinedOptions, validate=_check_combined)
-def combined(ctx: Context) -> Picked:
+def combined(ctx: Context) -> Selection:
     scores = combine(downstream_stats(ctx), pretrain_stats(ctx), ctx.options.normalise)
-    return Picked(topk_indices(scores, ctx.k), info={"normalise": ctx.options.normalise})
+    return ctx.picked(topk_indices(scores, ctx.k), info={"normalise": ctx.options.normalise})
