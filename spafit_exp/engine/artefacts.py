@@ -41,12 +41,7 @@ def load_trainable(method: Method, state: dict, source: Path) -> None:
     missing = sorted({n.removesuffix(".__idx").removesuffix(".__val") for n in state} - set(own))
     if missing:
         raise KeyError(f"{source}: tensors not in the model: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    for name, tensor in state.items():
-        if name.endswith(".__idx"):  # sparse entry: scatter the values into the base tensor
-            base = name[: -len(".__idx")]
-            own[base].data.view(-1)[tensor] = state[f"{base}.__val"].to(own[base].dtype)
-        elif not name.endswith(".__val"):
-            own[name].data.copy_(tensor)
+    method.import_state(method.model, state)
 
 
 def load_run(run_dir: Path) -> tuple[Method, dict]:

@@ -3,7 +3,7 @@
 forward -> backward -> clip -> method hook -> optimizer/scheduler step; evaluate on every dev split after
 each epoch (or every `trainer.eval_every` optimizer steps and at the end); keep the trainable tensors of the best
 evaluation (by the task's main metric); stop after `trainer.early_stopping_patience` evaluations without a better
-one."""
+one; score the first `trainer.eval_train_samples` training rows once, with the best evaluation's tensors."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spafit_exp.core.errors import ConfigError
-from spafit_exp.core.spec import RunSpec, TaskSpec
+from spafit_exp.core.spec import RunSpec
 from spafit_exp.core.timing import adding
+from spafit_exp.engine.evaluation import evaluate
 from spafit_exp.engine.resume import Checkpointer, Position
-from spafit_exp.inputs import metrics
 from spafit_exp.inputs.data import TaskData
 from spafit_exp.methods import Method
 from spafit_exp.ops import unpad
@@ -54,32 +54,6 @@ class TrainResult:
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step (host clock)
     optimizer_state_bytes: int = 0
     early_stopped: bool = False  # trainer.early_stopping_patience ended the run before its last epoch
-
-
-def _metric_key(split: str, name: str) -> str:
-    suffix = split.split("_", 1)[1] if "_" in split else ""  # "dev" / "test" -> "", "dev_mm" -> "_mm"
-    return f"{name}_{suffix}" if suffix else name
-
-
-@torch.inference_mode()
-def evaluate(model, loaders: dict[str, DataLoader], task: TaskSpec, accelerator: Accelerator) -> dict[str, float]:
-    model.eval()
-    scores = {}
-    for split, loader in loaders.items():
-        logits, labels = [], []
-        for batch in loader:
-            gold = batch.pop("labels")
-            out = model(**batch).logits
-            if task.type == "token_classification":
-                out = accelerator.pad_across_processes(out, dim=1)
-                gold = accelerator.pad_across_processes(gold, dim=1, pad_index=-100)
-            out, gold = accelerator.gather_for_metrics((out, gold))
-            logits.append(out.float().cpu().numpy())
-            labels.append(gold.cpu().numpy())
-        for name, value in metrics.evaluate_split(task, logits, labels).items():
-            scores[_metric_key(split, name)] = value
-    model.train()
-    return scores
 
 
 class StopRequested(RuntimeError):
@@ -166,25 +140,43 @@ def _train(spec: RunSpec, method: Method, data: TaskData, accelerator: Accelerat
             checkpointer.save(model, optimizer, scheduler, method, result,
                               Position(epoch, batch, epoch_generator), (running.item(), running_n))
 
-    def scores() -> tuple[dict, dict, dict]:
-        """(dev, test, train-rows) scores of the model as it is now."""
+    def scores() -> tuple[dict, dict]:
+        """(dev, test) scores of the model as it is now. The training rows are scored once, at the end."""
         with adding(result, "eval_seconds"):
-            return (evaluate(model, eval_loaders, task, accelerator), evaluate(model, test_loaders, task, accelerator),
-                    evaluate(model, train_eval, task, accelerator) if train_eval else {})
+            scored = evaluate(model, eval_loaders, task, accelerator), evaluate(model, test_loaders, task, accelerator)
+        if train_eval:  # the draw their loader's iteration took (its base seed): dropout's stream stays the same
+            torch.empty((), dtype=torch.int64).random_()
+        return scored
 
     def keep_best(best: dict) -> None:
         """The best epoch so far, with a host copy of its trainable tensors (counted as saving)."""
-        result.best = best
+        result.best = {**best, "train": {}}
         with adding(result, "save_seconds"):
             result.best_state = method.export_state(accelerator.unwrap_model(model))
+
+    def score_train_rows() -> None:
+        """The first `eval_train_samples` training rows, scored with the best evaluation's tensors (only the best's
+        train scores are kept: the train/test gap): swapped in and back, so the model leaves as it trained."""
+        if not train_eval or not result.best:
+            return
+        unwrapped, swap = accelerator.unwrap_model(model), result.best["step"] != result.steps
+        if swap:
+            with adding(result, "save_seconds"):
+                final = method.export_state(unwrapped)
+                method.import_state(unwrapped, result.best_state)
+        with adding(result, "eval_seconds"), torch.random.fork_rng(devices=[]):  # after training: no draw taken
+            result.best["train"] = evaluate(model, train_eval, task, accelerator)
+        if swap:
+            with adding(result, "save_seconds"):
+                method.import_state(unwrapped, final)
 
     main, every, patience = task.main_metric, t.eval_every, t.early_stopping_patience
 
     def evaluation(epoch: float) -> bool:
         """Score the model now (`epoch`: training progress, whole at an epoch's end) and keep it if it is the best
         so far. True when the last `patience` evaluations have not bettered the best (early stopping)."""
-        dev, test, train_scores = scores()
-        result.epochs.append({"epoch": epoch, "step": result.steps, "dev": dev, "test": test, "train": train_scores,
+        dev, test = scores()
+        result.epochs.append({"epoch": epoch, "step": result.steps, "dev": dev, "test": test,
                               "train_loss": result.losses[-1][1] if result.losses else None})
         accelerator.log({f"dev/{k}": v for k, v in dev.items()} | {f"test/{k}": v for k, v in test.items()}
                         | {"epoch": epoch}, step=result.steps)
@@ -194,7 +186,7 @@ def _train(spec: RunSpec, method: Method, data: TaskData, accelerator: Accelerat
         score = dev.get(main, float("nan"))
         best_score = result.best["dev"].get(main, float("nan")) if result.best else float("nan")
         if not result.best or (np.isfinite(score) and not score <= best_score):  # NaN best: any finite wins
-            keep_best({"epoch": epoch, "step": result.steps, "dev": dev, "test": test, "train": train_scores})
+            keep_best({"epoch": epoch, "step": result.steps, "dev": dev, "test": test})
         # counted from the record itself, so a resumed run stops where the uninterrupted one would
         since_best = sum(row["step"] > result.best.get("step", -1) for row in result.epochs)
         return patience is not None and since_best >= patience
@@ -202,10 +194,10 @@ def _train(spec: RunSpec, method: Method, data: TaskData, accelerator: Accelerat
     if started is not None:  # this session's set-up (a resumed run's earlier ones came back with `result`)
         result.setup_seconds += max(0.0, time.time() - started)
     if method.evaluate_only:  # the prepared model is the result (e.g. diff pruning without retraining)
-        dev, test, train_scores = scores()
-        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores,
-                              "train_loss": None})
-        keep_best({"epoch": 0, "step": 0, "dev": dev, "test": test, "train": train_scores})
+        dev, test = scores()
+        result.epochs.append({"epoch": 0, "step": 0, "dev": dev, "test": test, "train_loss": None})
+        keep_best({"epoch": 0, "step": 0, "dev": dev, "test": test})
+        score_train_rows()
         return result
     model.train()
     for epoch in range(position.epoch, t.epochs + 1):
@@ -288,5 +280,6 @@ def _train(spec: RunSpec, method: Method, data: TaskData, accelerator: Accelerat
     if result.early_stopped:
         accelerator.print(f"early stopping at step {result.steps}: {patience} evaluation{'s' if patience > 1 else ''}"
                           f" without a better dev {main} (best: step {result.best['step']})")
+    score_train_rows()
     result.optimizer_state_bytes = optimizer_state_bytes(optimizer)
     return result

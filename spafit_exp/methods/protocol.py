@@ -54,6 +54,12 @@ class Method:
         tensor; sparse for fixed subsets."""
         return trainable_state(model)
 
+    def import_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put an `export_state` back into `model` (a saved run reloaded, the best epoch scored after training)."""
+        own = dict(model.named_parameters())
+        for name, tensor in state.items():
+            own[name].data.copy_(tensor)
+
     def summarize(self, best_state: dict[str, torch.Tensor]) -> dict:
         """Facts about the trained model for `method_info`, from the best epoch's exported tensors."""
         return {}

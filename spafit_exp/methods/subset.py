@@ -67,6 +67,18 @@ class FixedSubset(Method):
     def export_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return sparse_state(model, self.flat, self.local)
 
+    def import_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """`sparse_state`'s entries scattered back into their tensors; the head copied."""
+        own = dict(model.named_parameters())
+        for name, tensor in state.items():
+            if name.endswith(".__idx"):
+                base = name.removesuffix(".__idx")
+                target = own[base].data.view(-1)
+                target[tensor.to(target.device)] = state[f"{base}.__val"].to(target.device, target.dtype)
+            elif not name.endswith(".__val"):
+                own[name].data.copy_(tensor)
+        sparse_grad.read_back(model)
+
 
 @register("subset", options=SubsetOptions, validate=validate_subset, needs_selection=True)
 def subset(model, options: SubsetOptions, selection: Selection) -> FixedSubset:

@@ -142,6 +142,15 @@ def sync(model: nn.Module) -> None:
             _write_values(module)
 
 
+@torch.no_grad()
+def read_back(model: nn.Module) -> None:
+    """The other direction: every selected parameter re-read from its weight, after the weights were written
+    directly (a reloaded run, the best epoch's tensors swapped in), so both hold the same values."""
+    for module in model.modules():
+        if hasattr(module, SELECTED_VALUES):
+            getattr(module, SELECTED_VALUES).copy_(module.weight.view(-1)[getattr(module, INDEX)])
+
+
 def keep_in_sync(optimizer: torch.optim.Optimizer, model: nn.Module) -> torch.optim.Optimizer:
     """The weights hold their selected values after every step of `optimizer` and after its state is loaded (a
     resume loads the trained tensors, then the optimizer). The forward reads the weight alone, so a model whose
