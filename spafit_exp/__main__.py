@@ -21,7 +21,6 @@ from spafit_exp.core.timing import phase_totals
 from spafit_exp.engine.stops import hand_back
 from spafit_exp.run import packing
 from spafit_exp.run.config import check_group_overrides, check_overrides_compose, check_run_dir, job_overrides, quote_path_values
-from spafit_exp.sweep.lr_search import edge_commands
 
 # Jobs of an in-process sweep (basic launcher): (run directory, outcome, seconds, main metric or message[, the
 # record's timing: completed jobs]).
@@ -142,6 +141,8 @@ def main() -> None:
         interrupted = True
     jobs = SWEEP if local is None else local_sweep.outcomes(local)
     if jobs:
+        from spafit_exp.sweep.lr_search import edge_commands  # the table code (report/cells): sweeps only
+
         print(sweep_summary(jobs))
         for root in sorted({RunDir(directory).experiment_root for directory, *_ in jobs}):
             for line in edge_commands(root, args):

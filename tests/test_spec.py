@@ -106,7 +106,8 @@ def test_specs_hold_no_defaults_and_the_schema_is_theirs():
     pairs = {specs.TrainerSpec: schema.TrainerConfig, specs.DecoderSpec: schema.DecoderConfig,
              specs.DataSpec: schema.DataConfig, specs.RunOptions: schema.RunConfig,
              specs.TrackingSpec: schema.TrackingConfig, specs.TaskSpec: schema.TaskConfig,
-             specs.ModelSpec: schema.ModelConfig, specs.HubSpec: schema.HubConfig, specs.HoldoutSpec: schema.HoldoutConfig}
+             specs.ModelSpec: schema.ModelConfig, specs.HubSpec: schema.HubConfig, specs.HoldoutSpec: schema.HoldoutConfig,
+             specs.SizeSpec: schema.SizeConfig}
     for spec_class, schema_class in pairs.items():
         keys = [f for f in dataclasses.fields(spec_class) if not f.metadata.get("resolved")]
         assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in keys)

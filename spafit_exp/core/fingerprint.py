@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 # Prefixes (dotted keys) that do not change what a run computes.
 IGNORED = (
     "run", "hydra", "tracking", "launcher", "lr_grid", "study", "experiment_name",
+    "task.size",  # the sweep planner's estimate of the task's size, not what a run reads
     "data.cache_dir", "data.num_workers",
     "trainer.log_every", "trainer.checkpoint_every", "trainer.save_trainable", "trainer.dry_run",
     "trainer.detect_anomaly", "trainer.eval_batch_size",

@@ -179,6 +179,14 @@ class HoldoutSpec:
 
 
 @dataclass(frozen=True)
+class SizeSpec:
+    """What the sweep planner's time estimate assumes of a task until finished runs measure it."""
+
+    train_rows: int
+    tokens_per_row: float
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     display: str
@@ -198,6 +206,7 @@ class TaskSpec:
     dev_holdout: Optional[HoldoutSpec]
     batch_size: int
     hub: HubSpec
+    size: Optional[SizeSpec]  # null: sweep estimates assume a mid-sized task; no run reads it (sweep/estimates.py)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ def _cache_key(spec: RunSpec, split: str, limit: int | None, tokenizer) -> str:
         source = "sha256:" + checked_digest(path)
     task = plain(spec.task)
     task.pop("batch_size", None)
+    task.pop("size", None)  # an estimate for sweep plans: the rows stay the same
     blob = json.dumps([source, task, split, limit, spec.trainer.max_len, tokenizer.name_or_path,
                        len(tokenizer), type(tokenizer).__name__], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -53,7 +53,9 @@ RunConfig = _types_of(specs.RunOptions, {})
 TrackingConfig = _types_of(specs.TrackingSpec, {})
 HubConfig = _types_of(specs.HubSpec, {})
 HoldoutConfig = _types_of(specs.HoldoutSpec, {})
-TaskConfig = _types_of(specs.TaskSpec, {specs.HubSpec: HubConfig, specs.HoldoutSpec: HoldoutConfig})
+SizeConfig = _types_of(specs.SizeSpec, {})
+TaskConfig = _types_of(specs.TaskSpec, {specs.HubSpec: HubConfig, specs.HoldoutSpec: HoldoutConfig,
+                                        specs.SizeSpec: SizeConfig})
 ModelConfig = _types_of(specs.ModelSpec, {})
 
 

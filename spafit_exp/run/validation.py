@@ -132,6 +132,14 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 
 def _check_task(task: DictConfig) -> None:
+    size = task.get("size")  # optional: what sweep estimates assume before a finished run measures the task
+    if size is not None:
+        _require(isinstance(size, DictConfig), "task.size", size, "a mapping {train_rows, tokens_per_row}")
+        rows, per_row = size.get("train_rows"), size.get("tokens_per_row")
+        _require(isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1, "task.size.train_rows", rows,
+                 "an integer >= 1")
+        _require(isinstance(per_row, (int, float)) and not isinstance(per_row, bool) and per_row > 0,
+                 "task.size.tokens_per_row", per_row, "a number > 0")
     allowed = TASK_METRICS.get(task.type)
     _require(allowed is not None, "task.type", task.type, f"one of {', '.join(TASK_METRICS)}")
     if task.type == "regression":

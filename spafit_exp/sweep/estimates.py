@@ -4,11 +4,11 @@ Per (model, method tag), from completed records of that pair: the median trainin
 (`timing.train_tokens_per_s`; records from before tokens were counted: samples/s) and the median time outside the
 training loop (`timing.wall_s - timing.train_s`: loading, evaluation, saving). A remaining run's training tokens are
 rows × epochs × tokens per row, with the rows and tokens per row of its task measured by finished runs of that
-task, else the table below. Without a finished run of the pair, an assumption: 6 × parameters × tokens FLOPs
-(forward + backward of every weight, whatever the method trains) at a sustained rate (`--tflops`, default below),
-but no optimizer step faster than a floor per encoder layer (small batches of short rows are bound by kernel
-launches, not FLOPs); loading and evaluation are left out. Estimates are compute time (the sum over runs), not the
-wall-clock time of a sweep running in parallel."""
+task, else the task YAML's `size` (published train rows, mean tokens per row). Without a finished run of the
+pair, an assumption: 6 × parameters × tokens FLOPs (forward + backward of every weight, whatever the method trains)
+at a sustained rate (`--tflops`, default below), but no optimizer step faster than a floor per encoder layer (small
+batches of short rows are bound by kernel launches, not FLOPs); loading and evaluation are left out. Estimates are
+compute time (the sum over runs), not the wall-clock time of a sweep running in parallel."""
 
 from __future__ import annotations
 
@@ -18,13 +18,8 @@ import numpy as np
 
 from spafit_exp.core.record import Record
 
-# Training rows (the datasets' published train splits; TREC-6 trains on 90% of its file) and approximate mean
-# tokens per row (BERT/RoBERTa subwords with special tokens, pairs together, at max length 128): the fallback when
-# no finished run of the task says better.
-TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
-              "qnli": 104743, "rte": 2490, "wnli": 635, "trec6": 4907, "conll2003": 14041}
-TOKENS_PER_ROW = {"cola": 11, "sst2": 13, "mrpc": 53, "stsb": 31, "qqp": 30, "mnli": 39, "qnli": 50, "rte": 70,
-                  "wnli": 37, "trec6": 13, "conll2003": 22}
+# A task YAML with `size: null` (and no finished run of the task): a mid-sized task of mid-length rows
+UNSIZED_TRAIN_ROWS, UNSIZED_TOKENS_PER_ROW = 10_000, 64
 DEFAULT_TFLOPS = 20.0  # sustained fp32/TF32 fine-tuning throughput of one recent data-centre GPU at batch 16
 STEP_FLOOR_S_PER_LAYER = 0.003  # forward + backward + optimizer launches of one encoder layer, per step
 
@@ -81,8 +76,8 @@ def run_seconds(job, arch: dict, pairs: dict, sizes: dict, tflops: float = DEFAU
     """(seconds, basis) for one remaining run (a sweep_plan.Job): `measured` when its (model, method) has finished
     runs, else `assumed`."""
     rows, per_row = sizes.get((job.task, job.max_train_samples), (None, None))
-    rows = rows or min(TRAIN_ROWS.get(job.task, 10_000), job.max_train_samples or 10**12)
-    per_row = per_row or TOKENS_PER_ROW.get(job.task, 64)
+    rows = rows or min(job.train_rows or UNSIZED_TRAIN_ROWS, job.max_train_samples or 10**12)
+    per_row = per_row or job.tokens_per_row or UNSIZED_TOKENS_PER_ROW
     samples = rows * job.epochs
     measured = pairs.get((job.model, job.method_tag))
     if measured is not None and measured.tokens_per_s:

@@ -50,6 +50,8 @@ class Job:
     epochs: int
     batch_size: int
     max_train_samples: int | None
+    train_rows: int | None  # the task YAML's `size`: the estimate's sizes until finished runs measure them
+    tokens_per_row: float | None
     force: bool
     recipe: str | None  # fingerprint hash; computed only where the run directory already holds a record
 
@@ -157,10 +159,12 @@ class _JobComposer:
         if cfg.model.name not in self.models:
             self.models[cfg.model.name] = OmegaConf.to_container(cfg.model.arch, resolve=True)
         recipe = fingerprint.of(cfg)["hash"] if (run_dir / RESULTS).is_file() else None
+        size = cfg.task.get("size") or {}
         return Job(overrides=overrides, swept=swept, run_dir=run_dir, task=cfg.task.name, method_tag=cfg.method.tag,
                    model=cfg.model.name, lr=t.lr, seed=t.seed, epochs=t.epochs,
                    batch_size=_resolve(cfg, "trainer.batch_size") * _resolve(cfg, "trainer.grad_accum"),
-                   max_train_samples=t.max_train_samples, force=bool(cfg.run.force), recipe=recipe)
+                   max_train_samples=t.max_train_samples, train_rows=size.get("train_rows"),
+                   tokens_per_row=size.get("tokens_per_row"), force=bool(cfg.run.force), recipe=recipe)
 
 
 def _resolve(cfg: DictConfig, key: str):
