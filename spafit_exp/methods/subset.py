@@ -68,15 +68,14 @@ class FixedSubset(Method):
         return sparse_state(model, self.flat, self.local)
 
     def import_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-        """`sparse_state`'s entries scattered back into their tensors; the head copied."""
+        """`sparse_state`'s entries scattered back into their tensors; the dense ones (the head) as any method's."""
         own = dict(model.named_parameters())
-        for name, tensor in state.items():
+        for name, index in state.items():
             if name.endswith(".__idx"):
                 base = name.removesuffix(".__idx")
                 target = own[base].data.view(-1)
-                target[tensor.to(target.device)] = state[f"{base}.__val"].to(target.device, target.dtype)
-            elif not name.endswith(".__val"):
-                own[name].data.copy_(tensor)
+                target[index.to(target.device)] = state[f"{base}.__val"].to(target.device, target.dtype)
+        super().import_state(model, {n: t for n, t in state.items() if not n.endswith((".__idx", ".__val"))})
         sparse_grad.read_back(model)
 
 
